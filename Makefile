@@ -1,0 +1,76 @@
+# rendezvous: build, test, check, run and install.
+# `make run` starts rendezvousd on local ports with a state folder in ./var;
+# `make test` runs the whole test suite (debug build).
+
+CARGO     ?= cargo
+PREFIX    ?= /usr/local
+BINDIR    ?= $(PREFIX)/bin
+SBINDIR   ?= $(PREFIX)/sbin
+MANDIR    ?= $(PREFIX)/share/man
+DESTDIR   ?=
+STATE     ?= ./var
+RELEASE   := target/release
+
+MAN1 := man/rendezvous.1
+MAN5 := man/rendezvous-users.5
+MAN7 := man/rendezvous-protocol.7
+MAN8 := man/rendezvousd.8
+MANS := $(MAN1) $(MAN5) $(MAN7) $(MAN8)
+
+.PHONY: all build release minimal test check lint-man run install uninstall clean
+
+all: build
+
+build:
+	$(CARGO) build
+
+release:
+	$(CARGO) build --release
+
+minimal:
+	$(CARGO) build --profile minimal
+
+test:
+	$(CARGO) test --locked
+
+check: lint-man
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+lint-man:
+	@for m in $(MANS); do \
+		out=$$(groff -mdoc -ww -z $$m 2>&1); \
+		if [ -n "$$out" ]; then echo "$$m: groff: $$out"; exit 1; fi; \
+		if command -v mandoc >/dev/null 2>&1; then \
+			out=$$(mandoc -T lint -W warning $$m 2>&1); \
+			if [ -n "$$out" ]; then echo "$$out"; exit 1; fi; \
+		fi; \
+	done; echo "man pages lint clean"
+
+# Starts the server in the foreground on 127.0.0.1:8898 (HTTPS) and :8899.
+# The state folder gets a self-signed certificate and an empty users file.
+run: build
+	target/debug/rendezvousd serve --state-dir $(STATE) \
+		--registrar 127.0.0.1:8898 --rendezvous 127.0.0.1:8899
+
+install:
+	@test -x $(RELEASE)/rendezvous -a -x $(RELEASE)/rendezvousd || \
+		{ echo "run 'make release' first"; exit 1; }
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR)
+	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5
+	install -d $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(MANDIR)/man8
+	install -m 0755 $(RELEASE)/rendezvous $(DESTDIR)$(BINDIR)/rendezvous
+	install -m 0755 $(RELEASE)/rendezvousd $(DESTDIR)$(SBINDIR)/rendezvousd
+	install -m 0644 $(MAN1) $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 $(MAN5) $(DESTDIR)$(MANDIR)/man5/
+	install -m 0644 $(MAN7) $(DESTDIR)$(MANDIR)/man7/
+	install -m 0644 $(MAN8) $(DESTDIR)$(MANDIR)/man8/
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/rendezvous $(DESTDIR)$(SBINDIR)/rendezvousd
+	rm -f $(DESTDIR)$(MANDIR)/man1/rendezvous.1 $(DESTDIR)$(MANDIR)/man5/rendezvous-users.5
+	rm -f $(DESTDIR)$(MANDIR)/man7/rendezvous-protocol.7 $(DESTDIR)$(MANDIR)/man8/rendezvousd.8
+
+clean:
+	$(CARGO) clean
+	rm -rf $(STATE)

@@ -1,0 +1,203 @@
+//! The administrative commands of `rendezvousd`: `user add`, `user list`,
+//! `user remove` and `cert`, plus `rendezvous totp`. Each takes plain options
+//! (the front ends fill them from argh) and writes its result to a `Write`.
+
+use crate::error::{Error, Result};
+use crate::provision::Provision;
+use crate::secret::Secret;
+use crate::state::{ensure_dir, StatePaths};
+use crate::totp::{self, Params};
+use crate::users::{self, User};
+use crate::{limits, tls};
+use std::io::Write;
+use std::path::PathBuf;
+use uuid::Uuid;
+
+/// Options of `rendezvousd user add`.
+#[derive(Debug, Clone, Default)]
+pub struct UserAdd {
+    /// State folder paths.
+    pub paths: Option<StatePaths>,
+    /// Free-text label.
+    pub label: Option<String>,
+    /// The UUID to use (default: a new random one).
+    pub uuid: Option<Uuid>,
+    /// TOTP step in seconds.
+    pub step: u64,
+    /// TOTP digits.
+    pub digits: u32,
+    /// Registrar URL written into the provisioning file.
+    pub server: Option<String>,
+    /// Where to write the provisioning file (default: the writer).
+    pub out: Option<PathBuf>,
+    /// Pin this certificate instead of the state folder's.
+    pub cert: Option<PathBuf>,
+    /// Write `ca = PATH` instead of a pin.
+    pub ca: Option<PathBuf>,
+}
+
+fn paths_or_default(p: &Option<StatePaths>) -> StatePaths {
+    p.clone()
+        .unwrap_or_else(|| StatePaths::resolve(None, None, None, None))
+}
+
+/// `rendezvousd user add`: add a hidden server to the users file and emit its
+/// provisioning file (to `--out`, mode 0600, or to `out`).
+pub fn user_add(opts: &UserAdd, out: &mut dyn Write) -> Result<()> {
+    if opts.cert.is_some() && opts.ca.is_some() {
+        return Err(Error::Usage("--cert and --ca exclude each other".into()));
+    }
+    if !limits::TOTP_STEP.contains(&opts.step) {
+        return Err(Error::Usage("--step must be 1 to 3600 seconds".into()));
+    }
+    if !limits::TOTP_DIGITS.contains(&opts.digits) {
+        return Err(Error::Usage("--digits must be 6 to 8".into()));
+    }
+    if opts
+        .label
+        .as_deref()
+        .is_some_and(|l| l.contains(['\n', '\r']))
+    {
+        return Err(Error::Usage("--label must be one line".into()));
+    }
+    let paths = paths_or_default(&opts.paths);
+    // Trust first, so that a failure leaves no user without a provisioning file.
+    let (pin, ca) = match (&opts.ca, &opts.cert) {
+        (Some(ca), _) => {
+            tls::load_certs(ca)?;
+            let abs = std::fs::canonicalize(ca).unwrap_or_else(|_| ca.clone());
+            (None, Some(abs))
+        }
+        (None, Some(cert)) => (Some(tls::file_fingerprint(cert)?), None),
+        (None, None) => {
+            ensure_dir(&paths.dir)?;
+            (Some(tls::ensure_pair(&paths.cert, &paths.key)?.0), None)
+        }
+    };
+    if let Some(dir) = paths.users.parent().filter(|d| !d.as_os_str().is_empty()) {
+        ensure_dir(dir)?;
+    }
+    let user = User {
+        uuid: opts.uuid.unwrap_or_else(Uuid::new_v4),
+        secret: Secret::generate(limits::NEW_SECRET_BYTES),
+        params: Params {
+            step: opts.step,
+            digits: opts.digits,
+        },
+        label: opts.label.clone().unwrap_or_default(),
+    };
+    let provision = Provision {
+        server: Some(opts.server.clone().unwrap_or_else(|| {
+            format!(
+                "https://{}:{}",
+                tls::system_hostname().unwrap_or_else(|| "localhost".into()),
+                limits::DEFAULT_REGISTRAR_PORT
+            )
+        })),
+        uuid: Some(user.uuid),
+        secret: Some(user.secret.clone()),
+        step: Some(user.params.step),
+        digits: Some(user.params.digits),
+        pin_sha256: pin,
+        ca,
+    };
+    let uuid = user.uuid;
+    users::update(&paths.users, |table| table.add(user).map_err(Error::Other))?;
+    let text = provision.render();
+    match &opts.out {
+        Some(path) => {
+            users::write_atomic(path, text.as_bytes(), 0o600)?;
+            writeln!(out, "{}", uuid.hyphenated()).map_err(|e| Error::io("write output", e))?;
+        }
+        None => out
+            .write_all(text.as_bytes())
+            .map_err(|e| Error::io("write output", e))?,
+    }
+    Ok(())
+}
+
+/// `rendezvousd user list`: one line per user, `UUID STEP DIGITS LABEL`; never the secret.
+pub fn user_list(paths: &StatePaths, out: &mut dyn Write) -> Result<()> {
+    let table = users::load(&paths.users)?;
+    for u in table.iter() {
+        writeln!(
+            out,
+            "{} {} {} {}",
+            u.uuid.hyphenated(),
+            u.params.step,
+            u.params.digits,
+            u.label
+        )
+        .map_err(|e| Error::io("write output", e))?;
+    }
+    Ok(())
+}
+
+/// `rendezvousd user remove UUID`.
+pub fn user_remove(paths: &StatePaths, uuid: &Uuid) -> Result<()> {
+    users::update(&paths.users, |table| {
+        if table.remove(uuid) {
+            Ok(())
+        } else {
+            Err(Error::Other(format!(
+                "uuid {} is not in the users file",
+                uuid.hyphenated()
+            )))
+        }
+    })
+}
+
+/// `rendezvousd cert`: write a self-signed pair into the state folder and print
+/// its SHA-256 fingerprint. Refuses to overwrite without `force`.
+pub fn cert(paths: &StatePaths, hosts: &[String], force: bool, out: &mut dyn Write) -> Result<()> {
+    ensure_dir(&paths.dir)?;
+    let hosts = if hosts.is_empty() {
+        tls::default_hosts()
+    } else {
+        hosts.to_vec()
+    };
+    let fp = tls::write_self_signed(&paths.cert, &paths.key, &hosts, force)?;
+    writeln!(out, "{fp}").map_err(|e| Error::io("write output", e))
+}
+
+/// The environment variable a client may take its secret from.
+pub const SECRET_ENV: &str = "RENDEZVOUS_SECRET";
+
+/// Read a secret: from a file holding base32 text or a provisioning file, else
+/// from `$RENDEZVOUS_SECRET`. Never from the command line.
+pub fn read_secret(file: Option<&std::path::Path>) -> Result<Secret> {
+    match file {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| Error::io("read secret file", e))?;
+            if text.contains('=') {
+                if let Some(s) = Provision::parse(&text, path)?.secret {
+                    return Ok(s);
+                }
+                return Err(Error::config(path, None, "no secret in file"));
+            }
+            Secret::from_base32(text.trim())
+                .ok_or_else(|| Error::config(path, None, "secret is not base32"))
+        }
+        None => {
+            let text = std::env::var(SECRET_ENV).map_err(|_| {
+                Error::Usage(format!(
+                    "no secret: give --secret-file or set ${SECRET_ENV}"
+                ))
+            })?;
+            Secret::from_base32(text.trim())
+                .ok_or_else(|| Error::Usage(format!("${SECRET_ENV} is not base32")))
+        }
+    }
+}
+
+/// `rendezvous totp`: print the current code.
+pub fn totp_now(secret: &Secret, params: Params, out: &mut dyn Write) -> Result<()> {
+    if !limits::TOTP_DIGITS.contains(&params.digits) || !limits::TOTP_STEP.contains(&params.step) {
+        return Err(Error::Usage(
+            "--digits must be 6 to 8 and --step 1 to 3600".into(),
+        ));
+    }
+    writeln!(out, "{}", totp::generate(secret, params, totp::now()))
+        .map_err(|e| Error::io("write output", e))
+}

@@ -1,0 +1,141 @@
+//! `rendezvous`: the client front end (`expose`, `connect`, `lookup`, `totp`).
+//! Parses arguments and dispatches to the library; see rendezvous(1).
+
+use argh::FromArgs;
+use rendezvous::{admin, cli, totp, Error};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(FromArgs)]
+/// rendezvous client: expose a hidden server, or connect to one
+struct Top {
+    #[argh(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Cmd {
+    Expose(Expose),
+    Connect(Connect),
+    Lookup(Lookup),
+    Totp(Totp),
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "expose")]
+/// keep waiting connections at the rendezvous server and relay them to a local service
+struct Expose {
+    /// the local service, HOST:PORT
+    #[argh(option)]
+    to: String,
+    /// provisioning file
+    #[argh(option)]
+    config: Option<PathBuf>,
+    /// registrar URL (https://host:port; default port 8898)
+    #[argh(option)]
+    server: Option<String>,
+    /// this hidden server's UUID
+    #[argh(option)]
+    uuid: Option<String>,
+    /// file holding the TOTP secret (default: the provisioning file, else $RENDEZVOUS_SECRET)
+    #[argh(option)]
+    secret_file: Option<PathBuf>,
+    /// generic or http (default generic)
+    #[argh(option)]
+    protocol: Option<String>,
+    /// waiting connections to keep (default 4)
+    #[argh(option)]
+    pool: Option<usize>,
+    /// trust this CA (or self-signed certificate) PEM
+    #[argh(option)]
+    ca: Option<PathBuf>,
+    /// trust the server certificate with this SHA-256 fingerprint
+    #[argh(option)]
+    pin_sha256: Option<String>,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "connect")]
+/// reach a hidden server: relay stdin/stdout, or each connection to --listen
+struct Connect {
+    /// provisioning file
+    #[argh(option)]
+    config: Option<PathBuf>,
+    /// registrar URL (https://host:port; default port 8898)
+    #[argh(option)]
+    server: Option<String>,
+    /// the hidden server's UUID
+    #[argh(option)]
+    uuid: Option<String>,
+    /// trust this CA (or self-signed certificate) PEM
+    #[argh(option)]
+    ca: Option<PathBuf>,
+    /// trust the server certificate with this SHA-256 fingerprint
+    #[argh(option)]
+    pin_sha256: Option<String>,
+    /// listen here and relay each accepted connection (default: stdin/stdout)
+    #[argh(option)]
+    listen: Option<String>,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "lookup")]
+/// print the rendezvous triple for a hidden server as JSON
+struct Lookup {
+    /// provisioning file
+    #[argh(option)]
+    config: Option<PathBuf>,
+    /// registrar URL (https://host:port; default port 8898)
+    #[argh(option)]
+    server: Option<String>,
+    /// the hidden server's UUID
+    #[argh(option)]
+    uuid: Option<String>,
+    /// trust this CA (or self-signed certificate) PEM
+    #[argh(option)]
+    ca: Option<PathBuf>,
+    /// trust the server certificate with this SHA-256 fingerprint
+    #[argh(option)]
+    pin_sha256: Option<String>,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "totp")]
+/// print the current TOTP code
+struct Totp {
+    /// file holding the secret (base32, or a provisioning file; default $RENDEZVOUS_SECRET)
+    #[argh(option)]
+    secret_file: Option<PathBuf>,
+    /// step in seconds (default 30)
+    #[argh(option, default = "30")]
+    step: u64,
+    /// digits, 6 to 8 (default 6)
+    #[argh(option, default = "6")]
+    digits: u32,
+}
+
+fn run(top: Top) -> Result<(), Error> {
+    match top.cmd {
+        Cmd::Totp(t) => {
+            let secret = admin::read_secret(t.secret_file.as_deref())?;
+            let params = totp::Params {
+                step: t.step,
+                digits: t.digits,
+            };
+            admin::totp_now(&secret, params, &mut std::io::stdout().lock())
+        }
+        Cmd::Expose(_) => Err(Error::Other("expose: not implemented yet".into())),
+        Cmd::Connect(_) => Err(Error::Other("connect: not implemented yet".into())),
+        Cmd::Lookup(_) => Err(Error::Other("lookup: not implemented yet".into())),
+    }
+}
+
+fn main() -> ExitCode {
+    let top: Top = match cli::parse_args() {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    cli::init_logger();
+    cli::finish("rendezvous", run(top))
+}

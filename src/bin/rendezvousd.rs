@@ -1,0 +1,230 @@
+//! `rendezvousd`: the server front end. Parses arguments and dispatches to the
+//! library; see rendezvousd(8).
+
+use argh::FromArgs;
+use rendezvous::{admin, cli, state::StatePaths, Error};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(FromArgs)]
+/// rendezvous server: registrar (HTTPS) and rendezvous server (TCP), and user provisioning
+struct Top {
+    #[argh(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Cmd {
+    Serve(Serve),
+    User(User),
+    Cert(Cert),
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "serve")]
+/// run the registrar and the rendezvous server
+struct Serve {
+    /// registrar listen address (default 0.0.0.0:8898)
+    #[argh(option)]
+    registrar: Option<String>,
+    /// rendezvous listen address, or "none" (default 0.0.0.0:8899)
+    #[argh(option)]
+    rendezvous: Option<String>,
+    /// host name put into triples (default: the client's Host header)
+    #[argh(option)]
+    public_host: Option<String>,
+    /// port put into triples (default: the rendezvous listen port)
+    #[argh(option)]
+    public_port: Option<u16>,
+    /// state folder (default $RENDEZVOUS_STATE_DIR, else /var/lib/rendezvous)
+    #[argh(option)]
+    state_dir: Option<PathBuf>,
+    /// users file (default STATE/users)
+    #[argh(option)]
+    users: Option<PathBuf>,
+    /// certificate chain, PEM (default STATE/cert.pem)
+    #[argh(option)]
+    cert: Option<PathBuf>,
+    /// private key, PEM (default STATE/key.pem)
+    #[argh(option)]
+    key: Option<PathBuf>,
+    /// serve the registrar over plain HTTP (TLS terminated elsewhere)
+    #[argh(switch)]
+    plaintext: bool,
+    /// waiting sockets kept per UUID and protocol (default 16)
+    #[argh(option)]
+    pool_max: Option<usize>,
+    /// seconds an initiator waits for a responder (default 10)
+    #[argh(option)]
+    pair_timeout: Option<u64>,
+    /// seconds for the TLS handshake and first head, or the cookie line (default 10)
+    #[argh(option)]
+    handshake_timeout: Option<u64>,
+    /// concurrent connections, all listeners together (default 4096)
+    #[argh(option)]
+    max_connections: Option<usize>,
+    /// seconds an unused R cookie stays valid (default 600)
+    #[argh(option)]
+    cookie_ttl: Option<u64>,
+    /// seconds active pairs may run after SIGTERM (default 10)
+    #[argh(option)]
+    drain_timeout: Option<u64>,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "user")]
+/// manage the users file
+struct User {
+    #[argh(subcommand)]
+    cmd: UserCmd,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum UserCmd {
+    Add(UserAdd),
+    List(UserList),
+    Remove(UserRemove),
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "add")]
+/// add a hidden server and print its provisioning file
+struct UserAdd {
+    /// state folder (default $RENDEZVOUS_STATE_DIR, else /var/lib/rendezvous)
+    #[argh(option)]
+    state_dir: Option<PathBuf>,
+    /// users file (default STATE/users)
+    #[argh(option)]
+    users: Option<PathBuf>,
+    /// free-text label
+    #[argh(option)]
+    label: Option<String>,
+    /// the UUID (default: a new random one)
+    #[argh(option)]
+    uuid: Option<String>,
+    /// TOTP step in seconds (default 30)
+    #[argh(option, default = "30")]
+    step: u64,
+    /// TOTP digits, 6 to 8 (default 6)
+    #[argh(option, default = "6")]
+    digits: u32,
+    /// registrar URL for the provisioning file (default https://HOSTNAME:8898)
+    #[argh(option)]
+    server: Option<String>,
+    /// write the provisioning file here (mode 0600) instead of standard output
+    #[argh(option)]
+    out: Option<PathBuf>,
+    /// pin this certificate (default: the state folder's, created if missing)
+    #[argh(option)]
+    cert: Option<PathBuf>,
+    /// write "ca = PEM" instead of a pin
+    #[argh(option)]
+    ca: Option<PathBuf>,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "list")]
+/// list hidden servers (never their secrets)
+struct UserList {
+    /// state folder (default $RENDEZVOUS_STATE_DIR, else /var/lib/rendezvous)
+    #[argh(option)]
+    state_dir: Option<PathBuf>,
+    /// users file (default STATE/users)
+    #[argh(option)]
+    users: Option<PathBuf>,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "remove")]
+/// remove a hidden server
+struct UserRemove {
+    /// the UUID to remove
+    #[argh(positional)]
+    uuid: String,
+    /// state folder (default $RENDEZVOUS_STATE_DIR, else /var/lib/rendezvous)
+    #[argh(option)]
+    state_dir: Option<PathBuf>,
+    /// users file (default STATE/users)
+    #[argh(option)]
+    users: Option<PathBuf>,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "cert")]
+/// create a self-signed certificate pair and print its SHA-256 fingerprint
+struct Cert {
+    /// state folder (default $RENDEZVOUS_STATE_DIR, else /var/lib/rendezvous)
+    #[argh(option)]
+    state_dir: Option<PathBuf>,
+    /// a name for the certificate (repeatable; default localhost, the host name, 127.0.0.1, ::1)
+    #[argh(option)]
+    host: Vec<String>,
+    /// overwrite an existing pair
+    #[argh(switch)]
+    force: bool,
+}
+
+fn parse_uuid(text: &str) -> Result<uuid::Uuid, Error> {
+    uuid::Uuid::try_parse(text).map_err(|_| Error::Usage(format!("malformed uuid {text:?}")))
+}
+
+fn run(top: Top) -> Result<(), Error> {
+    let mut stdout = std::io::stdout().lock();
+    match top.cmd {
+        Cmd::Serve(s) => serve(s),
+        Cmd::User(User {
+            cmd: UserCmd::Add(a),
+        }) => {
+            let opts = admin::UserAdd {
+                paths: Some(StatePaths::resolve(
+                    a.state_dir.as_deref(),
+                    a.users.as_deref(),
+                    None,
+                    None,
+                )),
+                label: a.label,
+                uuid: a.uuid.as_deref().map(parse_uuid).transpose()?,
+                step: a.step,
+                digits: a.digits,
+                server: a.server,
+                out: a.out,
+                cert: a.cert,
+                ca: a.ca,
+            };
+            admin::user_add(&opts, &mut stdout)
+        }
+        Cmd::User(User {
+            cmd: UserCmd::List(l),
+        }) => admin::user_list(
+            &StatePaths::resolve(l.state_dir.as_deref(), l.users.as_deref(), None, None),
+            &mut stdout,
+        ),
+        Cmd::User(User {
+            cmd: UserCmd::Remove(r),
+        }) => admin::user_remove(
+            &StatePaths::resolve(r.state_dir.as_deref(), r.users.as_deref(), None, None),
+            &parse_uuid(&r.uuid)?,
+        ),
+        Cmd::Cert(c) => admin::cert(
+            &StatePaths::resolve(c.state_dir.as_deref(), None, None, None),
+            &c.host,
+            c.force,
+            &mut stdout,
+        ),
+    }
+}
+
+fn serve(_s: Serve) -> Result<(), Error> {
+    Err(Error::Other("serve: not implemented yet".into()))
+}
+
+fn main() -> ExitCode {
+    let top: Top = match cli::parse_args() {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    cli::init_logger();
+    cli::finish("rendezvousd", run(top))
+}

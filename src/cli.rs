@@ -1,0 +1,61 @@
+//! Shared front-end helpers: argh parsing that exits 2 on a usage error and 0
+//! on `--help`, logger set-up (`RUST_LOG`, default `info`, no timestamps when
+//! stderr is not a terminal), and the one-line `prog: what: why` error report.
+
+use crate::error::Error;
+use argh::FromArgs;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+/// Parse the process arguments into `T`. `--help` prints to stdout and exits 0;
+/// a usage error prints to stderr and exits 2 (argh's own `from_env` exits 1).
+pub fn parse_args<T: FromArgs>() -> Result<T, ExitCode> {
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let cmd = args
+        .first()
+        .map(|c| {
+            std::path::Path::new(c)
+                .file_name()
+                .map_or(c.as_str(), |n| n.to_str().unwrap_or(c))
+        })
+        .unwrap_or("rendezvous")
+        .to_string();
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    match T::from_args(&[&cmd], &rest) {
+        Ok(t) => Ok(t),
+        Err(early) => match early.status {
+            Ok(()) => {
+                println!("{}", early.output);
+                Err(ExitCode::SUCCESS)
+            }
+            Err(()) => {
+                eprintln!("{}\nRun {cmd} --help for more information.", early.output);
+                Err(ExitCode::from(2))
+            }
+        },
+    }
+}
+
+/// Start the logger: `RUST_LOG` (default `info`), `RUST_LOG_STYLE`, and no
+/// timestamps when stderr is not a terminal (journald adds its own).
+pub fn init_logger() {
+    let env = env_logger::Env::default().default_filter_or("info");
+    let mut b = env_logger::Builder::from_env(env);
+    if !std::io::stderr().is_terminal() {
+        b.format_timestamp(None);
+    }
+    let _ = b.try_init();
+}
+
+/// Turn a command's result into the exit status, printing `prog: error` on failure.
+pub fn finish(prog: &str, result: Result<(), Error>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{prog}: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

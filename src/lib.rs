@@ -1,0 +1,55 @@
+//! # rendezvous
+//!
+//! A rendezvous server and client that let a *hidden server* behind NAT or a
+//! firewall be reached by *mobile clients* through a public server that moves
+//! the octets back and forth. Two protocols: the generic one (an HTTPS
+//! registrar hands out rendezvous triples; a plain TCP rendezvous server pairs
+//! the two sides by cookie) and the HTTP-specific one (the hidden server waits
+//! inside an HTTPS `CONNECT`; an ordinary HTTPS client names it in its
+//! `Authorization` header). See rendezvous-protocol(7).
+//!
+//! ## Threading model
+//!
+//! Synchronous and thread-per-connection: blocking `std::net` listeners, one
+//! accept thread per listener that only accepts, one thread per accepted socket
+//! (TLS handshake, head, authentication), and two threads per relayed pair,
+//! one per direction. Parked sockets hold no thread. No async runtime.
+//!
+//! ## Errors
+//!
+//! Every fallible function returns [`error::Error`]; its `Display` reads
+//! `what: why`, and [`error::Error::exit_code`] maps it to the front ends'
+//! exit status (2 for usage errors, else 1).
+//!
+//! ## Log levels
+//!
+//! Logging goes through the `log` crate; the binaries use `env_logger`, which
+//! honours `RUST_LOG` (default `info`) and `RUST_LOG_STYLE`. Targets are module
+//! paths, so `RUST_LOG=rendezvous::relay=debug` works.
+//!
+//! * `error`: the process or a listener cannot continue.
+//! * `warn`: operator-actionable or security-relevant (file modes, reload
+//!   errors, lockouts, limits reached).
+//! * `info`: lifecycle, and one line per completed unit of work (`pair done`).
+//! * `debug`: per-connection state transitions.
+//! * `trace`: sizes and timings, never payload bytes.
+//!
+//! No level ever logs a TOTP secret, a token, a cookie, an `Authorization`
+//! value or a raw query string.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod cli;
+pub mod error;
+pub mod limits;
+pub mod provision;
+pub mod random;
+pub mod secret;
+pub mod state;
+pub mod tls;
+pub mod totp;
+pub mod users;
+
+pub use error::{Error, Result};

@@ -1,0 +1,81 @@
+//! Every limit and timeout default, as a named constant in one place.
+//!
+//! The command-line defaults in the man pages are written from these.
+
+use std::time::Duration;
+
+/// Default registrar listen address (HTTPS).
+pub const DEFAULT_REGISTRAR_ADDR: &str = "0.0.0.0:8898";
+/// Default rendezvous (plain TCP) listen address.
+pub const DEFAULT_RENDEZVOUS_ADDR: &str = "0.0.0.0:8899";
+/// Default registrar port a `--server` URL without a port gets.
+pub const DEFAULT_REGISTRAR_PORT: u16 = 8898;
+/// Default state folder when neither `--state-dir` nor `$RENDEZVOUS_STATE_DIR` is set.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/rendezvous";
+
+/// Largest request head, including its final blank line.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Most header lines in a request head (including `Host`).
+pub const MAX_HEADERS: usize = 64;
+/// Largest request body the registrar API reads (and discards).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Longest first line on the rendezvous port, including its newline.
+pub const MAX_COOKIE_LINE: usize = 256;
+/// Longest status line a client reads from the rendezvous port.
+pub const MAX_STATUS_LINE: usize = 256;
+/// Largest registrar response a client reads.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// Default `--handshake-timeout`: TLS handshake plus the first head, or the cookie line.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `--pair-timeout`: how long an initiator waits for a responder.
+pub const PAIR_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a keep-alive registrar connection may sit idle between requests.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// Default `--drain-timeout`: how long active pairs may run after SIGTERM.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `--cookie-ttl`.
+pub const COOKIE_TTL: Duration = Duration::from_secs(600);
+/// Default `--pool-max`: parked sockets per UUID and protocol.
+pub const POOL_MAX: usize = 16;
+/// Default `--max-connections`: concurrent accepted sockets, all listeners together.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// How often the reaper sweeps expired cookies and dead parked sockets.
+pub const REAP_INTERVAL: Duration = Duration::from_secs(5);
+/// TCP keepalive idle time on parked sockets.
+pub const PARKED_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// Client side: timeout for connecting and for each registrar exchange.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Agent backoff: first delay after a failure.
+pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// Agent backoff: the ceiling.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Default `expose --pool`: waiting connections the agent keeps.
+pub const AGENT_POOL: usize = 4;
+
+/// Stack of a connection thread: a TLS handshake plus head parsing, with margin.
+pub const CONN_STACK: usize = 256 * 1024;
+/// Stack of a relay direction thread (its buffer lives on the heap).
+pub const RELAY_STACK: usize = 64 * 1024;
+/// Relay buffer per direction.
+pub const RELAY_BUF: usize = 64 * 1024;
+
+/// Failures from one (UUID, address) before that pair is locked.
+pub const LOCK_AFTER_FAILURES: u32 = 10;
+/// First lock period; it doubles on every further lock.
+pub const LOCK_BASE: Duration = Duration::from_secs(60);
+/// Longest lock period.
+pub const LOCK_MAX: Duration = Duration::from_secs(3600);
+/// Failures per UUID per TOTP step, all sources together, before only the last
+/// good address may try.
+pub const UUID_FAILURES_PER_STEP: u32 = 20;
+
+/// TOTP: smallest and largest accepted digit counts.
+pub const TOTP_DIGITS: std::ops::RangeInclusive<u32> = 6..=8;
+/// TOTP: accepted step lengths in seconds.
+pub const TOTP_STEP: std::ops::RangeInclusive<u64> = 1..=3600;
+/// Shortest secret the users file accepts (RFC 4226 asks for 128 bits).
+pub const MIN_SECRET_BYTES: usize = 16;
+/// Length of a secret `user add` generates (160 bits, as RFC 4226 recommends).
+pub const NEW_SECRET_BYTES: usize = 20;

@@ -1,0 +1,161 @@
+//! TLS: a client pinned by fingerprint (or trusting the self-signed certificate
+//! as its CA) completes a handshake with a freshly generated server on
+//! 127.0.0.1; a wrong pin fails with a clear error; a stalled handshake is cut
+//! at its deadline.
+
+mod common;
+
+use common::TempDir;
+use rendezvous::tls::{self, Trust};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+struct Pair {
+    _dir: TempDir,
+    cert: std::path::PathBuf,
+    fp: String,
+    config: std::sync::Arc<rustls::ServerConfig>,
+}
+
+fn pair() -> Pair {
+    let dir = TempDir::new("tls");
+    let (cert, key) = tls::state_pair(dir.path());
+    let fp = tls::write_self_signed(
+        &cert,
+        &key,
+        &["localhost".into(), "127.0.0.1".into()],
+        false,
+    )
+    .expect("generate pair");
+    assert_eq!(fp.len(), 64);
+    assert!(fp
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert_eq!(common::mode(&key), 0o600);
+    let config = tls::server_config(&cert, &key).expect("server config");
+    Pair {
+        _dir: dir,
+        cert,
+        fp,
+        config,
+    }
+}
+
+/// Serve one connection: handshake, read one line, echo it back.
+fn echo_once(
+    config: std::sync::Arc<rustls::ServerConfig>,
+) -> (u16, thread::JoinHandle<Result<(), String>>) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let h = thread::spawn(move || {
+        let (s, _) = l.accept().map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut tls = tls::accept(s, config, deadline).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 64];
+        let n = tls.read(&mut buf).map_err(|e| e.to_string())?;
+        tls.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+        tls.conn.send_close_notify();
+        let _ = tls.flush();
+        Ok(())
+    });
+    (port, h)
+}
+
+fn client(port: u16, trust: &Trust, host: &str) -> Result<Vec<u8>, rendezvous::Error> {
+    let config = tls::client_config(trust)?;
+    let sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    sock.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut s = tls::connect(sock, config, host, Instant::now() + Duration::from_secs(5))?;
+    s.write_all(b"hello\n").map_err(rendezvous::Error::from)?;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    Ok(out)
+}
+
+#[test]
+fn pinned_client_handshakes() {
+    let p = pair();
+    let (port, h) = echo_once(p.config.clone());
+    let pin = tls::parse_fingerprint(&p.fp).expect("pin parses");
+    let got = client(port, &Trust::Pin(pin), "127.0.0.1").expect("pinned handshake");
+    assert_eq!(got, b"hello\n");
+    h.join().expect("server thread").expect("server side");
+}
+
+#[test]
+fn pin_ignores_name_but_not_key() {
+    // A pin identifies the certificate, so any name works...
+    let p = pair();
+    let (port, h) = echo_once(p.config.clone());
+    let pin = tls::parse_fingerprint(&p.fp.to_uppercase()).expect("upper case parses");
+    assert_eq!(
+        client(port, &Trust::Pin(pin), "not-in-the-cert.example").expect("ok"),
+        b"hello\n"
+    );
+    h.join().expect("server thread").expect("server side");
+}
+
+#[test]
+fn wrong_pin_fails_clearly() {
+    let p = pair();
+    let (port, h) = echo_once(p.config.clone());
+    let mut pin = tls::parse_fingerprint(&p.fp).expect("pin parses");
+    pin[0] ^= 1;
+    let err = client(port, &Trust::Pin(pin), "127.0.0.1").expect_err("must fail");
+    let msg = err.to_string();
+    assert!(msg.contains("pinned SHA-256 fingerprint"), "{msg}");
+    assert!(
+        h.join().expect("server thread").is_err(),
+        "server must see the failure"
+    );
+}
+
+#[test]
+fn self_signed_certificate_as_ca() {
+    let p = pair();
+    let (port, h) = echo_once(p.config.clone());
+    let got = client(port, &Trust::Ca(p.cert.clone()), "localhost").expect("ca handshake");
+    assert_eq!(got, b"hello\n");
+    h.join().expect("server thread").expect("server side");
+}
+
+#[test]
+fn ca_from_another_pair_is_refused() {
+    let p = pair();
+    let other = pair();
+    let (port, h) = echo_once(p.config.clone());
+    assert!(client(port, &Trust::Ca(other.cert.clone()), "localhost").is_err());
+    let _ = h.join();
+}
+
+#[test]
+fn stalled_handshake_is_cut_at_the_deadline() {
+    let p = pair();
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let config = p.config.clone();
+    let h = thread::spawn(move || {
+        let (s, _) = l.accept().expect("accept");
+        let start = Instant::now();
+        let r = tls::accept(s, config, start + Duration::from_millis(500));
+        (r.err().map(|e| e.to_string()), start.elapsed())
+    });
+    // Trickle one byte at a time, more often than the deadline, never finishing.
+    let mut c = TcpStream::connect(addr).expect("connect");
+    let hello = [
+        0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    for b in hello {
+        if c.write_all(&[b]).is_err() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(150));
+    }
+    let (err, took) = h.join().expect("server thread");
+    let err = err.expect("handshake must fail");
+    assert!(err.contains("timed out"), "{err}");
+    assert!(took < Duration::from_secs(3), "cut after {took:?}");
+}
