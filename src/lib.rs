@@ -40,13 +40,25 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod accept;
 pub mod admin;
+pub mod authn;
 pub mod cli;
+pub mod client;
 pub mod error;
+pub mod hidden;
+pub mod http;
 pub mod limits;
+pub mod mobile;
 pub mod provision;
 pub mod random;
+pub mod registrar;
+pub mod registry;
+pub mod relay;
+pub mod rendezvous;
 pub mod secret;
+pub mod server;
+pub mod signals;
 pub mod state;
 pub mod tls;
 pub mod totp;

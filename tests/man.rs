@@ -1,5 +1,5 @@
 //! The man pages stay true to the binaries: every `--flag` in each
-//! subcommand's `--help` appears as `Fl flag` in its page, and the pages lint
+//! subcommand's `--help` appears as `Fl -flag` in its page, and the pages lint
 //! clean with groff (and mandoc, when installed).
 
 mod common;
@@ -38,7 +38,7 @@ fn check(page_name: &str, mut cmd: impl FnMut() -> Command, subcommands: &[&[&st
         let found = flags(&help);
         assert!(!found.is_empty(), "{sub:?}: no flags in --help?");
         for f in found {
-            let needle = format!("Fl {f}");
+            let needle = format!("Fl -{f}");
             assert!(
                 text.lines().any(|l| l.contains(&needle)
                     && l[l.find(&needle).unwrap_or(0) + needle.len()..]
@@ -48,12 +48,11 @@ fn check(page_name: &str, mut cmd: impl FnMut() -> Command, subcommands: &[&[&st
                 "{page_name}: --{f} of {sub:?} is not documented (no {needle:?})"
             );
         }
-        if let Some(last) = sub.last() {
-            assert!(
-                text.contains(&format!("Cm {last}")),
-                "{page_name}: subcommand {last} missing"
-            );
-        }
+        let name = format!("Cm {}", sub.join(" "));
+        assert!(
+            text.contains(&name),
+            "{page_name}: subcommand {sub:?} missing"
+        );
     }
 }
 

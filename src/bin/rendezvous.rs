@@ -2,7 +2,8 @@
 //! Parses arguments and dispatches to the library; see rendezvous(1).
 
 use argh::FromArgs;
-use rendezvous::{admin, cli, totp, Error};
+use rendezvous::client::{ClientFlags, Settings};
+use rendezvous::{admin, cli, hidden, mobile, totp, Error};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -125,9 +126,57 @@ fn run(top: Top) -> Result<(), Error> {
             };
             admin::totp_now(&secret, params, &mut std::io::stdout().lock())
         }
-        Cmd::Expose(_) => Err(Error::Other("expose: not implemented yet".into())),
-        Cmd::Connect(_) => Err(Error::Other("connect: not implemented yet".into())),
-        Cmd::Lookup(_) => Err(Error::Other("lookup: not implemented yet".into())),
+        Cmd::Expose(e) => {
+            let flags = ClientFlags {
+                config: e.config,
+                server: e.server,
+                uuid: e.uuid,
+                ca: e.ca,
+                pin_sha256: e.pin_sha256,
+                secret_file: e.secret_file,
+            };
+            let settings = Settings::resolve(&flags, true)?;
+            let opts = hidden::ExposeOpts {
+                to: e.to,
+                pool: e.pool.unwrap_or(rendezvous::limits::AGENT_POOL),
+            };
+            match e.protocol.as_deref().unwrap_or("generic") {
+                "generic" => hidden::expose(&settings, opts),
+                "http" => Err(Error::Other(
+                    "expose --protocol http: not implemented yet".into(),
+                )),
+                other => Err(Error::Usage(format!(
+                    "--protocol must be generic or http, not {other:?}"
+                ))),
+            }
+        }
+        Cmd::Connect(c) => {
+            let flags = ClientFlags {
+                config: c.config,
+                server: c.server,
+                uuid: c.uuid,
+                ca: c.ca,
+                pin_sha256: c.pin_sha256,
+                secret_file: None,
+            };
+            let settings = Settings::resolve(&flags, false)?;
+            match c.listen {
+                Some(addr) => mobile::connect_listen(&settings, &addr),
+                None => mobile::connect_stdio(&settings),
+            }
+        }
+        Cmd::Lookup(l) => {
+            let flags = ClientFlags {
+                config: l.config,
+                server: l.server,
+                uuid: l.uuid,
+                ca: l.ca,
+                pin_sha256: l.pin_sha256,
+                secret_file: None,
+            };
+            let settings = Settings::resolve(&flags, false)?;
+            mobile::lookup(&settings, &mut std::io::stdout().lock())
+        }
     }
 }
 

@@ -2,9 +2,10 @@
 //! library; see rendezvousd(8).
 
 use argh::FromArgs;
-use rendezvous::{admin, cli, state::StatePaths, Error};
+use rendezvous::{admin, cli, server, state::StatePaths, Error};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(FromArgs)]
 /// rendezvous server: registrar (HTTPS) and rendezvous server (TCP), and user provisioning
@@ -216,8 +217,58 @@ fn run(top: Top) -> Result<(), Error> {
     }
 }
 
-fn serve(_s: Serve) -> Result<(), Error> {
-    Err(Error::Other("serve: not implemented yet".into()))
+fn serve(s: Serve) -> Result<(), Error> {
+    let explicit_cert = s.cert.is_some() || s.key.is_some();
+    if s.cert.is_some() != s.key.is_some() {
+        return Err(Error::Usage("--cert and --key go together".into()));
+    }
+    let paths = StatePaths::resolve(
+        s.state_dir.as_deref(),
+        s.users.as_deref(),
+        s.cert.as_deref(),
+        s.key.as_deref(),
+    );
+    let mut cfg = server::Config::new(paths);
+    cfg.explicit_cert = explicit_cert;
+    if let Some(a) = s.registrar {
+        cfg.registrar = a;
+    }
+    match s.rendezvous.as_deref() {
+        Some("none") => cfg.rendezvous = None,
+        Some(a) => cfg.rendezvous = Some(a.to_string()),
+        None => {}
+    }
+    cfg.public_host = s.public_host;
+    cfg.public_port = s.public_port;
+    cfg.plaintext = s.plaintext;
+    let secs = |v: Option<u64>, d: Duration, flag: &str| -> Result<Duration, Error> {
+        match v {
+            None => Ok(d),
+            Some(0) => Err(Error::Usage(format!("--{flag} must be at least 1"))),
+            Some(n) => Ok(Duration::from_secs(n)),
+        }
+    };
+    cfg.pair_timeout = secs(s.pair_timeout, cfg.pair_timeout, "pair-timeout")?;
+    cfg.handshake_timeout = secs(
+        s.handshake_timeout,
+        cfg.handshake_timeout,
+        "handshake-timeout",
+    )?;
+    cfg.cookie_ttl = secs(s.cookie_ttl, cfg.cookie_ttl, "cookie-ttl")?;
+    if let Some(d) = s.drain_timeout {
+        cfg.drain_timeout = Duration::from_secs(d);
+    }
+    match s.pool_max {
+        Some(0) => return Err(Error::Usage("--pool-max must be at least 1".into())),
+        Some(n) => cfg.pool_max = n,
+        None => {}
+    }
+    match s.max_connections {
+        Some(0) => return Err(Error::Usage("--max-connections must be at least 1".into())),
+        Some(n) => cfg.max_connections = n,
+        None => {}
+    }
+    server::serve(cfg)
 }
 
 fn main() -> ExitCode {

@@ -1,0 +1,235 @@
+//! The accept loop: one thread per listener that only accepts. It enforces
+//! `--max-connections` (a slot per socket, held until the socket closes, parked
+//! or not), backs off on errors such as EMFILE instead of exiting, names each
+//! connection thread `conn-<id>` with a small explicit stack, and is woken for
+//! shutdown by a connection to itself. No TLS and no reads happen here.
+
+use crate::limits::CONN_STACK;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The shared connection count and id source.
+#[derive(Debug, Default)]
+pub struct Conns {
+    open: AtomicUsize,
+    next_id: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl Conns {
+    /// Sockets open now (including parked ones).
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Sockets refused at the cap so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// A fresh connection id.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn try_slot(self: &Arc<Self>, max: usize) -> Option<ConnSlot> {
+        let mut cur = self.open.load(Ordering::Relaxed);
+        loop {
+            if cur >= max {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            match self
+                .open
+                .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(ConnSlot(self.clone())),
+                Err(now) => cur = now,
+            }
+        }
+    }
+}
+
+/// One socket's place in the `--max-connections` count; freed on drop.
+#[derive(Debug)]
+pub struct ConnSlot(Arc<Conns>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// An accepted socket handed to a connection thread.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The socket.
+    pub stream: TcpStream,
+    /// The peer.
+    pub peer: SocketAddr,
+    /// The connection id (for `conn=` in the log).
+    pub id: u64,
+    /// Its connection slot.
+    pub slot: ConnSlot,
+}
+
+/// A running accept loop.
+pub struct AcceptLoop {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+/// Rate-limits a repeated warning to one line per interval.
+#[derive(Debug)]
+pub struct RateLimit {
+    last: std::sync::Mutex<Option<Instant>>,
+    every: Duration,
+}
+
+impl RateLimit {
+    /// At most one `ready()` per `every`.
+    pub fn new(every: Duration) -> RateLimit {
+        RateLimit {
+            last: std::sync::Mutex::new(None),
+            every,
+        }
+    }
+
+    /// True when a line may be logged now.
+    pub fn ready(&self) -> bool {
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        if last.is_some_and(|l| now.duration_since(l) < self.every) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+}
+
+fn transient_resource_error(e: &io::Error) -> bool {
+    // EMFILE, ENFILE, ENOBUFS, ENOMEM: wait for descriptors or memory to free up.
+    matches!(e.raw_os_error(), Some(23) | Some(24) | Some(105) | Some(12))
+}
+
+impl AcceptLoop {
+    /// Start accepting on `listener` (already bound). Each accepted socket gets
+    /// a slot and its own thread running `handle`.
+    pub fn spawn<F>(
+        name: &'static str,
+        listener: TcpListener,
+        conns: Arc<Conns>,
+        max_connections: usize,
+        handle: F,
+    ) -> io::Result<AcceptLoop>
+    where
+        F: Fn(Accepted) + Send + Sync + 'static,
+    {
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let handle = Arc::new(handle);
+        let thread = thread::Builder::new()
+            .name(format!("accept-{name}"))
+            .spawn(move || {
+                let cap_warn = RateLimit::new(Duration::from_secs(10));
+                let err_warn = RateLimit::new(Duration::from_secs(10));
+                let mut backoff = Duration::from_millis(10);
+                loop {
+                    let res = listener.accept();
+                    if stop2.load(Ordering::Acquire) {
+                        break;
+                    }
+                    let (stream, peer) = match res {
+                        Ok(x) => {
+                            backoff = Duration::from_millis(10);
+                            x
+                        }
+                        Err(e) if transient_resource_error(&e) => {
+                            if err_warn.ready() {
+                                log::warn!(target: "rendezvous::accept", "accept on {name} failed: {e}; backing off");
+                            }
+                            thread::sleep(backoff);
+                            backoff = (backoff * 2).min(Duration::from_secs(1));
+                            continue;
+                        }
+                        Err(e) => {
+                            log::debug!(target: "rendezvous::accept", "accept on {name}: {e}");
+                            continue;
+                        }
+                    };
+                    let Some(slot) = conns.try_slot(max_connections) else {
+                        if cap_warn.ready() {
+                            log::warn!(target: "rendezvous::accept", "connection cap reached ({max_connections}); refusing peer={peer}");
+                        }
+                        drop(stream);
+                        continue;
+                    };
+                    let id = conns.next_id();
+                    log::debug!(target: "rendezvous::accept", "conn={id} accepted peer={peer} listener={name}");
+                    let h = handle.clone();
+                    let spawned = thread::Builder::new()
+                        .name(format!("conn-{id}"))
+                        .stack_size(CONN_STACK)
+                        .spawn(move || {
+                            h(Accepted {
+                                stream,
+                                peer,
+                                id,
+                                slot,
+                            })
+                        });
+                    if let Err(e) = spawned {
+                        if err_warn.ready() {
+                            log::warn!(target: "rendezvous::accept", "cannot start a connection thread: {e}");
+                        }
+                        thread::sleep(backoff);
+                    }
+                }
+                log::debug!(target: "rendezvous::accept", "accept loop {name} stopped");
+            })?;
+        Ok(AcceptLoop {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stop accepting: set the flag, wake the blocked `accept()` by connecting
+    /// to ourselves, and join the thread. The listener closes with it.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let mut wake = self.addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake.ip() {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            });
+        }
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for AcceptLoop {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.stop();
+        }
+    }
+}

@@ -1,0 +1,440 @@
+//! The client's view of the server: registrar URLs, trust and settings
+//! resolved from flags and the provisioning file, registrar requests (register
+//! with a token, refresh with a cookie, look up), and dialling the rendezvous
+//! server with a cookie line and reading its status line.
+
+use crate::admin::read_secret;
+use crate::error::{AuthFailure, Error, IoResultExt, Result, Timeout};
+use crate::http::{read_response, ClientResponse};
+use crate::limits::{CLIENT_TIMEOUT, DEFAULT_REGISTRAR_PORT, MAX_STATUS_LINE};
+use crate::provision::Provision;
+use crate::registry::TakeError;
+use crate::secret::Secret;
+use crate::tls::{self, Trust};
+use crate::totp::Params;
+use rustls::ClientConfig;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// A registrar URL: `https://host[:port]` (default 8898) or `http://…` for a
+/// registrar run with `--plaintext`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerUrl {
+    /// TLS or not.
+    pub tls: bool,
+    /// Host name or address (no brackets).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl ServerUrl {
+    /// Parse; a bare `host[:port]` means https.
+    pub fn parse(text: &str) -> Result<ServerUrl> {
+        let bad = || Error::Usage(format!("malformed server URL {text:?}"));
+        let (tls, rest) = if let Some(r) = text.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = text.strip_prefix("http://") {
+            (false, r)
+        } else if text.contains("://") {
+            return Err(bad());
+        } else {
+            (true, text)
+        };
+        let authority = rest.split('/').next().unwrap_or("");
+        if authority.contains('@') {
+            return Err(Error::Usage(
+                "the server URL must not hold credentials".into(),
+            ));
+        }
+        let (host, port) = if let Some(r) = authority.strip_prefix('[') {
+            let (h, after) = r.split_once(']').ok_or_else(bad)?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| bad())?,
+                None if after.is_empty() => DEFAULT_REGISTRAR_PORT,
+                None => return Err(bad()),
+            };
+            (h.to_string(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad())?),
+                None => (authority.to_string(), DEFAULT_REGISTRAR_PORT),
+            }
+        };
+        if host.is_empty() || port == 0 {
+            return Err(bad());
+        }
+        Ok(ServerUrl { tls, host, port })
+    }
+}
+
+impl fmt::Display for ServerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// The client flags shared by `expose`, `connect` and `lookup`.
+#[derive(Debug, Clone, Default)]
+pub struct ClientFlags {
+    /// `--config`.
+    pub config: Option<PathBuf>,
+    /// `--server`.
+    pub server: Option<String>,
+    /// `--uuid`.
+    pub uuid: Option<String>,
+    /// `--ca`.
+    pub ca: Option<PathBuf>,
+    /// `--pin-sha256`.
+    pub pin_sha256: Option<String>,
+    /// `--secret-file` (expose only).
+    pub secret_file: Option<PathBuf>,
+}
+
+/// Everything a client needs, resolved: flags override the provisioning file.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The registrar.
+    pub server: ServerUrl,
+    /// The hidden server's UUID.
+    pub uuid: Uuid,
+    /// How to trust the registrar.
+    pub trust: Trust,
+    /// TOTP step and digits.
+    pub params: Params,
+    /// The secret, when `need_secret` was asked for.
+    pub secret: Option<Secret>,
+}
+
+impl Settings {
+    /// Resolve flags and the provisioning file.
+    pub fn resolve(flags: &ClientFlags, need_secret: bool) -> Result<Settings> {
+        let prov = match &flags.config {
+            Some(p) => Provision::load(p)?,
+            None => Provision::default(),
+        };
+        let server_text = flags
+            .server
+            .clone()
+            .or(prov.server.clone())
+            .ok_or_else(|| Error::Usage("no server: give --server or --config".into()))?;
+        let server = ServerUrl::parse(&server_text)?;
+        let uuid = match &flags.uuid {
+            Some(u) => {
+                Uuid::try_parse(u).map_err(|_| Error::Usage(format!("malformed uuid {u:?}")))?
+            }
+            None => prov
+                .uuid
+                .ok_or_else(|| Error::Usage("no uuid: give --uuid or --config".into()))?,
+        };
+        if flags.ca.is_some() && flags.pin_sha256.is_some() {
+            return Err(Error::Usage(
+                "--ca and --pin-sha256 exclude each other".into(),
+            ));
+        }
+        let trust = if let Some(ca) = &flags.ca {
+            Trust::Ca(ca.clone())
+        } else if let Some(pin) = &flags.pin_sha256 {
+            Trust::Pin(tls::parse_fingerprint(pin).ok_or_else(|| {
+                Error::Usage("--pin-sha256 must be 64 hex digits (colons allowed)".into())
+            })?)
+        } else if let Some(ca) = &prov.ca {
+            Trust::Ca(ca.clone())
+        } else if let Some(pin) = prov.pin_sha256.as_deref().and_then(tls::parse_fingerprint) {
+            Trust::Pin(pin)
+        } else {
+            Trust::WebPki
+        };
+        let params = Params {
+            step: prov.step.unwrap_or(crate::totp::DEFAULT_STEP),
+            digits: prov.digits.unwrap_or(crate::totp::DEFAULT_DIGITS),
+        };
+        let secret = if !need_secret {
+            None
+        } else if flags.secret_file.is_some() {
+            Some(read_secret(flags.secret_file.as_deref())?)
+        } else if let Some(s) = prov.secret.clone() {
+            Some(s)
+        } else {
+            Some(read_secret(None)?)
+        };
+        Ok(Settings {
+            server,
+            uuid,
+            trust,
+            params,
+            secret,
+        })
+    }
+}
+
+/// A rendezvous triple. Its `Debug` hides the cookie.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Triple {
+    /// The rendezvous server's host.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// The cookie (`R…` or `I…`): the caller's secret.
+    pub cookie: String,
+    /// Seconds an unused `R` cookie lives (registrations only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u64>,
+}
+
+impl fmt::Debug for Triple {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Triple({}:{}, cookie=***)", self.host, self.port)
+    }
+}
+
+/// Talks to the registrar: one connection per request.
+#[derive(Clone)]
+pub struct Registrar {
+    url: ServerUrl,
+    tls: Option<Arc<ClientConfig>>,
+}
+
+fn connect_any(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| Error::io("resolve host", e))?
+        .collect();
+    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"));
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    if last.kind() == io::ErrorKind::TimedOut {
+        return Err(Error::Timeout(Timeout::Connect));
+    }
+    Err(Error::io("connect", last))
+}
+
+impl Registrar {
+    /// A client for `url` trusting `trust`.
+    pub fn new(url: ServerUrl, trust: &Trust) -> Result<Registrar> {
+        let tls = if url.tls {
+            Some(tls::client_config(trust)?)
+        } else {
+            None
+        };
+        Ok(Registrar { url, tls })
+    }
+
+    /// The URL.
+    pub fn url(&self) -> &ServerUrl {
+        &self.url
+    }
+
+    fn exchange(&self, method: &str, target: &str) -> Result<ClientResponse> {
+        let sock = connect_any(&self.url.host, self.url.port, CLIENT_TIMEOUT)?;
+        let _ = sock.set_nodelay(true);
+        sock.set_read_timeout(Some(CLIENT_TIMEOUT))
+            .op("set timeout")?;
+        sock.set_write_timeout(Some(CLIENT_TIMEOUT))
+            .op("set timeout")?;
+        let host_header = if self.url.host.contains(':') {
+            format!("[{}]:{}", self.url.host, self.url.port)
+        } else {
+            format!("{}:{}", self.url.host, self.url.port)
+        };
+        let req = format!(
+            "{method} {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: rendezvous/{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        let resp = match &self.tls {
+            Some(cfg) => {
+                let deadline = Instant::now() + CLIENT_TIMEOUT;
+                let mut s = tls::connect(sock, cfg.clone(), &self.url.host, deadline)?;
+                s.write_all(req.as_bytes()).op("send request")?;
+                read_response(&mut s).op("read response")?
+            }
+            None => {
+                let mut s = sock;
+                s.write_all(req.as_bytes()).op("send request")?;
+                read_response(&mut s).op("read response")?
+            }
+        };
+        Ok(resp)
+    }
+
+    fn triple(&self, method: &str, target: &str, auth: AuthFailure) -> Result<Triple> {
+        let resp = self.exchange(method, target)?;
+        let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_default();
+        if resp.status == 200 {
+            return serde_json::from_value(body["result"].clone())
+                .map_err(|_| Error::Protocol("registrar sent no triple".into()));
+        }
+        let diag: String = body["error"]["diagnostic"]
+            .as_str()
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect();
+        match resp.status {
+            401 => Err(Error::Auth(auth)),
+            429 => Err(Error::Auth(AuthFailure::LockedOut)),
+            404 => Err(Error::Other(format!("registrar: not registered ({diag})"))),
+            s => Err(Error::Other(format!("registrar answered {s}: {diag}"))),
+        }
+    }
+
+    /// `PUT ?uuid=&response=`: register with a token; returns an `R` triple.
+    pub fn register(&self, uuid: &Uuid, token: &str) -> Result<Triple> {
+        self.triple(
+            "PUT",
+            &format!("/?uuid={}&response={token}", uuid.hyphenated()),
+            AuthFailure::BadToken,
+        )
+    }
+
+    /// `PUT ?uuid=&cookie=`: renew an `R` cookie.
+    pub fn refresh(&self, uuid: &Uuid, cookie: &str) -> Result<Triple> {
+        self.triple(
+            "PUT",
+            &format!("/?uuid={}&cookie={cookie}", uuid.hyphenated()),
+            AuthFailure::BadCookie,
+        )
+    }
+
+    /// `GET ?uuid=`: the `I` triple of a registered hidden server.
+    pub fn lookup(&self, uuid: &Uuid) -> Result<Triple> {
+        self.triple(
+            "GET",
+            &format!("/?uuid={}", uuid.hyphenated()),
+            AuthFailure::BadCookie,
+        )
+    }
+}
+
+/// Why dialling the rendezvous server did not give a paired socket.
+#[derive(Debug)]
+pub enum DialError {
+    /// `-ERR not registered` / `-ERR not ready`.
+    Refused(TakeError),
+    /// `-ERR invalid cookie` or an unexpected line.
+    Invalid(String),
+    /// Connect, write or read failed (or the server closed).
+    Io(Error),
+}
+
+impl fmt::Display for DialError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DialError::Refused(TakeError::NotRegistered) => {
+                f.write_str("rendezvous: not registered")
+            }
+            DialError::Refused(TakeError::NotReady) => {
+                f.write_str("rendezvous: not ready (no hidden server waiting)")
+            }
+            DialError::Invalid(l) => write!(f, "rendezvous: {l}"),
+            DialError::Io(e) => write!(f, "rendezvous: {e}"),
+        }
+    }
+}
+
+/// Connect to a triple's rendezvous server, send the cookie line, and wait
+/// for the status line (at most `wait`, or forever for a parked responder).
+/// On `+OK` the socket is positioned at the first relayed byte.
+pub fn dial(triple: &Triple, wait: Option<Duration>) -> std::result::Result<TcpStream, DialError> {
+    let sock = connect_for_park(triple).map_err(DialError::Io)?;
+    sock.set_read_timeout(wait)
+        .map_err(|e| DialError::Io(Error::io("set timeout", e)))?;
+    read_status(sock)
+}
+
+/// Connect to a triple's rendezvous server and send the cookie line.
+pub fn connect_for_park(triple: &Triple) -> Result<TcpStream> {
+    let mut sock = connect_any(&triple.host, triple.port, CLIENT_TIMEOUT)?;
+    let _ = sock.set_nodelay(true);
+    let line = format!("{}\n", triple.cookie);
+    sock.write_all(line.as_bytes()).op("send cookie")?;
+    Ok(sock)
+}
+
+/// Read the status line byte by byte (so no relayed byte is consumed).
+pub fn read_status(mut sock: TcpStream) -> std::result::Result<TcpStream, DialError> {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        match sock.read(&mut b) {
+            Ok(0) => {
+                return Err(DialError::Io(Error::Protocol(
+                    "connection closed before a status line".into(),
+                )))
+            }
+            Ok(_) if b[0] == b'\n' => break,
+            Ok(_) => {
+                line.push(b[0]);
+                if line.len() > MAX_STATUS_LINE {
+                    return Err(DialError::Invalid("status line too long".into()));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(DialError::Io(Error::io("read status", e))),
+        }
+    }
+    let text = String::from_utf8_lossy(&line)
+        .trim_end_matches('\r')
+        .to_string();
+    match text.as_str() {
+        s if s.starts_with("+OK") => {
+            let _ = sock.set_read_timeout(None);
+            Ok(sock)
+        }
+        "-ERR not registered" => Err(DialError::Refused(TakeError::NotRegistered)),
+        "-ERR not ready" => Err(DialError::Refused(TakeError::NotReady)),
+        other => Err(DialError::Invalid(other.chars().take(80).collect())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = ServerUrl::parse("https://rv.example.org").expect("ok");
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port),
+            (true, "rv.example.org", 8898)
+        );
+        let u = ServerUrl::parse("http://127.0.0.1:9/").expect("ok");
+        assert_eq!((u.tls, u.host.as_str(), u.port), (false, "127.0.0.1", 9));
+        let u = ServerUrl::parse("[::1]:77").expect("ok");
+        assert_eq!((u.tls, u.host.as_str(), u.port), (true, "::1", 77));
+        assert_eq!(u.to_string(), "https://[::1]:77");
+        assert!(ServerUrl::parse("ftp://x").is_err());
+        assert!(ServerUrl::parse("https://u:p@x").is_err());
+        assert!(ServerUrl::parse("https://x:0").is_err());
+        assert!(ServerUrl::parse("https://:80").is_err());
+    }
+
+    #[test]
+    fn triple_debug_hides_cookie() {
+        let t = Triple {
+            host: "h".into(),
+            port: 1,
+            cookie: "Isecret".into(),
+            ttl: None,
+        };
+        assert!(!format!("{t:?}").contains("secret"));
+        assert_eq!(
+            serde_json::to_string(&t).expect("json"),
+            r#"{"host":"h","port":1,"cookie":"Isecret"}"#
+        );
+    }
+}

@@ -1,0 +1,316 @@
+//! The hidden server's agent (`rendezvous expose`): register with a TOTP
+//! token, keep `--pool` connections waiting at the rendezvous server, and on
+//! each `+OK` connect to the local service and relay while a replacement is
+//! opened. Re-registers on `-ERR not registered` (a restarted server) or a
+//! refused cookie refresh; every other failure backs off exponentially with
+//! jitter, 1 s to 60 s. It never gives up.
+
+use crate::client::{DialError, Registrar, Settings, Triple};
+use crate::error::{AuthFailure, Error, Result};
+use crate::limits::{AGENT_POOL, BACKOFF_MAX, BACKOFF_MIN, CLIENT_TIMEOUT, PARKED_KEEPALIVE};
+use crate::registry::TakeError;
+use crate::relay;
+use crate::secret::Secret;
+use crate::totp::{self, Params};
+use socket2::{SockRef, TcpKeepalive};
+use std::collections::HashMap;
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::Duration;
+use uuid::Uuid;
+
+const T: &str = "rendezvous::hidden";
+
+/// The delay before retry number `failures` (0-based): 1 s doubling to 60 s,
+/// each scaled by a random factor in [0.5, 1).
+pub fn backoff(failures: u32) -> Duration {
+    let base = BACKOFF_MIN
+        .saturating_mul(1u32 << failures.min(16))
+        .min(BACKOFF_MAX);
+    let frac = 0.5 + (crate::random::u64() % 1000) as f64 / 2000.0;
+    base.mul_f64(frac)
+}
+
+/// Options of `expose`.
+#[derive(Debug, Clone)]
+pub struct ExposeOpts {
+    /// The local service, `HOST:PORT`.
+    pub to: String,
+    /// Waiting connections to keep.
+    pub pool: usize,
+}
+
+impl Default for ExposeOpts {
+    fn default() -> ExposeOpts {
+        ExposeOpts {
+            to: String::new(),
+            pool: AGENT_POOL,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    triple: Option<Triple>,
+    generation: u64,
+    last_step: Option<u64>,
+}
+
+/// A running agent for the generic protocol.
+pub struct Agent {
+    registrar: Registrar,
+    uuid: Uuid,
+    secret: Secret,
+    params: Params,
+    opts: ExposeOpts,
+    state: Mutex<State>,
+    stop: AtomicBool,
+    waiting: Mutex<HashMap<u64, TcpStream>>,
+    next: AtomicU64,
+}
+
+impl Agent {
+    /// Build an agent from resolved settings (which must hold the secret).
+    pub fn new(settings: &Settings, opts: ExposeOpts) -> Result<Arc<Agent>> {
+        let secret = settings
+            .secret
+            .clone()
+            .ok_or_else(|| Error::Usage("expose needs a secret".into()))?;
+        if opts.to.to_socket_addrs().is_err() {
+            return Err(Error::Usage(format!("--to {:?} is not HOST:PORT", opts.to)));
+        }
+        Ok(Arc::new(Agent {
+            registrar: Registrar::new(settings.server.clone(), &settings.trust)?,
+            uuid: settings.uuid,
+            secret,
+            params: settings.params,
+            opts,
+            state: Mutex::new(State::default()),
+            stop: AtomicBool::new(false),
+            waiting: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+        }))
+    }
+
+    /// Run until [`Agent::stop`]: `--pool` workers and a cookie refresher.
+    pub fn run(self: &Arc<Self>) -> Result<()> {
+        let mut threads = Vec::new();
+        for n in 0..self.opts.pool.max(1) {
+            let me = self.clone();
+            threads.push(
+                thread::Builder::new()
+                    .name(format!("worker-{n}"))
+                    .spawn(move || me.worker())
+                    .map_err(|e| Error::io("start worker", e))?,
+            );
+        }
+        let me = self.clone();
+        threads.push(
+            thread::Builder::new()
+                .name("refresh".into())
+                .spawn(move || me.refresher())
+                .map_err(|e| Error::io("start refresher", e))?,
+        );
+        for t in threads {
+            let _ = t.join();
+        }
+        Ok(())
+    }
+
+    /// Ask every thread to finish and close the waiting connections.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        for s in self
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Sleep up to `d`, waking early on stop.
+    fn nap(&self, d: Duration) {
+        let end = std::time::Instant::now() + d;
+        while !self.stopped() {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            thread::sleep(left.min(Duration::from_millis(100)));
+        }
+    }
+
+    /// The current triple, registering with a fresh token when there is none.
+    fn triple(&self) -> Result<(Triple, u64)> {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(t) = &st.triple {
+            return Ok((t.clone(), st.generation));
+        }
+        let mut now = totp::now();
+        if st.last_step == Some(self.params.step_of(now)) {
+            // A token is good once per step: wait for the next one.
+            self.nap(Duration::from_secs(self.params.secs_to_next_step(now)));
+            now = totp::now();
+        }
+        if self.stopped() {
+            return Err(Error::Other("stopped".into()));
+        }
+        let step = self.params.step_of(now);
+        let token = totp::generate(&self.secret, self.params, now);
+        st.last_step = Some(step);
+        let t = self.registrar.register(&self.uuid, &token)?;
+        log::info!(target: T, "registered uuid={} rendezvous={}:{}", self.uuid, t.host, t.port);
+        st.generation += 1;
+        st.triple = Some(t.clone());
+        Ok((t, st.generation))
+    }
+
+    fn invalidate(&self, generation: u64) {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if st.generation == generation {
+            st.triple = None;
+        }
+    }
+
+    fn worker(self: Arc<Self>) {
+        let mut failures = 0u32;
+        while !self.stopped() {
+            let (triple, generation) = match self.triple() {
+                Ok(x) => x,
+                Err(e) => {
+                    if !self.stopped() {
+                        log::warn!(target: T, "registration failed: {e}");
+                        self.nap(backoff(failures));
+                    }
+                    failures = failures.saturating_add(1);
+                    continue;
+                }
+            };
+            match self.wait_for_client(&triple) {
+                Ok(sock) => {
+                    failures = 0;
+                    let me = self.clone();
+                    let spawned = thread::Builder::new()
+                        .name("serve".into())
+                        .stack_size(crate::limits::CONN_STACK)
+                        .spawn(move || me.serve(sock));
+                    if let Err(e) = spawned {
+                        log::warn!(target: T, "cannot start a relay thread: {e}");
+                    }
+                }
+                Err(DialError::Refused(TakeError::NotRegistered)) => {
+                    log::info!(target: T, "server forgot the registration; registering again");
+                    self.invalidate(generation);
+                    if failures > 0 {
+                        self.nap(backoff(failures));
+                    }
+                    failures = failures.saturating_add(1);
+                }
+                Err(e) => {
+                    if !self.stopped() {
+                        log::warn!(target: T, "{e}");
+                        self.nap(backoff(failures));
+                    }
+                    failures = failures.saturating_add(1);
+                }
+            }
+        }
+    }
+
+    /// Park one connection at the rendezvous server until `+OK`.
+    fn wait_for_client(&self, triple: &Triple) -> std::result::Result<TcpStream, DialError> {
+        // dial() connects and sends the cookie; register the socket first so
+        // stop() can close it while it waits.
+        let sock = crate::client::connect_for_park(triple).map_err(DialError::Io)?;
+        let ka = TcpKeepalive::new()
+            .with_time(PARKED_KEEPALIVE)
+            .with_interval(Duration::from_secs(10));
+        let _ = SockRef::from(&sock).set_tcp_keepalive(&ka);
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Ok(clone) = sock.try_clone() {
+            self.waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id, clone);
+        }
+        let r = crate::client::read_status(sock);
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        r
+    }
+
+    fn serve(&self, remote: TcpStream) {
+        let local =
+            self.opts.to.to_socket_addrs().ok().and_then(|mut a| {
+                a.find_map(|a| TcpStream::connect_timeout(&a, CLIENT_TIMEOUT).ok())
+            });
+        let Some(local) = local else {
+            log::warn!(target: T, "cannot connect to {}: closing the mobile client's connection", self.opts.to);
+            let _ = remote.shutdown(Shutdown::Both);
+            return;
+        };
+        let _ = local.set_nodelay(true);
+        let t = relay::relay(Arc::new(remote), Arc::new(local), None);
+        log::info!(target: T, "connection done to={} up={} down={} secs={:.3}",
+            self.opts.to, t.up, t.down, t.duration.as_secs_f64());
+    }
+
+    fn refresher(self: Arc<Self>) {
+        while !self.stopped() {
+            let current = {
+                let st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                st.triple.clone().map(|t| (t, st.generation))
+            };
+            let ttl = current
+                .as_ref()
+                .and_then(|(t, _)| t.ttl)
+                .unwrap_or(600)
+                .max(3);
+            self.nap(Duration::from_secs(ttl / 3));
+            if self.stopped() {
+                return;
+            }
+            let Some((t, generation)) = current else {
+                continue;
+            };
+            match self.registrar.refresh(&self.uuid, &t.cookie) {
+                Ok(_) => log::debug!(target: T, "cookie refreshed"),
+                Err(Error::Auth(AuthFailure::BadCookie)) => {
+                    log::info!(target: T, "cookie refused; registering again");
+                    self.invalidate(generation);
+                }
+                Err(e) => log::debug!(target: T, "cookie refresh failed: {e}"),
+            }
+        }
+    }
+}
+
+/// `rendezvous expose` for the generic protocol: runs until killed.
+pub fn expose(settings: &Settings, opts: ExposeOpts) -> Result<()> {
+    let agent = Agent::new(settings, opts)?;
+    agent.run()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_a_minute_with_jitter() {
+        for n in 0..20 {
+            let d = backoff(n);
+            let base = Duration::from_secs((1u64 << n.min(16)).min(60));
+            assert!(d >= base / 2 && d < base, "n={n} d={d:?}");
+        }
+    }
+}

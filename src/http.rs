@@ -1,0 +1,534 @@
+//! HTTP/1.1 on both sides, by hand over httparse: reading a request head under
+//! byte, header-count and time limits (keeping the exact bytes received, so
+//! the HTTP-specific protocol can forward them verbatim), query strings,
+//! responses with JSON bodies, and the small client the agent and the mobile
+//! client use to talk to the registrar.
+
+use crate::limits::{MAX_HEADERS, MAX_HEAD_BYTES, MAX_RESPONSE_BYTES};
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::Instant;
+
+/// Why a request head could not be read. Mapped to a status in one place:
+/// [`HeadError::status`].
+#[derive(Debug)]
+pub enum HeadError {
+    /// More than [`MAX_HEAD_BYTES`] without the final blank line.
+    TooLarge,
+    /// More than [`MAX_HEADERS`] header lines.
+    TooManyHeaders,
+    /// The deadline passed first.
+    Timeout,
+    /// Not HTTP.
+    Malformed,
+    /// The peer closed before sending anything.
+    Eof,
+    /// The socket failed.
+    Io(io::Error),
+}
+
+impl HeadError {
+    /// The status to answer with, or `None` to just close.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            HeadError::TooLarge | HeadError::TooManyHeaders => Some(431),
+            HeadError::Malformed => Some(400),
+            HeadError::Timeout => Some(408),
+            HeadError::Eof | HeadError::Io(_) => None,
+        }
+    }
+
+    /// A short reason for the log (never peer data).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            HeadError::TooLarge => "head too large",
+            HeadError::TooManyHeaders => "too many headers",
+            HeadError::Timeout => "head timed out",
+            HeadError::Malformed => "malformed head",
+            HeadError::Eof => "closed",
+            HeadError::Io(_) => "i/o error",
+        }
+    }
+}
+
+/// A parsed request head, with the exact bytes it arrived as.
+#[derive(Debug, Clone)]
+pub struct Head {
+    /// The method, as sent.
+    pub method: String,
+    /// The request target, as sent (may hold secrets in its query: never log it).
+    pub target: String,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version: u8,
+    /// Header names and values in order, names with their letter case.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The head exactly as received, up to and including the blank line.
+    pub raw: Vec<u8>,
+}
+
+impl Head {
+    /// The first header named `name` (any case), as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+            .map(str::trim)
+    }
+
+    /// The path part of the target, without the query.
+    pub fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or("")
+    }
+
+    /// The query parameters, percent-decoded, in order.
+    pub fn query(&self) -> Vec<(String, String)> {
+        match self.target.split_once('?') {
+            Some((_, q)) => parse_query(q),
+            None => Vec::new(),
+        }
+    }
+
+    /// Whether the client asked to keep the connection open.
+    pub fn keep_alive(&self) -> bool {
+        let conn = self.header("connection").unwrap_or("").to_ascii_lowercase();
+        if self.version == 0 {
+            conn.contains("keep-alive")
+        } else {
+            !conn.contains("close")
+        }
+    }
+
+    /// `method path` for the log: the query (where tokens and cookies live) is
+    /// dropped, and the rest is truncated and debug-escaped by the caller.
+    pub fn summary(&self) -> String {
+        let path: String = self.path().chars().take(100).collect();
+        let method: String = self.method.chars().take(16).collect();
+        format!("{method} {path}")
+    }
+}
+
+/// Split `a=1&b=2` into decoded pairs.
+pub fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+/// Decode `%XX` escapes and `+` (as a space); invalid escapes stay as they are.
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A stream with a TCP socket underneath, whose timeouts we set.
+pub trait TcpBacked {
+    /// The socket.
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl TcpBacked for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+/// Reads request heads from one connection, keeping bytes that arrive after a
+/// head (a body, or a pipelined request) for the next call.
+#[derive(Debug, Default)]
+pub struct HeadReader {
+    buf: Vec<u8>,
+}
+
+impl HeadReader {
+    /// A reader with an empty buffer.
+    pub fn new() -> HeadReader {
+        HeadReader::default()
+    }
+
+    /// Bytes received after the last head and not yet consumed.
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Consume up to `n` buffered bytes; returns how many were there.
+    pub fn consume(&mut self, n: usize) -> usize {
+        let k = n.min(self.buf.len());
+        self.buf.drain(..k);
+        k
+    }
+
+    /// Read one head from `stream` by `deadline` (the socket's read timeout
+    /// is set to what is left before every read).
+    pub fn read_head<S: Read + TcpBacked>(
+        &mut self,
+        stream: &mut S,
+        deadline: Instant,
+    ) -> Result<Head, HeadError> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            if !self.buf.is_empty() {
+                if let Some(head) = self.try_parse()? {
+                    return Ok(head);
+                }
+            }
+            if self.buf.len() >= MAX_HEAD_BYTES {
+                return Err(HeadError::TooLarge);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(HeadError::Timeout);
+            }
+            stream
+                .tcp()
+                .set_read_timeout(Some(left))
+                .map_err(HeadError::Io)?;
+            let want = chunk.len().min(MAX_HEAD_BYTES + 1 - self.buf.len());
+            match stream.read(&mut chunk[..want]) {
+                Ok(0) if self.buf.is_empty() => return Err(HeadError::Eof),
+                Ok(0) => return Err(HeadError::Malformed),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::TimedOut =>
+                {
+                    return Err(HeadError::Timeout)
+                }
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    return Err(HeadError::Malformed)
+                }
+                Err(e) => return Err(HeadError::Io(e)),
+            }
+        }
+    }
+
+    fn try_parse(&mut self) -> Result<Option<Head>, HeadError> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&self.buf) {
+            Ok(httparse::Status::Complete(n)) => {
+                if n > MAX_HEAD_BYTES {
+                    return Err(HeadError::TooLarge);
+                }
+                let head = Head {
+                    method: req.method.unwrap_or("").to_string(),
+                    target: req.path.unwrap_or("").to_string(),
+                    version: req.version.unwrap_or(1),
+                    headers: req
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.to_string(), h.value.to_vec()))
+                        .collect(),
+                    raw: self.buf[..n].to_vec(),
+                };
+                self.buf.drain(..n);
+                Ok(Some(head))
+            }
+            Ok(httparse::Status::Partial) => Ok(None),
+            Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooManyHeaders),
+            Err(_) => Err(HeadError::Malformed),
+        }
+    }
+}
+
+/// The reason phrase for a status we send.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// A response to write.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(&'static str, String)>,
+    /// Body (JSON unless a header says otherwise).
+    pub body: Vec<u8>,
+    /// Close the connection after writing.
+    pub close: bool,
+}
+
+impl Response {
+    /// A JSON `{"result": value}` 200 response, keeping the connection open.
+    pub fn result(value: serde_json::Value) -> Response {
+        Response {
+            status: 200,
+            headers: Vec::new(),
+            body: serde_json::json!({ "result": value })
+                .to_string()
+                .into_bytes(),
+            close: false,
+        }
+    }
+
+    /// A JSON error response; closes the connection.
+    pub fn error(status: u16, permanent: bool, diagnostic: &str) -> Response {
+        Response {
+            status,
+            headers: Vec::new(),
+            body: error_body(permanent, diagnostic).into_bytes(),
+            close: true,
+        }
+    }
+
+    /// Add a header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Write it (head and body in one write).
+    pub fn write_to<W: Write>(&self, w: &mut W) -> io::Result<()> {
+        let mut out = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        if !self
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        {
+            out.push_str("Content-Type: application/json\r\n");
+        }
+        for (n, v) in &self.headers {
+            out.push_str(&format!("{n}: {v}\r\n"));
+        }
+        out.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
+        if self.close {
+            out.push_str("Connection: close\r\n");
+        }
+        out.push_str("\r\n");
+        let mut bytes = out.into_bytes();
+        bytes.extend_from_slice(&self.body);
+        w.write_all(&bytes)?;
+        w.flush()
+    }
+}
+
+/// `{"error":{"permanent":BOOL,"diagnostic":"TEXT"}}`
+pub fn error_body(permanent: bool, diagnostic: &str) -> String {
+    serde_json::json!({ "error": { "permanent": permanent, "diagnostic": diagnostic } }).to_string()
+}
+
+/// A response as the client side reads it.
+#[derive(Debug, Clone)]
+pub struct ClientResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers in order.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl ClientResponse {
+    /// The first header named `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Read one response (head, then a `Content-Length` body or until EOF), at most
+/// [`MAX_RESPONSE_BYTES`].
+pub fn read_response<S: Read>(stream: &mut S) -> io::Result<ClientResponse> {
+    let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(&buf) {
+            Ok(httparse::Status::Complete(n)) => {
+                let status = resp.code.unwrap_or(0);
+                let headers: Vec<(String, String)> = resp
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_string(),
+                            String::from_utf8_lossy(h.value).trim().to_string(),
+                        )
+                    })
+                    .collect();
+                let len = headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.parse::<usize>().ok());
+                let mut body = buf[n..].to_vec();
+                loop {
+                    if len.is_some_and(|l| body.len() >= l) {
+                        body.truncate(len.unwrap_or(0));
+                        break;
+                    }
+                    if body.len() > MAX_RESPONSE_BYTES {
+                        return Err(bad("response too large"));
+                    }
+                    match stream.read(&mut chunk) {
+                        Ok(0) => break,
+                        Ok(k) => body.extend_from_slice(&chunk[..k]),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        // A peer that closes without close_notify still sent a whole body.
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                return Ok(ClientResponse {
+                    status,
+                    headers,
+                    body,
+                });
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(_) => return Err(bad("malformed response")),
+        }
+        if buf.len() > MAX_HEAD_BYTES {
+            return Err(bad("response head too large"));
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err(bad("connection closed before a response")),
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    /// A stream that yields one byte per read (tiny_http's poor network test).
+    struct OneByte<'a>(&'a [u8], TcpStream);
+    impl Read for OneByte<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() || buf.is_empty() {
+                return Ok(0);
+            }
+            buf[0] = self.0[0];
+            self.0 = &self.0[1..];
+            Ok(1)
+        }
+    }
+    impl TcpBacked for OneByte<'_> {
+        fn tcp(&self) -> &TcpStream {
+            &self.1
+        }
+    }
+
+    fn sock() -> (TcpListener, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let s = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        (l, s)
+    }
+
+    fn read(bytes: &[u8]) -> (Result<Head, HeadError>, HeadReader) {
+        let (_l, s) = sock();
+        let mut r = HeadReader::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let res = r.read_head(&mut OneByte(bytes, s), deadline);
+        (res, r)
+    }
+
+    #[test]
+    fn one_byte_at_a_time_keeps_exact_bytes_and_leftover() {
+        let raw = b"GET /a?uuid=x%20y&b HTTP/1.1\r\nHost: h\r\nX-Case: V\r\n\r\nBODY";
+        let (res, mut r) = read(raw);
+        // OneByte stops at the head (the parser completes before BODY is read).
+        let head = res.expect("parses");
+        assert_eq!(head.method, "GET");
+        assert_eq!(head.path(), "/a");
+        assert_eq!(
+            head.query(),
+            vec![("uuid".into(), "x y".into()), ("b".into(), "".into())]
+        );
+        assert_eq!(head.headers[1].0, "X-Case");
+        assert_eq!(head.raw, raw[..raw.len() - 4].to_vec());
+        assert_eq!(head.summary(), "GET /a");
+        assert!(r.take_buffered().is_empty());
+    }
+
+    #[test]
+    fn limits() {
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..65 {
+            many.extend_from_slice(format!("H{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert!(matches!(read(&many).0, Err(HeadError::TooManyHeaders)));
+        let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', MAX_HEAD_BYTES));
+        assert!(matches!(read(&big).0, Err(HeadError::TooLarge)));
+        assert!(matches!(
+            read(b"\x16\x03\x01garbage\r\n\r\n").0,
+            Err(HeadError::Malformed)
+        ));
+        assert!(matches!(read(b"").0, Err(HeadError::Eof)));
+        assert!(matches!(read(b"GET / HT").0, Err(HeadError::Malformed)));
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%2Fb%zz%"), "a/b%zz%");
+        assert_eq!(percent_decode("%4"), "%4");
+        assert_eq!(percent_decode("a+b"), "a b");
+    }
+
+    #[test]
+    fn response_round_trip() {
+        let r = Response::error(404, false, "no such \"thing\"").with_header("Allow", "GET");
+        let mut out = Vec::new();
+        r.write_to(&mut out).expect("write");
+        let back = read_response(&mut &out[..]).expect("read");
+        assert_eq!(back.status, 404);
+        assert_eq!(back.header("allow"), Some("GET"));
+        let v: serde_json::Value = serde_json::from_slice(&back.body).expect("json");
+        assert_eq!(v["error"]["diagnostic"], "no such \"thing\"");
+        assert_eq!(v["error"]["permanent"], false);
+    }
+}

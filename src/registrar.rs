@@ -1,0 +1,378 @@
+//! The registrar: one HTTPS (or, with `--plaintext`, HTTP) connection per
+//! thread, a keep-alive loop of request heads, and the dispatcher that applies
+//! DESIGN's rules in order — CONNECT (hidden server, HTTP-specific),
+//! Authorization (mobile client), Upgrade with `uuid=` (WebSocket mobile
+//! client), `/.well-known/rendezvous/`, the generic API (`uuid=`), and
+//! otherwise the 401 challenge. Every error response is written from here.
+
+use crate::accept::Accepted;
+use crate::error::AuthFailure;
+use crate::http::{Head, HeadError, HeadReader, Response};
+use crate::limits::{KEEPALIVE_IDLE, MAX_BODY_BYTES};
+use crate::secret::{Cookie, Token};
+use crate::server::Shared;
+use crate::tls::{self, ServerStream};
+use crate::totp;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+const T: &str = "rendezvous::registrar";
+
+/// A registrar connection: plain or TLS.
+#[derive(Debug)]
+pub enum Conn {
+    /// `--plaintext`.
+    Plain(TcpStream),
+    /// HTTPS.
+    Tls(Box<ServerStream>),
+}
+
+impl Conn {
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(s) => s.get_ref(),
+        }
+    }
+}
+
+impl crate::http::TcpBacked for Conn {
+    fn tcp(&self) -> &TcpStream {
+        Conn::tcp(self)
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Which rule a request head matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// 1: `CONNECT uuid:ID?…` — a hidden server (HTTP-specific).
+    HiddenConnect,
+    /// 2: `Authorization: Basic|Digest` naming a UUID — a mobile client.
+    MobileAuthorization,
+    /// 3: `Upgrade:` with `uuid=`/`rendezvous=` — a WebSocket mobile client.
+    MobileUpgrade,
+    /// 4: `/.well-known/rendezvous/…`.
+    WellKnown,
+    /// 5: `uuid=` in the query — the generic registrar API.
+    Api,
+    /// 6: anything else — the 401 challenge.
+    Challenge,
+}
+
+/// Apply the dispatch rules, in order.
+pub fn route(head: &Head) -> Route {
+    if head.method.eq_ignore_ascii_case("CONNECT") {
+        return Route::HiddenConnect;
+    }
+    if let Some(auth) = head.header("authorization") {
+        let scheme = auth.split_whitespace().next().unwrap_or("");
+        if scheme.eq_ignore_ascii_case("basic") || scheme.eq_ignore_ascii_case("digest") {
+            return Route::MobileAuthorization;
+        }
+    }
+    let query = head.query();
+    let has = |k: &str| query.iter().any(|(n, _)| n == k);
+    if head.header("upgrade").is_some() && (has("uuid") || has("rendezvous")) {
+        return Route::MobileUpgrade;
+    }
+    if head.path().starts_with("/.well-known/rendezvous/") {
+        return Route::WellKnown;
+    }
+    if has("uuid") {
+        return Route::Api;
+    }
+    Route::Challenge
+}
+
+/// Serve one registrar connection until it closes.
+pub fn handle(acc: Accepted, shared: &Shared) {
+    let Accepted {
+        stream,
+        peer,
+        id,
+        slot: _slot,
+    } = acc;
+    let deadline = Instant::now() + shared.cfg.handshake_timeout;
+    let _ = stream.set_nodelay(true);
+    let mut conn = match shared.tls() {
+        None => Conn::Plain(stream),
+        Some(config) => match tls::accept(stream, config, deadline) {
+            Ok(s) => {
+                log::debug!(target: T, "conn={id} tls handshake ok version={:?} suite={:?}",
+                    s.conn.protocol_version(), s.conn.negotiated_cipher_suite().map(|c| c.suite()));
+                Conn::Tls(Box::new(s))
+            }
+            Err(e) => {
+                log::debug!(target: T, "conn={id} peer={peer} tls handshake failed: {e}");
+                return;
+            }
+        },
+    };
+    let mut reader = HeadReader::new();
+    let mut deadline = deadline;
+    loop {
+        let head = match reader.read_head(&mut conn, deadline) {
+            Ok(h) => h,
+            Err(e) => {
+                if let Some(status) = e.status() {
+                    let _ = Response::error(status, true, e.reason()).write_to(&mut conn);
+                }
+                if !matches!(e, HeadError::Eof) {
+                    log::debug!(target: T, "conn={id} peer={peer} closing: {}", e.reason());
+                }
+                close(conn);
+                return;
+            }
+        };
+        log::debug!(target: T, "conn={id} head {:?}", head.summary());
+        let response = match route(&head) {
+            Route::HiddenConnect | Route::MobileAuthorization | Route::MobileUpgrade => {
+                Response::error(501, true, "the HTTP-specific protocol is not available yet")
+            }
+            other => match discard_body(&head, &mut reader, &mut conn, deadline) {
+                Err(r) => r,
+                Ok(()) => match other {
+                    Route::WellKnown => well_known(&head),
+                    Route::Api => api(shared, &head, peer, conn.tcp(), id),
+                    _ => challenge(),
+                },
+            },
+        };
+        let close_after = response.close || !head.keep_alive();
+        if response.write_to(&mut conn).is_err() || close_after {
+            close(conn);
+            return;
+        }
+        deadline = Instant::now() + KEEPALIVE_IDLE;
+    }
+}
+
+fn close(mut conn: Conn) {
+    if let Conn::Tls(s) = &mut conn {
+        s.conn.send_close_notify();
+        let _ = s.flush();
+    }
+    let _ = conn.tcp().shutdown(std::net::Shutdown::Write);
+}
+
+/// Read and drop a request body (bounded); chunked bodies are refused.
+fn discard_body(
+    head: &Head,
+    reader: &mut HeadReader,
+    conn: &mut Conn,
+    deadline: Instant,
+) -> Result<(), Response> {
+    if head.header("transfer-encoding").is_some() {
+        return Err(Response::error(
+            411,
+            true,
+            "a chunked body is not accepted here",
+        ));
+    }
+    let len = match head.header("content-length") {
+        None => 0,
+        Some(v) => v
+            .parse::<usize>()
+            .map_err(|_| Response::error(400, true, "malformed Content-Length"))?,
+    };
+    if len > MAX_BODY_BYTES {
+        return Err(Response::error(413, true, "body too large"));
+    }
+    let mut left = len - reader.consume(len);
+    let mut buf = [0u8; 4096];
+    while left > 0 {
+        let t = deadline.saturating_duration_since(Instant::now());
+        if t.is_zero() || conn.tcp().set_read_timeout(Some(t)).is_err() {
+            return Err(Response::error(408, true, "body timed out"));
+        }
+        match conn.read(&mut buf[..left.min(4096)]) {
+            Ok(0) | Err(_) => return Err(Response::error(400, true, "body cut short")),
+            Ok(n) => left -= n,
+        }
+    }
+    Ok(())
+}
+
+fn challenge() -> Response {
+    let mut nonce = [0u8; 16];
+    crate::random::fill(&mut nonce);
+    let mut opaque = [0u8; 16];
+    crate::random::fill(&mut opaque);
+    let mut r = Response::error(401, false, "name the hidden server: user name = its UUID");
+    r.close = false;
+    r.with_header(
+        "WWW-Authenticate",
+        format!(
+            "Digest realm=\"rendezvous\", qop=\"auth, auth-int\", nonce=\"{}\", opaque=\"{}\"",
+            tls::hex(&nonce),
+            tls::hex(&opaque)
+        ),
+    )
+    .with_header("WWW-Authenticate", "Basic realm=\"rendezvous\"")
+}
+
+fn well_known(head: &Head) -> Response {
+    match head.path() {
+        "/.well-known/rendezvous/health" => Response::result(serde_json::json!({ "status": "ok" })),
+        _ => Response::error(404, true, "no such endpoint"),
+    }
+}
+
+/// The host a triple names: `--public-host`, else the client's `Host` (without
+/// its port), else the address the client reached us on.
+fn triple_host(shared: &Shared, head: &Head, sock: &TcpStream) -> Result<String, Response> {
+    if let Some(h) = &shared.cfg.public_host {
+        return Ok(h.clone());
+    }
+    if let Some(host) = head.header("host") {
+        let name = if let Some(rest) = host.strip_prefix('[') {
+            rest.split(']').next().unwrap_or("")
+        } else {
+            host.rsplit_once(':').map_or(host, |(h, _)| h)
+        };
+        let ok = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b':');
+        return if ok {
+            Ok(name.to_string())
+        } else {
+            Err(Response::error(400, true, "malformed Host"))
+        };
+    }
+    sock.local_addr()
+        .map(|a| a.ip().to_string())
+        .map_err(|_| Response::error(500, false, "no local address"))
+}
+
+fn api(shared: &Shared, head: &Head, peer: SocketAddr, sock: &TcpStream, id: u64) -> Response {
+    let query = head.query();
+    let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let Some(uuid) = get("uuid").and_then(|u| Uuid::try_parse(u).ok()) else {
+        return Response::error(400, true, "malformed uuid");
+    };
+    let Some(port) = shared.triple_port else {
+        return Response::error(404, true, "not configured for the generic protocol");
+    };
+    let (response, cookie) = (get("response"), get("cookie"));
+    if response.is_some() && cookie.is_some() {
+        return Response::error(400, true, "give response or cookie, not both");
+    }
+    let allowed = if response.is_some() || cookie.is_some() {
+        "PUT"
+    } else {
+        "GET"
+    };
+    if head.method != allowed {
+        return Response::error(405, true, &format!("use {allowed} here"))
+            .with_header("Allow", allowed);
+    }
+    let host = match triple_host(shared, head, sock) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let triple = |cookie: &Cookie, ttl: bool| {
+        let mut v = serde_json::json!({ "host": host, "port": port, "cookie": cookie.expose() });
+        if ttl {
+            v["ttl"] = serde_json::json!(shared.cfg.cookie_ttl.as_secs());
+        }
+        Response::result(v)
+    };
+    if let Some(token) = response {
+        return match authenticate(shared, uuid, &Token::new(token), peer.ip(), id) {
+            Ok(c) => triple(&c, true),
+            Err(r) => r,
+        };
+    }
+    if let Some(text) = cookie {
+        return match Cookie::parse(text).filter(|c| shared.registry.refresh(uuid, c).is_ok()) {
+            Some(c) => {
+                shared.limiter.success(uuid, peer.ip());
+                log::debug!(target: T, "conn={id} cookie refreshed uuid={uuid}");
+                triple(&c, true)
+            }
+            None => {
+                log::info!(target: T, "conn={id} auth failed uuid={uuid} peer={peer} reason=bad-cookie");
+                Response::error(401, false, "unknown or expired cookie")
+            }
+        };
+    }
+    match shared.registry.initiator_cookie(&uuid) {
+        Some(c) => triple(&c, false),
+        None => Response::error(404, false, "not registered"),
+    }
+}
+
+/// TOTP authentication with the guessing limits. On success the UUID gets a
+/// new `R` cookie.
+pub fn authenticate(
+    shared: &Shared,
+    uuid: Uuid,
+    token: &Token,
+    ip: IpAddr,
+    id: u64,
+) -> Result<Cookie, Response> {
+    let users = shared.users();
+    let Some(user) = users.get(&uuid) else {
+        log::info!(target: T, "conn={id} auth failed uuid={uuid} peer={ip} reason=unknown-uuid");
+        return Err(Response::error(401, false, "authentication failed"));
+    };
+    let now = totp::now();
+    let step = user.params.step_of(now);
+    let to_next = Duration::from_secs(user.params.secs_to_next_step(now));
+    if let Err(refusal) = shared.limiter.check(uuid, ip, step, to_next) {
+        log::info!(target: T, "conn={id} auth refused uuid={uuid} peer={ip} reason=locked-out");
+        return Err(Response::error(429, false, "too many failures; try later")
+            .with_header("Retry-After", refusal.retry_after().to_string()));
+    }
+    let result = shared.registry.register_with_token(uuid, |floor| {
+        totp::verify(&user.secret, user.params, token, now, floor)
+    });
+    match result {
+        Ok(cookie) => {
+            shared.limiter.success(uuid, ip);
+            log::info!(target: T, "conn={id} registration ok uuid={uuid} peer={ip}");
+            Ok(cookie)
+        }
+        Err(why) => {
+            let reason = match why {
+                AuthFailure::Replay => "replay",
+                _ => "bad-token",
+            };
+            log::info!(target: T, "conn={id} Failed totp for uuid {uuid} from {ip} reason={reason}");
+            if let Some(period) = shared.limiter.failure(uuid, ip, step) {
+                log::warn!(target: T, "auth lockout engaged uuid={uuid} peer={ip} secs={}", period.as_secs());
+            }
+            Err(Response::error(401, false, "authentication failed"))
+        }
+    }
+}

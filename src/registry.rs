@@ -1,0 +1,457 @@
+//! Registrations and pairing: `Mutex<HashMap<Uuid, Registration>>`. Each
+//! registration holds its initiator (`I`) cookie, its responder (`R`) cookies
+//! with their expiry, and one pool of parked sockets per protocol — a bounded
+//! crossbeam channel, oldest first. Responders park without a thread;
+//! initiators wait on the channel outside the lock. Cookies are independent
+//! random values; the TOTP replay floor per UUID outlives registrations.
+
+use crate::accept::ConnSlot;
+use crate::error::AuthFailure;
+use crate::secret::{Cookie, Role};
+use crate::tls::ServerStream;
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Which protocol a pool belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// Plain TCP sockets from the rendezvous port.
+    Generic,
+    /// TLS connections parked inside a `CONNECT`.
+    Http,
+}
+
+impl Proto {
+    fn index(self) -> usize {
+        match self {
+            Proto::Generic => 0,
+            Proto::Http => 1,
+        }
+    }
+
+    /// The name used in logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Generic => "generic",
+            Proto::Http => "http",
+        }
+    }
+}
+
+/// Why an initiator got no responder. Mapped to the wire by the callers:
+/// `-ERR not registered` / `-ERR not ready` (generic), 404 (HTTP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeError {
+    /// No live cookie of that role (or no live registration).
+    NotRegistered,
+    /// Registered, but no responder arrived within the pair timeout.
+    NotReady,
+}
+
+/// The socket of a parked responder.
+#[derive(Debug)]
+pub enum ParkedStream {
+    /// A plain TCP socket (generic protocol).
+    Tcp(TcpStream),
+    /// A TLS connection (HTTP-specific protocol).
+    Tls(Box<ServerStream>),
+}
+
+impl ParkedStream {
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            ParkedStream::Tcp(s) => s,
+            ParkedStream::Tls(s) => s.get_ref(),
+        }
+    }
+}
+
+/// A responder waiting in a pool. Holds no thread.
+#[derive(Debug)]
+pub struct Parked {
+    /// The socket.
+    pub stream: ParkedStream,
+    /// Bytes the responder sent after its cookie line, before any `+OK`.
+    pub early: Vec<u8>,
+    /// The responder's address.
+    pub peer: SocketAddr,
+    /// Its connection id, for the log.
+    pub conn: u64,
+    /// Its place in the connection count.
+    pub slot: ConnSlot,
+}
+
+/// Whether a parked socket is still open: a non-blocking peek that sees
+/// neither EOF nor an error. Data waiting counts as alive.
+pub fn alive(sock: &TcpStream) -> bool {
+    if sock.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut b = [0u8; 1];
+    let open = match sock.peek(&mut b) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+    };
+    sock.set_nonblocking(false).is_ok() && open
+}
+
+struct Pool {
+    tx: Sender<Parked>,
+    rx: Receiver<Parked>,
+}
+
+impl Pool {
+    fn new(max: usize) -> Pool {
+        let (tx, rx) = bounded(max.max(1));
+        Pool { tx, rx }
+    }
+}
+
+struct Registration {
+    initiator: Cookie,
+    responders: HashMap<Cookie, Instant>,
+    pools: [Pool; 2],
+}
+
+impl Registration {
+    fn live(&self, now: Instant) -> bool {
+        self.responders.values().any(|exp| *exp > now)
+            || self.pools.iter().any(|p| !p.rx.is_empty())
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    regs: HashMap<Uuid, Registration>,
+    cookies: HashMap<Cookie, Uuid>,
+    floors: HashMap<Uuid, u64>,
+    closed: bool,
+}
+
+/// Registry settings.
+#[derive(Debug, Clone, Copy)]
+pub struct RegistryConfig {
+    /// Lifetime of an unused `R` cookie (renewed on every use).
+    pub cookie_ttl: Duration,
+    /// Parked sockets per UUID and protocol.
+    pub pool_max: usize,
+}
+
+/// What a sweep found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    /// `R` cookies that expired.
+    pub cookies: usize,
+    /// Parked sockets found closed.
+    pub dead: usize,
+    /// Registrations that lapsed.
+    pub lapsed: usize,
+}
+
+/// Counts for the log and metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Live registrations.
+    pub registrations: usize,
+    /// Parked generic sockets.
+    pub parked_generic: usize,
+    /// Parked HTTP connections.
+    pub parked_http: usize,
+}
+
+/// The registry. Share it behind an `Arc`.
+pub struct Registry {
+    cfg: RegistryConfig,
+    inner: Mutex<Inner>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new(cfg: RegistryConfig) -> Registry {
+        Registry {
+            cfg,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // One panicked connection thread must not wedge the daemon.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Authenticate with a token and issue a new `R` cookie. `check` gets the
+    /// UUID's replay floor and returns the accepted step; it runs under the
+    /// lock, so two requests with one token cannot both pass.
+    pub fn register_with_token(
+        &self,
+        uuid: Uuid,
+        check: impl FnOnce(Option<u64>) -> Result<u64, AuthFailure>,
+    ) -> Result<Cookie, AuthFailure> {
+        let mut inner = self.lock();
+        let step = check(inner.floors.get(&uuid).copied())?;
+        inner.floors.insert(uuid, step);
+        let now = Instant::now();
+        let stale = inner.regs.get(&uuid).is_some_and(|r| !r.live(now));
+        if stale {
+            if let Some(old) = inner.regs.remove(&uuid) {
+                drop_registration(&mut inner.cookies, old);
+            }
+        }
+        let cookie = Cookie::generate(Role::Responder);
+        let expiry = now + self.cfg.cookie_ttl;
+        let pool_max = self.cfg.pool_max;
+        let Inner { regs, cookies, .. } = &mut *inner;
+        let reg = regs.entry(uuid).or_insert_with(|| {
+            let initiator = Cookie::generate(Role::Initiator);
+            cookies.insert(initiator, uuid);
+            Registration {
+                initiator,
+                responders: HashMap::new(),
+                pools: [Pool::new(pool_max), Pool::new(pool_max)],
+            }
+        });
+        reg.responders.insert(cookie, expiry);
+        cookies.insert(cookie, uuid);
+        Ok(cookie)
+    }
+
+    /// Renew a live `R` cookie of `uuid` (the registrar's `PUT ?cookie=`).
+    pub fn refresh(&self, uuid: Uuid, cookie: &Cookie) -> Result<(), AuthFailure> {
+        let mut inner = self.lock();
+        match self.renew(&mut inner, cookie, Instant::now()) {
+            Some(owner) if owner == uuid => Ok(()),
+            _ => Err(AuthFailure::BadCookie),
+        }
+    }
+
+    /// If `cookie` is a live `R` cookie, renew it and return its UUID.
+    fn renew(&self, inner: &mut Inner, cookie: &Cookie, now: Instant) -> Option<Uuid> {
+        if cookie.role() != Role::Responder {
+            return None;
+        }
+        let uuid = *inner.cookies.get(cookie)?;
+        let reg = inner.regs.get_mut(&uuid)?;
+        let exp = reg.responders.get_mut(cookie)?;
+        if *exp <= now {
+            reg.responders.remove(cookie);
+            inner.cookies.remove(cookie);
+            return None;
+        }
+        *exp = now + self.cfg.cookie_ttl;
+        Some(uuid)
+    }
+
+    /// The UUID a live `R` cookie belongs to (renewing it), for `CONNECT ?cookie=`.
+    pub fn responder_uuid(&self, cookie: &Cookie) -> Option<Uuid> {
+        let mut inner = self.lock();
+        self.renew(&mut inner, cookie, Instant::now())
+    }
+
+    /// The `I` cookie of a live registration.
+    pub fn initiator_cookie(&self, uuid: &Uuid) -> Option<Cookie> {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let reg = inner.regs.get(uuid)?;
+        if reg.live(now) {
+            return Some(reg.initiator);
+        }
+        if let Some(old) = inner.regs.remove(uuid) {
+            drop_registration(&mut inner.cookies, old);
+        }
+        None
+    }
+
+    /// Park a responder under its `R` cookie. The pool's oldest socket is
+    /// closed when it is full. On failure the socket is handed back.
+    pub fn park(
+        &self,
+        cookie: &Cookie,
+        proto: Proto,
+        parked: Parked,
+    ) -> Result<(Uuid, Option<Parked>), (TakeError, Parked)> {
+        let mut inner = self.lock();
+        if inner.closed {
+            return Err((TakeError::NotRegistered, parked));
+        }
+        let Some(uuid) = self.renew(&mut inner, cookie, Instant::now()) else {
+            return Err((TakeError::NotRegistered, parked));
+        };
+        self.park_locked(&mut inner, uuid, proto, parked)
+            .map(|evicted| (uuid, evicted))
+    }
+
+    /// Park a responder already authenticated for `uuid` (a `CONNECT` with a token).
+    pub fn park_uuid(
+        &self,
+        uuid: Uuid,
+        proto: Proto,
+        parked: Parked,
+    ) -> Result<Option<Parked>, (TakeError, Parked)> {
+        let mut inner = self.lock();
+        if inner.closed {
+            return Err((TakeError::NotRegistered, parked));
+        }
+        self.park_locked(&mut inner, uuid, proto, parked)
+    }
+
+    fn park_locked(
+        &self,
+        inner: &mut Inner,
+        uuid: Uuid,
+        proto: Proto,
+        parked: Parked,
+    ) -> Result<Option<Parked>, (TakeError, Parked)> {
+        let Some(reg) = inner.regs.get_mut(&uuid) else {
+            return Err((TakeError::NotRegistered, parked));
+        };
+        let pool = &reg.pools[proto.index()];
+        // Sends happen only under the registry lock, so after taking the
+        // oldest out there is room for this one.
+        match pool.tx.try_send(parked) {
+            Ok(()) => Ok(None),
+            Err(TrySendError::Full(parked)) => {
+                let evicted = pool.rx.try_recv().ok();
+                match pool.tx.try_send(parked) {
+                    Ok(()) => Ok(evicted),
+                    Err(TrySendError::Full(p)) | Err(TrySendError::Disconnected(p)) => {
+                        Err((TakeError::NotReady, p))
+                    }
+                }
+            }
+            Err(TrySendError::Disconnected(p)) => Err((TakeError::NotRegistered, p)),
+        }
+    }
+
+    /// Take the oldest live responder for an `I` cookie, waiting until `deadline`.
+    pub fn take(
+        &self,
+        cookie: &Cookie,
+        proto: Proto,
+        deadline: Instant,
+    ) -> Result<(Uuid, Parked), TakeError> {
+        let (uuid, rx) = {
+            let inner = self.lock();
+            if cookie.role() != Role::Initiator {
+                return Err(TakeError::NotRegistered);
+            }
+            let uuid = *inner.cookies.get(cookie).ok_or(TakeError::NotRegistered)?;
+            let reg = inner.regs.get(&uuid).ok_or(TakeError::NotRegistered)?;
+            if reg.initiator != *cookie || !reg.live(Instant::now()) {
+                return Err(TakeError::NotRegistered);
+            }
+            (uuid, reg.pools[proto.index()].rx.clone())
+        };
+        wait_live(&rx, deadline).map(|p| (uuid, p))
+    }
+
+    /// Take the oldest live responder of `uuid` (HTTP-specific mobile clients).
+    pub fn take_uuid(
+        &self,
+        uuid: &Uuid,
+        proto: Proto,
+        deadline: Instant,
+    ) -> Result<Parked, TakeError> {
+        let rx = {
+            let inner = self.lock();
+            let reg = inner.regs.get(uuid).ok_or(TakeError::NotRegistered)?;
+            if !reg.live(Instant::now()) {
+                return Err(TakeError::NotRegistered);
+            }
+            reg.pools[proto.index()].rx.clone()
+        };
+        wait_live(&rx, deadline)
+    }
+
+    /// Drop expired `R` cookies, closed parked sockets and lapsed registrations.
+    pub fn sweep(&self) -> Swept {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let mut swept = Swept::default();
+        let Inner { regs, cookies, .. } = &mut *inner;
+        regs.retain(|_, reg| {
+            reg.responders.retain(|c, exp| {
+                let keep = *exp > now;
+                if !keep {
+                    cookies.remove(c);
+                    swept.cookies += 1;
+                }
+                keep
+            });
+            for pool in &reg.pools {
+                let waiting: Vec<Parked> = pool.rx.try_iter().collect();
+                for p in waiting {
+                    if alive(p.stream.tcp()) {
+                        // Cannot be full: we just emptied it under the lock.
+                        let _ = pool.tx.try_send(p);
+                    } else {
+                        swept.dead += 1;
+                    }
+                }
+            }
+            let live = reg.live(now);
+            if !live {
+                cookies.remove(&reg.initiator);
+                swept.lapsed += 1;
+            }
+            live
+        });
+        swept
+    }
+
+    /// Refuse new parks and close every parked socket (shutdown). Returns how many.
+    pub fn close_all(&self) -> usize {
+        let mut inner = self.lock();
+        inner.closed = true;
+        let mut n = 0;
+        for reg in inner.regs.values() {
+            for pool in &reg.pools {
+                for p in pool.rx.try_iter() {
+                    let _ = p.stream.tcp().shutdown(std::net::Shutdown::Both);
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Counts for the log and metrics.
+    pub fn stats(&self) -> Stats {
+        let inner = self.lock();
+        let mut s = Stats::default();
+        for reg in inner.regs.values() {
+            s.registrations += 1;
+            s.parked_generic += reg.pools[0].rx.len();
+            s.parked_http += reg.pools[1].rx.len();
+        }
+        s
+    }
+}
+
+fn drop_registration(cookies: &mut HashMap<Cookie, Uuid>, reg: Registration) {
+    cookies.remove(&reg.initiator);
+    for c in reg.responders.keys() {
+        cookies.remove(c);
+    }
+}
+
+fn wait_live(rx: &Receiver<Parked>, deadline: Instant) -> Result<Parked, TakeError> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(p) if alive(p.stream.tcp()) => return Ok(p),
+            Ok(p) => {
+                log::debug!(target: "rendezvous::registry", "conn={} parked socket dead on peek", p.conn);
+            }
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                return Err(TakeError::NotReady)
+            }
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The relay: two threads per pair, one per direction, each reading into its
+//! own buffer and writing it all to the other side. EOF on one side becomes
+//! `shutdown(Write)` on the other (half-close, so the last bytes are never
+//! lost); an error shuts both sides down; both directions done closes both.
+//! Legs are a trait so plain TCP and TLS legs relay through the same loop.
+
+use crate::limits::{RELAY_BUF, RELAY_STACK};
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// One side of a relayed pair. Two threads use a leg at once (one reads, the
+/// other writes), so every method takes `&self`.
+pub trait Leg: Send + Sync {
+    /// Read some bytes; `Ok(0)` is end of stream.
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Write all of `buf`.
+    fn write_all(&self, buf: &[u8]) -> io::Result<()>;
+    /// No more bytes will be written (half-close).
+    fn shutdown_write(&self);
+    /// Tear both directions down now (an error on the pair).
+    fn abort(&self);
+}
+
+impl Leg for TcpStream {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut s: &TcpStream = self;
+        Read::read(&mut s, buf)
+    }
+
+    fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+        let mut s: &TcpStream = self;
+        Write::write_all(&mut s, buf)
+    }
+
+    fn shutdown_write(&self) {
+        let _ = self.shutdown(Shutdown::Write);
+    }
+
+    fn abort(&self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+}
+
+/// Bytes moved each way.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    /// Initiator to responder.
+    pub up: u64,
+    /// Responder to initiator.
+    pub down: u64,
+    /// How long the pair lasted.
+    pub duration: Duration,
+}
+
+fn pump(src: &dyn Leg, dst: &dyn Leg, counter: &AtomicU64) {
+    let mut buf = vec![0u8; RELAY_BUF];
+    loop {
+        match src.read(&mut buf) {
+            Ok(0) => {
+                dst.shutdown_write();
+                return;
+            }
+            Ok(n) => {
+                if dst.write_all(&buf[..n]).is_err() {
+                    src.abort();
+                    dst.abort();
+                    return;
+                }
+                counter.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                src.abort();
+                dst.abort();
+                return;
+            }
+        }
+    }
+}
+
+/// Relay until both directions end. `initiator` is the mobile client's leg.
+/// The pair is listed in `pairs` (when given) so a drain can abort it.
+pub fn relay(
+    initiator: Arc<dyn Leg>,
+    responder: Arc<dyn Leg>,
+    pairs: Option<&ActivePairs>,
+) -> Totals {
+    let start = Instant::now();
+    let up = Arc::new(AtomicU64::new(0));
+    let down = Arc::new(AtomicU64::new(0));
+    let _entry = pairs.map(|p| p.add(initiator.clone(), responder.clone()));
+    let (i2, r2, d2) = (initiator.clone(), responder.clone(), down.clone());
+    let spawned = thread::Builder::new()
+        .name("relay".into())
+        .stack_size(RELAY_STACK)
+        .spawn(move || pump(&*r2, &*i2, &d2));
+    match spawned {
+        Ok(other) => {
+            pump(&*initiator, &*responder, &up);
+            let _ = other.join();
+        }
+        Err(e) => {
+            log::warn!(target: "rendezvous::relay", "cannot start a relay thread: {e}");
+            initiator.abort();
+            responder.abort();
+        }
+    }
+    Totals {
+        up: up.load(Ordering::Relaxed),
+        down: down.load(Ordering::Relaxed),
+        duration: start.elapsed(),
+    }
+}
+
+type LegPair = (Arc<dyn Leg>, Arc<dyn Leg>);
+
+/// The pairs relaying now, so a shutdown can wait for them and abort the rest.
+#[derive(Default)]
+pub struct ActivePairs {
+    next: AtomicU64,
+    total: AtomicU64,
+    bytes_up: AtomicU64,
+    bytes_down: AtomicU64,
+    map: Mutex<HashMap<u64, LegPair>>,
+}
+
+/// Removes a pair from [`ActivePairs`] on drop.
+pub struct PairEntry<'a> {
+    pairs: &'a ActivePairs,
+    id: u64,
+}
+
+impl Drop for PairEntry<'_> {
+    fn drop(&mut self) {
+        self.pairs
+            .map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
+impl ActivePairs {
+    /// An empty set.
+    pub fn new() -> ActivePairs {
+        ActivePairs::default()
+    }
+
+    fn add(&self, a: Arc<dyn Leg>, b: Arc<dyn Leg>) -> PairEntry<'_> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.total.fetch_add(1, Ordering::Relaxed);
+        self.map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, (a, b));
+        PairEntry { pairs: self, id }
+    }
+
+    /// Add a finished pair's byte counts to the totals.
+    pub fn account(&self, t: &Totals) {
+        self.bytes_up.fetch_add(t.up, Ordering::Relaxed);
+        self.bytes_down.fetch_add(t.down, Ordering::Relaxed);
+    }
+
+    /// Pairs relaying now.
+    pub fn active(&self) -> usize {
+        self.map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Pairs ever started, and bytes relayed up and down by finished pairs.
+    pub fn totals(&self) -> (u64, u64, u64) {
+        (
+            self.total.load(Ordering::Relaxed),
+            self.bytes_up.load(Ordering::Relaxed),
+            self.bytes_down.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Wait up to `timeout` for every pair to finish, then abort the rest.
+    /// Returns how many were aborted.
+    pub fn drain(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        while self.active() > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        for (a, b) in map.values() {
+            a.abort();
+            b.abort();
+        }
+        map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let a = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (b, _) = l.accept().expect("accept");
+        (a, b)
+    }
+
+    #[test]
+    fn half_close_keeps_the_reply() {
+        // client <-> (x relay y) <-> server
+        let (mut client, x) = pair();
+        let (y, mut server) = pair();
+        let pairs = ActivePairs::new();
+        thread::scope(|s| {
+            let h = s.spawn(|| relay(Arc::new(x), Arc::new(y), Some(&pairs)));
+            client.write_all(b"request").expect("write");
+            client.shutdown(Shutdown::Write).expect("half-close");
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).expect("server reads to EOF");
+            assert_eq!(got, b"request");
+            server.write_all(b"the whole reply").expect("reply");
+            drop(server);
+            let mut reply = Vec::new();
+            client.read_to_end(&mut reply).expect("client reads");
+            assert_eq!(reply, b"the whole reply");
+            let t = h.join().expect("relay");
+            assert_eq!((t.up, t.down), (7, 15));
+        });
+        assert_eq!(pairs.active(), 0);
+    }
+}

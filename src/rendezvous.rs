@@ -1,0 +1,224 @@
+//! The rendezvous server (plain TCP): a connection's first line, at most
+//! [`MAX_COOKIE_LINE`] bytes, is `R<cookie>` (a hidden server's socket, parked
+//! in its UUID's pool) or `I<cookie>` (a mobile client, paired with the oldest
+//! live parked socket, then relayed). Answers `+OK` to both sides, or one of
+//! `-ERR invalid cookie`, `-ERR not registered`, `-ERR not ready`, then closes.
+
+use crate::accept::{Accepted, RateLimit};
+use crate::limits::{MAX_COOKIE_LINE, PARKED_KEEPALIVE};
+use crate::registry::{Parked, ParkedStream, Proto, TakeError};
+use crate::relay;
+use crate::secret::{Cookie, Role};
+use crate::server::Shared;
+use socket2::{SockRef, TcpKeepalive};
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+const T: &str = "rendezvous::rendezvous";
+
+/// The success line sent to both sides.
+pub const OK: &[u8] = b"+OK\n";
+
+/// The wire text of each refusal.
+pub fn err_line(e: Option<TakeError>) -> &'static [u8] {
+    match e {
+        None => b"-ERR invalid cookie\n",
+        Some(TakeError::NotRegistered) => b"-ERR not registered\n",
+        Some(TakeError::NotReady) => b"-ERR not ready\n",
+    }
+}
+
+/// Why the first line could not be read.
+#[derive(Debug)]
+enum LineError {
+    /// Too long, no newline, or not a cookie.
+    Invalid,
+    /// Timed out, closed or failed: nothing to answer.
+    Gone(&'static str),
+}
+
+/// Read the first line by `deadline`. Returns the line (without its newline
+/// and an optional `\r`) and the bytes that came after it.
+fn read_line(sock: &mut TcpStream, deadline: Instant) -> Result<(String, Vec<u8>), LineError> {
+    let mut buf = Vec::with_capacity(MAX_COOKIE_LINE);
+    let mut chunk = [0u8; 512];
+    loop {
+        if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+            let rest = buf.split_off(i + 1);
+            buf.truncate(i);
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+            let line = String::from_utf8(buf).map_err(|_| LineError::Invalid)?;
+            return Ok((line, rest));
+        }
+        if buf.len() >= MAX_COOKIE_LINE {
+            return Err(LineError::Invalid);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || sock.set_read_timeout(Some(left)).is_err() {
+            return Err(LineError::Gone("cookie line timed out"));
+        }
+        match sock.read(&mut chunk) {
+            Ok(0) => return Err(LineError::Gone("closed before the cookie line")),
+            Ok(n) => {
+                // Bytes past the line limit are kept only if the newline is
+                // inside the limit; otherwise the line is invalid anyway.
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+                    if i >= MAX_COOKIE_LINE {
+                        return Err(LineError::Invalid);
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
+            {
+                return Err(LineError::Gone("cookie line timed out"))
+            }
+            Err(_) => return Err(LineError::Gone("read failed")),
+        }
+    }
+}
+
+fn overflow_warn() -> &'static RateLimit {
+    static W: OnceLock<RateLimit> = OnceLock::new();
+    W.get_or_init(|| RateLimit::new(Duration::from_secs(10)))
+}
+
+/// Serve one rendezvous connection.
+pub fn handle(acc: Accepted, shared: &Shared) {
+    let Accepted {
+        mut stream,
+        peer,
+        id,
+        slot,
+    } = acc;
+    let deadline = Instant::now() + shared.cfg.handshake_timeout;
+    let (line, early) = match read_line(&mut stream, deadline) {
+        Ok(x) => x,
+        Err(LineError::Invalid) => {
+            log::debug!(target: T, "conn={id} peer={peer} invalid cookie line");
+            let _ = stream.write_all(err_line(None));
+            return;
+        }
+        Err(LineError::Gone(why)) => {
+            log::debug!(target: T, "conn={id} peer={peer} {why}");
+            return;
+        }
+    };
+    let Some(cookie) = Cookie::parse(&line) else {
+        log::debug!(target: T, "conn={id} peer={peer} invalid cookie");
+        let _ = stream.write_all(err_line(None));
+        return;
+    };
+    let _ = stream.set_read_timeout(None);
+    let _ = stream.set_nodelay(true);
+    match cookie.role() {
+        Role::Responder => park(shared, cookie, stream, early, peer, id, slot),
+        Role::Initiator => pair(shared, cookie, stream, early, peer, id),
+    }
+}
+
+fn park(
+    shared: &Shared,
+    cookie: Cookie,
+    stream: TcpStream,
+    early: Vec<u8>,
+    peer: std::net::SocketAddr,
+    id: u64,
+    slot: crate::accept::ConnSlot,
+) {
+    let ka = TcpKeepalive::new()
+        .with_time(PARKED_KEEPALIVE)
+        .with_interval(Duration::from_secs(10));
+    let _ = SockRef::from(&stream).set_tcp_keepalive(&ka);
+    let parked = Parked {
+        stream: ParkedStream::Tcp(stream),
+        early,
+        peer,
+        conn: id,
+        slot,
+    };
+    match shared.registry.park(&cookie, Proto::Generic, parked) {
+        Ok((uuid, evicted)) => {
+            log::debug!(target: T, "conn={id} parked uuid={uuid} proto=generic");
+            if let Some(old) = evicted {
+                if overflow_warn().ready() {
+                    log::warn!(target: T, "pool full uuid={uuid}: closed oldest conn={} (--pool-max {})",
+                        old.conn, shared.cfg.pool_max);
+                }
+            }
+        }
+        Err((why, mut p)) => {
+            log::debug!(target: T, "conn={id} peer={peer} refused: {why:?}");
+            if let ParkedStream::Tcp(s) = &mut p.stream {
+                let _ = s.write_all(err_line(Some(why)));
+            }
+        }
+    }
+}
+
+fn pair(
+    shared: &Shared,
+    cookie: Cookie,
+    mut stream: TcpStream,
+    early: Vec<u8>,
+    peer: std::net::SocketAddr,
+    id: u64,
+) {
+    let deadline = Instant::now() + shared.cfg.pair_timeout;
+    // A parked socket can die between the liveness peek and our write; then
+    // take the next one, within the same deadline.
+    let (uuid, responder) = loop {
+        match shared.registry.take(&cookie, Proto::Generic, deadline) {
+            Err(why) => {
+                log::debug!(target: T, "conn={id} peer={peer} initiator refused: {why:?}");
+                let _ = stream.write_all(err_line(Some(why)));
+                return;
+            }
+            Ok((uuid, p)) => {
+                let ParkedStream::Tcp(mut rs) = p.stream else {
+                    continue;
+                };
+                let mut hello = OK.to_vec();
+                hello.extend_from_slice(&early);
+                if rs.write_all(&hello).is_ok() {
+                    break (
+                        uuid,
+                        Parked {
+                            stream: ParkedStream::Tcp(rs),
+                            ..p
+                        },
+                    );
+                }
+                log::debug!(target: T, "conn={} parked socket failed on write", p.conn);
+            }
+        }
+    };
+    let mut hello = OK.to_vec();
+    hello.extend_from_slice(&responder.early);
+    if stream.write_all(&hello).is_err() {
+        return;
+    }
+    let Parked {
+        stream: ParkedStream::Tcp(rs),
+        peer: rpeer,
+        conn: rconn,
+        slot: _rslot,
+        ..
+    } = responder
+    else {
+        return;
+    };
+    let _ = rs.set_nodelay(true);
+    log::debug!(target: T, "conn={id} paired uuid={uuid} responder conn={rconn}");
+    let totals = relay::relay(Arc::new(stream), Arc::new(rs), Some(&shared.pairs));
+    shared.pairs.account(&totals);
+    log::info!(target: T,
+        "pair done conn={id} uuid={uuid} proto=generic initiator={peer} responder={rpeer} up={} down={} secs={:.3}",
+        totals.up, totals.down, totals.duration.as_secs_f64());
+}

@@ -1,0 +1,326 @@
+//! `rendezvousd serve`: the configuration, the state every connection thread
+//! shares, start-up (state folder, users file, certificate), the accept loops
+//! and the reaper, reload (SIGHUP) and shutdown with a drain (SIGTERM/SIGINT).
+
+use crate::accept::{AcceptLoop, Conns};
+use crate::authn::Limiter;
+use crate::error::{Error, IoResultExt, Result};
+use crate::limits;
+use crate::registry::{Registry, RegistryConfig};
+use crate::relay::ActivePairs;
+use crate::state::{ensure_dir, StatePaths};
+use crate::tls;
+use crate::users::{self, Users};
+use crossbeam_channel::{bounded, Sender};
+use rustls::ServerConfig;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::thread;
+use std::time::Duration;
+
+/// Everything `serve` is told on its command line.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Registrar listen address.
+    pub registrar: String,
+    /// Rendezvous listen address; `None` disables the generic protocol.
+    pub rendezvous: Option<String>,
+    /// Host put into triples (default: the client's `Host`).
+    pub public_host: Option<String>,
+    /// Port put into triples (default: the rendezvous listen port).
+    pub public_port: Option<u16>,
+    /// State folder and files.
+    pub paths: StatePaths,
+    /// `--cert`/`--key` were given (so a missing pair is an error, not created).
+    pub explicit_cert: bool,
+    /// Serve the registrar over plain HTTP.
+    pub plaintext: bool,
+    /// Parked sockets per UUID and protocol.
+    pub pool_max: usize,
+    /// How long an initiator waits for a responder.
+    pub pair_timeout: Duration,
+    /// TLS handshake plus first head, or the cookie line.
+    pub handshake_timeout: Duration,
+    /// Concurrent sockets, all listeners together.
+    pub max_connections: usize,
+    /// Lifetime of an unused `R` cookie.
+    pub cookie_ttl: Duration,
+    /// How long active pairs may run after a shutdown begins.
+    pub drain_timeout: Duration,
+}
+
+impl Config {
+    /// The defaults of rendezvousd(8), with the state folder `paths`.
+    pub fn new(paths: StatePaths) -> Config {
+        Config {
+            registrar: limits::DEFAULT_REGISTRAR_ADDR.into(),
+            rendezvous: Some(limits::DEFAULT_RENDEZVOUS_ADDR.into()),
+            public_host: None,
+            public_port: None,
+            paths,
+            explicit_cert: false,
+            plaintext: false,
+            pool_max: limits::POOL_MAX,
+            pair_timeout: limits::PAIR_TIMEOUT,
+            handshake_timeout: limits::HANDSHAKE_TIMEOUT,
+            max_connections: limits::MAX_CONNECTIONS,
+            cookie_ttl: limits::COOKIE_TTL,
+            drain_timeout: limits::DRAIN_TIMEOUT,
+        }
+    }
+}
+
+/// What every connection thread shares.
+pub struct Shared {
+    /// The configuration.
+    pub cfg: Config,
+    /// Registrations and pools.
+    pub registry: Registry,
+    /// Guessing limits.
+    pub limiter: Limiter,
+    /// Connection count and ids.
+    pub conns: Arc<Conns>,
+    /// Pairs relaying now.
+    pub pairs: ActivePairs,
+    /// The port triples name (`None`: generic protocol disabled).
+    pub triple_port: Option<u16>,
+    users: RwLock<Arc<Users>>,
+    tls: RwLock<Option<Arc<ServerConfig>>>,
+}
+
+impl Shared {
+    /// The current users table (swapped whole on reload).
+    pub fn users(&self) -> Arc<Users> {
+        self.users
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The current TLS configuration (`None` with `--plaintext`).
+    pub fn tls(&self) -> Option<Arc<ServerConfig>> {
+        self.tls
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// A running server.
+pub struct Server {
+    shared: Arc<Shared>,
+    loops: Vec<AcceptLoop>,
+    reaper: Option<(Sender<()>, thread::JoinHandle<()>)>,
+}
+
+fn load_users(path: &Path) -> Result<Users> {
+    if !path.exists() {
+        users::update(path, |_| Ok(()))?;
+        log::info!(target: "rendezvous::server", "created empty users file {}", path.display());
+    }
+    if let Some(w) = users::mode_warning(path) {
+        log::warn!(target: "rendezvous::server", "{w}");
+    }
+    users::load(path)
+}
+
+fn load_tls(cfg: &Config) -> Result<Option<Arc<ServerConfig>>> {
+    if cfg.plaintext {
+        return Ok(None);
+    }
+    let (cert, key) = (&cfg.paths.cert, &cfg.paths.key);
+    if !cfg.explicit_cert {
+        let (fp, created) = tls::ensure_pair(cert, key)?;
+        if created {
+            log::info!(target: "rendezvous::server", "created self-signed certificate {}", cert.display());
+        }
+        log::info!(target: "rendezvous::server", "certificate sha256={fp}");
+    } else {
+        log::info!(target: "rendezvous::server", "certificate sha256={}", tls::file_fingerprint(cert)?);
+    }
+    if let Some(w) = users::mode_warning(key) {
+        log::warn!(target: "rendezvous::server", "{w}");
+    }
+    Ok(Some(tls::server_config(cert, key)?))
+}
+
+impl Server {
+    /// Start serving on already-bound listeners (tests bind port 0 first).
+    pub fn start(
+        cfg: Config,
+        registrar: TcpListener,
+        rendezvous: Option<TcpListener>,
+    ) -> Result<Server> {
+        ensure_dir(&cfg.paths.dir)?;
+        let table = load_users(&cfg.paths.users)?;
+        log::info!(target: "rendezvous::server", "users loaded n={}", table.len());
+        let tls_config = load_tls(&cfg)?;
+        let rendezvous_port = match &rendezvous {
+            Some(l) => Some(l.local_addr().op("rendezvous listener address")?.port()),
+            None => None,
+        };
+        let shared = Arc::new(Shared {
+            registry: Registry::new(RegistryConfig {
+                cookie_ttl: cfg.cookie_ttl,
+                pool_max: cfg.pool_max.max(1),
+            }),
+            limiter: Limiter::new(),
+            conns: Arc::new(Conns::default()),
+            pairs: ActivePairs::new(),
+            triple_port: rendezvous_port.map(|p| cfg.public_port.unwrap_or(p)),
+            users: RwLock::new(Arc::new(table)),
+            tls: RwLock::new(tls_config),
+            cfg,
+        });
+        let mut loops = Vec::new();
+        let max = shared.cfg.max_connections;
+        let s = shared.clone();
+        let reg_loop = AcceptLoop::spawn(
+            "registrar",
+            registrar,
+            shared.conns.clone(),
+            max,
+            move |a| crate::registrar::handle(a, &s),
+        )
+        .op("start registrar accept thread")?;
+        log::info!(target: "rendezvous::server", "listening on {} (registrar, {})", reg_loop.local_addr(),
+            if shared.cfg.plaintext { "plain HTTP" } else { "HTTPS" });
+        loops.push(reg_loop);
+        if let Some(l) = rendezvous {
+            let s = shared.clone();
+            let rv = AcceptLoop::spawn("rendezvous", l, shared.conns.clone(), max, move |a| {
+                crate::rendezvous::handle(a, &s)
+            })
+            .op("start rendezvous accept thread")?;
+            log::info!(target: "rendezvous::server", "listening on {} (rendezvous)", rv.local_addr());
+            loops.push(rv);
+        }
+        let (tx, rx) = bounded::<()>(1);
+        let s = shared.clone();
+        let reaper = thread::Builder::new()
+            .name("reaper".into())
+            .spawn(move || {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    rx.recv_timeout(limits::REAP_INTERVAL)
+                {
+                    let swept = s.registry.sweep();
+                    s.limiter.sweep();
+                    if swept != Default::default() {
+                        log::debug!(target: "rendezvous::registry",
+                            "reaper swept cookies={} dead={} lapsed={}", swept.cookies, swept.dead, swept.lapsed);
+                    }
+                }
+            })
+            .op("start reaper thread")?;
+        Ok(Server {
+            shared,
+            loops,
+            reaper: Some((tx, reaper)),
+        })
+    }
+
+    /// The shared state (for tests and metrics).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The registrar's bound address.
+    pub fn registrar_addr(&self) -> SocketAddr {
+        self.loops[0].local_addr()
+    }
+
+    /// The rendezvous listener's bound address, if enabled.
+    pub fn rendezvous_addr(&self) -> Option<SocketAddr> {
+        self.loops.get(1).map(AcceptLoop::local_addr)
+    }
+
+    /// Reload the users file and the certificate (SIGHUP). A file with an
+    /// error is logged with its line and the old table kept.
+    pub fn reload(&self) {
+        let cfg = &self.shared.cfg;
+        match load_users(&cfg.paths.users) {
+            Ok(table) => {
+                log::info!(target: "rendezvous::server", "users reloaded n={}", table.len());
+                *self
+                    .shared
+                    .users
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
+            }
+            Err(e) => {
+                log::warn!(target: "rendezvous::server", "reload failed, old users table kept: {e}")
+            }
+        }
+        if !cfg.plaintext {
+            match tls::server_config(&cfg.paths.cert, &cfg.paths.key) {
+                Ok(c) => {
+                    if let Ok(fp) = tls::file_fingerprint(&cfg.paths.cert) {
+                        log::info!(target: "rendezvous::server", "certificate reloaded sha256={fp}");
+                    }
+                    *self
+                        .shared
+                        .tls
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(c);
+                }
+                Err(e) => {
+                    log::warn!(target: "rendezvous::server", "certificate reload failed, old one kept: {e}")
+                }
+            }
+        }
+    }
+
+    /// Stop: close the listeners and every parked socket, let active pairs run
+    /// for up to `--drain-timeout`, then abort the rest. Returns how many were aborted.
+    pub fn shutdown(&mut self) -> usize {
+        log::info!(target: "rendezvous::server", "shutdown begun");
+        for l in &mut self.loops {
+            l.stop();
+        }
+        let parked = self.shared.registry.close_all();
+        let aborted = self.shared.pairs.drain(self.shared.cfg.drain_timeout);
+        if let Some((tx, t)) = self.reaper.take() {
+            let _ = tx.send(());
+            let _ = t.join();
+        }
+        log::info!(target: "rendezvous::server",
+            "shutdown finished parked_closed={parked} pairs_aborted={aborted}");
+        aborted
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.reaper.is_some() {
+            self.shutdown();
+        }
+    }
+}
+
+fn bind(addr: &str, what: &'static str) -> Result<TcpListener> {
+    TcpListener::bind(addr).map_err(|e| Error::Io {
+        op: what,
+        source: std::io::Error::new(e.kind(), format!("{addr}: {e}")),
+    })
+}
+
+/// `rendezvousd serve`: bind, start, then wait for signals: SIGHUP reloads,
+/// SIGTERM or SIGINT shuts down (exit 0).
+pub fn serve(cfg: Config) -> Result<()> {
+    let signals = crate::signals::listen()?;
+    let registrar = bind(&cfg.registrar, "bind registrar")?;
+    let rendezvous = match &cfg.rendezvous {
+        Some(a) => Some(bind(a, "bind rendezvous")?),
+        None => None,
+    };
+    let mut server = Server::start(cfg, registrar, rendezvous)?;
+    for sig in signals.iter() {
+        match sig {
+            crate::signals::Signal::Reload => server.reload(),
+            crate::signals::Signal::Stop => break,
+        }
+    }
+    server.shutdown();
+    Ok(())
+}
