@@ -170,14 +170,13 @@ pub fn read_secret(file: Option<&std::path::Path>) -> Result<Secret> {
         Some(path) => {
             let text =
                 std::fs::read_to_string(path).map_err(|e| Error::io("read secret file", e))?;
-            if text.contains('=') {
-                if let Some(s) = Provision::parse(&text, path)?.secret {
-                    return Ok(s);
-                }
-                return Err(Error::config(path, None, "no secret in file"));
+            // Bare base32 (padding allowed), else a provisioning file.
+            if let Some(s) = Secret::from_base32(text.trim()) {
+                return Ok(s);
             }
-            Secret::from_base32(text.trim())
-                .ok_or_else(|| Error::config(path, None, "secret is not base32"))
+            Provision::parse(&text, path)?
+                .secret
+                .ok_or_else(|| Error::config(path, None, "no secret in file"))
         }
         None => {
             let text = std::env::var(SECRET_ENV).map_err(|_| {

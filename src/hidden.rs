@@ -154,17 +154,23 @@ impl Agent {
         if let Some(t) = &st.triple {
             return Ok((t.clone(), st.generation));
         }
+        // A token is good once per step, and the server accepts one step of
+        // skew: after using this step, use the next one rather than wait
+        // (a restarted server forgets the floor; this one does not).
         let mut now = totp::now();
-        if st.last_step == Some(self.params.step_of(now)) {
-            // A token is good once per step: wait for the next one.
-            self.nap(Duration::from_secs(self.params.secs_to_next_step(now)));
-            now = totp::now();
+        let mut step = self.params.step_of(now);
+        if let Some(last) = st.last_step {
+            if last > step {
+                self.nap(Duration::from_secs(self.params.secs_to_next_step(now)));
+                now = totp::now();
+                step = self.params.step_of(now);
+            }
+            step = step.max(last.saturating_add(1));
         }
         if self.stopped() {
             return Err(Error::Other("stopped".into()));
         }
-        let step = self.params.step_of(now);
-        let token = totp::generate(&self.secret, self.params, now);
+        let token = totp::hotp(&self.secret, step, self.params.digits);
         st.last_step = Some(step);
         let t = self.registrar.register(&self.uuid, &token)?;
         log::info!(target: T, "registered uuid={} rendezvous={}:{}", self.uuid, t.host, t.port);

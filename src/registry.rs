@@ -405,6 +405,24 @@ impl Registry {
         swept
     }
 
+    /// Forget the registrations of UUIDs that `keep` rejects (users removed
+    /// from the file), closing their parked sockets. Returns how many.
+    pub fn retain_users(&self, keep: impl Fn(&Uuid) -> bool) -> usize {
+        let mut inner = self.lock();
+        let gone: Vec<Uuid> = inner.regs.keys().filter(|u| !keep(u)).copied().collect();
+        for uuid in &gone {
+            if let Some(reg) = inner.regs.remove(uuid) {
+                for pool in &reg.pools {
+                    for p in pool.rx.try_iter() {
+                        let _ = p.stream.tcp().shutdown(std::net::Shutdown::Both);
+                    }
+                }
+                drop_registration(&mut inner.cookies, reg);
+            }
+        }
+        gone.len()
+    }
+
     /// Refuse new parks and close every parked socket (shutdown). Returns how many.
     pub fn close_all(&self) -> usize {
         let mut inner = self.lock();

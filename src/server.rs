@@ -242,6 +242,13 @@ impl Server {
         match load_users(&cfg.paths.users) {
             Ok(table) => {
                 log::info!(target: "rendezvous::server", "users reloaded n={}", table.len());
+                let dropped = self
+                    .shared
+                    .registry
+                    .retain_users(|u| table.get(u).is_some());
+                if dropped > 0 {
+                    log::info!(target: "rendezvous::server", "registrations of removed users dropped n={dropped}");
+                }
                 *self
                     .shared
                     .users

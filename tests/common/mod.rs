@@ -74,3 +74,366 @@ pub fn mode(p: &Path) -> u32 {
 pub fn init_log() {
     let _ = env_logger::builder().is_test(true).try_init();
 }
+
+// ---- in-process server ----------------------------------------------------
+
+use rendezvous::http::{read_response, ClientResponse};
+use rendezvous::secret::Secret;
+use rendezvous::server::{Config, Server};
+use rendezvous::state::StatePaths;
+use rendezvous::totp::{self, Params};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+/// A known test secret (base32 of "12345678901234567890").
+pub const SECRET_B32: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn secret() -> Secret {
+    Secret::from_base32(SECRET_B32).expect("valid base32")
+}
+
+/// A token for the current step (or `offset` steps away).
+pub fn token_at(offset: i64) -> String {
+    let now = totp::now() as i64 + offset * 30;
+    totp::generate(&secret(), Params::default(), now as u64)
+}
+
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub dir: TempDir,
+    pub uuid: uuid::Uuid,
+}
+
+pub struct Opts {
+    pub rendezvous: bool,
+    pub plaintext: bool,
+    pub pool_max: usize,
+    pub pair_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub max_connections: usize,
+    pub cookie_ttl: Duration,
+    pub public_host: Option<String>,
+}
+
+impl Default for Opts {
+    fn default() -> Opts {
+        Opts {
+            rendezvous: true,
+            plaintext: true,
+            pool_max: 16,
+            pair_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(5),
+            max_connections: 4096,
+            cookie_ttl: Duration::from_secs(600),
+            public_host: None,
+        }
+    }
+}
+
+impl TestServer {
+    pub fn start(opts: Opts) -> TestServer {
+        init_log();
+        let dir = TempDir::new("srv");
+        let uuid = uuid::Uuid::new_v4();
+        std::fs::write(
+            dir.join("users"),
+            format!("{} {SECRET_B32} 30 6 test\n", uuid.hyphenated()),
+        )
+        .expect("write users");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("users"), std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+        let mut cfg = Config::new(StatePaths::resolve(Some(dir.path()), None, None, None));
+        cfg.plaintext = opts.plaintext;
+        cfg.pool_max = opts.pool_max;
+        cfg.pair_timeout = opts.pair_timeout;
+        cfg.handshake_timeout = opts.handshake_timeout;
+        cfg.max_connections = opts.max_connections;
+        cfg.cookie_ttl = opts.cookie_ttl;
+        cfg.public_host = opts.public_host;
+        cfg.drain_timeout = Duration::from_secs(2);
+        let reg = TcpListener::bind("127.0.0.1:0").expect("bind registrar");
+        let rv = opts
+            .rendezvous
+            .then(|| TcpListener::bind("127.0.0.1:0").expect("bind rendezvous"));
+        if !opts.rendezvous {
+            cfg.rendezvous = None;
+        }
+        let server = Server::start(cfg, reg, rv).expect("server starts");
+        TestServer {
+            server: Some(server),
+            dir,
+            uuid,
+        }
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("running")
+    }
+
+    pub fn registrar(&self) -> SocketAddr {
+        self.server().registrar_addr()
+    }
+
+    pub fn rendezvous(&self) -> SocketAddr {
+        self.server().rendezvous_addr().expect("rendezvous enabled")
+    }
+
+    /// Register with a fresh token and return the R cookie.
+    pub fn register(&self) -> String {
+        let r = request(
+            self.registrar(),
+            "PUT",
+            &format!("/?uuid={}&response={}", self.uuid, token_at(0)),
+            &[],
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        json(&r)["result"]["cookie"]
+            .as_str()
+            .expect("cookie")
+            .to_string()
+    }
+
+    /// Get another R cookie without a new token: the registry directly
+    /// (tokens are single-use per step, and tests must not wait for steps).
+    pub fn extra_r_cookie(&self) -> String {
+        let shared = self.server().shared();
+        shared
+            .registry
+            .register_with_token(self.uuid, |floor| Ok(floor.unwrap_or(0)))
+            .expect("register")
+            .expose()
+    }
+
+    pub fn lookup(&self) -> String {
+        let r = request(
+            self.registrar(),
+            "GET",
+            &format!("/?uuid={}", self.uuid),
+            &[],
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        json(&r)["result"]["cookie"]
+            .as_str()
+            .expect("cookie")
+            .to_string()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            s.shutdown();
+        }
+    }
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    s.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    s
+}
+
+/// One request on a new connection.
+pub fn request(addr: SocketAddr, method: &str, target: &str, headers: &[&str]) -> ClientResponse {
+    let mut s = connect(addr);
+    send(&mut s, method, target, headers);
+    read_response(&mut s).expect("response")
+}
+
+pub fn send(s: &mut TcpStream, method: &str, target: &str, headers: &[&str]) {
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).expect("send");
+}
+
+pub fn json(r: &ClientResponse) -> serde_json::Value {
+    serde_json::from_slice(&r.body).expect("json body")
+}
+
+/// Write a cookie line and read the status line byte by byte.
+pub fn rv_line(addr: SocketAddr, line: &str) -> (TcpStream, String) {
+    let mut s = connect(addr);
+    s.write_all(line.as_bytes()).expect("send line");
+    let status = read_line(&mut s);
+    (s, status)
+}
+
+pub fn read_line(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => break,
+            Ok(_) if b[0] == b'\n' => break,
+            Ok(_) => out.push(b[0]),
+            Err(e) => panic!("read status: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Park a responder; returns the socket (its +OK comes later).
+pub fn park(addr: SocketAddr, cookie: &str) -> TcpStream {
+    let mut s = connect(addr);
+    s.write_all(format!("{cookie}\n").as_bytes())
+        .expect("send cookie");
+    s
+}
+
+/// Wait (bounded) until `f` holds.
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn sha256(data: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .to_vec()
+}
+
+// ---- child processes -------------------------------------------------------
+
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+
+/// A child process killed (and reaped) on drop, whose stderr lines are collected.
+pub struct Proc {
+    pub child: Child,
+    pub lines: Arc<Mutex<Vec<String>>>,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
+        cmd.stderr(Stdio::piped());
+        if cmd.get_envs().all(|(k, _)| k != "RUST_LOG") {
+            cmd.env("RUST_LOG", "info");
+        }
+        let mut child = cmd.spawn().expect("spawn");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let err = child.stderr.take().expect("stderr");
+        let l = lines.clone();
+        let tag = name.to_string();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                if std::env::var_os("TEST_VERBOSE").is_some() {
+                    eprintln!("[{tag}] {line}");
+                }
+                l.lock().expect("lines").push(line);
+            }
+        });
+        Proc {
+            child,
+            lines,
+            name: name.to_string(),
+        }
+    }
+
+    /// Wait (bounded) for a stderr line containing `needle`; returns it.
+    pub fn wait_line(&self, needle: &str) -> String {
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(l) = self
+                .lines
+                .lock()
+                .expect("lines")
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return l.clone();
+            }
+            if std::time::Instant::now() > end {
+                panic!(
+                    "{}: no line with {needle:?} in:\n{}",
+                    self.name,
+                    self.lines.lock().expect("lines").join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.lines.lock().expect("lines").join("\n")
+    }
+
+    /// The address in a "listening on ADDR (what" line.
+    pub fn listening(&self, what: &str) -> SocketAddr {
+        let line = self.wait_line(&format!("({what}"));
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .expect("address in line");
+        addr.parse().expect("socket address")
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+
+    /// Wait (bounded) for exit.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let end = std::time::Instant::now() + within;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st.code();
+            }
+            if std::time::Instant::now() > end {
+                panic!(
+                    "{} did not exit within {within:?}:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An echo server on 127.0.0.1:0 (each connection echoes until EOF, then
+/// half-closes). Its thread ends when the test process does; connections are
+/// served on their own threads.
+pub fn echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind echo");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut r = s.try_clone().expect("clone");
+                let _ = std::io::copy(&mut r, &mut s);
+                let _ = s.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr
+}

@@ -1,0 +1,239 @@
+//! End to end through the real binaries over TLS with a pinned self-signed
+//! certificate: `user add` → `serve` → `expose` → `connect` (stdio and
+//! `--listen`); recovery after the server is killed and restarted; SIGTERM
+//! and SIGHUP.
+
+mod common;
+
+use common::*;
+use rendezvous::client::{Registrar, ServerUrl};
+use rendezvous::provision::Provision;
+use rendezvous::tls::{parse_fingerprint, Trust};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn user_add(state: &Path, out: &Path) {
+    let o = run(rendezvousd()
+        .args([
+            "user",
+            "add",
+            "--server",
+            "https://127.0.0.1:1",
+            "--state-dir",
+        ])
+        .arg(state)
+        .arg("--out")
+        .arg(out));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+fn serve(state: &Path, registrar: &str, rendezvous: &str) -> Proc {
+    let mut c = rendezvousd();
+    c.args([
+        "serve",
+        "--registrar",
+        registrar,
+        "--rendezvous",
+        rendezvous,
+        "--state-dir",
+    ])
+    .arg(state)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null());
+    Proc::spawn("serve", c)
+}
+
+fn expose(prov: &Path, server: &str, to: SocketAddr) -> Proc {
+    let mut c = rendezvous();
+    c.args(["expose", "--pool", "2", "--config"])
+        .arg(prov)
+        .args(["--server", server, "--to", &to.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    Proc::spawn("expose", c)
+}
+
+/// `connect` on stdin/stdout: send `data`, close stdin, return what came back.
+fn connect_stdio(prov: &Path, server: &str, data: &[u8]) -> Result<Vec<u8>, String> {
+    let mut c = rendezvous();
+    c.args(["connect", "--config"])
+        .arg(prov)
+        .args(["--server", server])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn connect");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let data = data.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let mut out = Vec::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_end(&mut out)
+        .expect("read stdout");
+    let _ = writer.join();
+    let st = child.wait().expect("wait");
+    let mut err = String::new();
+    let _ = child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err);
+    if st.success() {
+        Ok(out)
+    } else {
+        Err(err)
+    }
+}
+
+#[test]
+fn user_add_serve_expose_connect_over_pinned_tls() {
+    let dir = TempDir::new("e2e");
+    let state = dir.join("state");
+    let prov = dir.join("gw.conf");
+    user_add(&state, &prov);
+    let srv = serve(&state, "127.0.0.1:0", "127.0.0.1:0");
+    let reg = srv.listening("registrar");
+    let url = format!("https://127.0.0.1:{}", reg.port());
+    srv.wait_line("certificate sha256=");
+    let echo = echo_server();
+    let agent = expose(&prov, &url, echo);
+    agent.wait_line("registered uuid=");
+
+    // stdio: 1 MiB through and back, compared by SHA-256.
+    let data: Vec<u8> = (0..1 << 20).map(|i: u32| (i * 7 % 251) as u8).collect();
+    let back = connect_stdio(&prov, &url, &data).expect("connect succeeds");
+    assert_eq!(back.len(), data.len());
+    assert_eq!(sha256(&back), sha256(&data));
+
+    // --listen: two local connections, each its own rendezvous.
+    let mut c = rendezvous();
+    c.args(["connect", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&prov)
+        .args(["--server", &url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let listener = Proc::spawn("connect-listen", c);
+    let line = listener.wait_line("listening on");
+    let addr: SocketAddr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("addr")
+        .parse()
+        .expect("socket addr");
+    for n in 0..2 {
+        let mut s = TcpStream::connect(addr).expect("connect local");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let msg = format!("hello {n}");
+        s.write_all(msg.as_bytes()).expect("write");
+        s.shutdown(std::net::Shutdown::Write).expect("half-close");
+        let mut got = String::new();
+        s.read_to_string(&mut got).expect("read");
+        assert_eq!(got, msg);
+    }
+    srv.wait_line("pair done");
+
+    // lookup prints the I triple as JSON.
+    let o = run(rendezvous()
+        .args(["lookup", "--config"])
+        .arg(&prov)
+        .args(["--server", &url]));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("json");
+    assert!(v["cookie"].as_str().expect("cookie").starts_with('I'));
+    assert_eq!(v["port"], srv.listening("rendezvous").port());
+
+    // A wrong pin fails clearly with exit 1; a malformed one is a usage error.
+    let o = run(rendezvous().args(["lookup", "--config"]).arg(&prov).args([
+        "--server",
+        &url,
+        "--pin-sha256",
+        &"00".repeat(32),
+    ]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("pinned SHA-256"), "{}", stderr(&o));
+    let o = run(rendezvous()
+        .args(["lookup", "--config"])
+        .arg(&prov)
+        .args(["--pin-sha256", "abc"]));
+    assert_eq!(o.status.code(), Some(2));
+    drop(agent);
+}
+
+#[test]
+fn agent_recovers_after_server_restart_and_signals() {
+    let dir = TempDir::new("e2e-restart");
+    let state = dir.join("state");
+    let prov = dir.join("gw.conf");
+    user_add(&state, &prov);
+    let mut srv = serve(&state, "127.0.0.1:0", "127.0.0.1:0");
+    let reg = srv.listening("registrar");
+    let rv = srv.listening("rendezvous");
+    let url = format!("https://127.0.0.1:{}", reg.port());
+    let echo = echo_server();
+    let agent = expose(&prov, &url, echo);
+    agent.wait_line("registered uuid=");
+    assert_eq!(
+        connect_stdio(&prov, &url, b"before").expect("works"),
+        b"before"
+    );
+
+    // kill -9 and restart on the same ports.
+    srv.signal("KILL");
+    srv.wait_exit(Duration::from_secs(10));
+    let srv2 = serve(&state, &reg.to_string(), &rv.to_string());
+    srv2.listening("rendezvous");
+    let start = Instant::now();
+    loop {
+        match connect_stdio(&prov, &url, b"after") {
+            Ok(b) if b == b"after" => break,
+            _ if start.elapsed() > Duration::from_secs(30) => panic!(
+                "no recovery within 30 s\nagent:\n{}\nserver:\n{}",
+                agent.log(),
+                srv2.log()
+            ),
+            _ => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+    eprintln!(
+        "agent recovered {:.1} s after the restart",
+        start.elapsed().as_secs_f64()
+    );
+
+    // SIGHUP picks up a user added to the file.
+    let prov2 = dir.join("second.conf");
+    user_add(&state, &prov2);
+    let p2 = Provision::load(&prov2).expect("provisioning");
+    let pin = parse_fingerprint(p2.pin_sha256.as_deref().expect("pin")).expect("pin");
+    let registrar =
+        Registrar::new(ServerUrl::parse(&url).expect("url"), &Trust::Pin(pin)).expect("client");
+    let uuid = p2.uuid.expect("uuid");
+    let secret = p2.secret.expect("secret");
+    let token = |off: u64| {
+        rendezvous::totp::generate(&secret, Default::default(), rendezvous::totp::now() + off)
+    };
+    assert!(
+        registrar.register(&uuid, &token(0)).is_err(),
+        "unknown before SIGHUP"
+    );
+    let mut srv2 = srv2;
+    srv2.signal("HUP");
+    srv2.wait_line("users reloaded n=2");
+    registrar
+        .register(&uuid, &token(30))
+        .expect("known after SIGHUP");
+
+    // SIGTERM: exit 0.
+    srv2.signal("TERM");
+    assert_eq!(srv2.wait_exit(Duration::from_secs(20)), Some(0));
+    srv2.wait_line("shutdown finished");
+}

@@ -1,0 +1,280 @@
+//! The registrar over real sockets: every rule and status code of the generic
+//! API, keep-alive, the 401 challenge, head limits, and TOTP authentication
+//! with its guessing limits.
+
+mod common;
+
+use common::*;
+use rendezvous::http::read_response;
+use std::io::Write;
+use std::time::Duration;
+
+#[test]
+fn put_get_refresh_and_json_shapes() {
+    let ts = TestServer::start(Opts::default());
+    let base = format!("/?uuid={}", ts.uuid);
+    let r = request(
+        ts.registrar(),
+        "PUT",
+        &format!("{base}&response={}", token_at(0)),
+        &[],
+    );
+    assert_eq!(r.status, 200);
+    let v = json(&r);
+    let cookie = v["result"]["cookie"].as_str().expect("cookie").to_string();
+    assert!(cookie.starts_with('R'));
+    assert_eq!(v["result"]["host"], "127.0.0.1");
+    assert_eq!(v["result"]["port"], ts.rendezvous().port());
+    assert_eq!(v["result"]["ttl"], 600);
+    // GET: the I triple.
+    let g = request(ts.registrar(), "GET", &base, &[]);
+    assert_eq!(g.status, 200);
+    let gi = json(&g);
+    assert!(gi["result"]["cookie"]
+        .as_str()
+        .expect("cookie")
+        .starts_with('I'));
+    assert!(gi["result"].get("ttl").is_none());
+    // Cookie refresh returns the same cookie.
+    let f = request(
+        ts.registrar(),
+        "PUT",
+        &format!("{base}&cookie={cookie}"),
+        &[],
+    );
+    assert_eq!(f.status, 200);
+    assert_eq!(json(&f)["result"]["cookie"], cookie.as_str());
+    // A wrong or foreign cookie: 401.
+    let bad = format!("R{}", uuid::Uuid::new_v4());
+    let f = request(ts.registrar(), "PUT", &format!("{base}&cookie={bad}"), &[]);
+    assert_eq!(f.status, 401);
+    assert_eq!(json(&f)["error"]["permanent"], false);
+    let i = gi["result"]["cookie"].as_str().expect("cookie");
+    let f = request(ts.registrar(), "PUT", &format!("{base}&cookie={i}"), &[]);
+    assert_eq!(f.status, 401, "an I cookie never refreshes");
+    let f = request(
+        ts.registrar(),
+        "PUT",
+        &format!("{base}&cookie=garbage"),
+        &[],
+    );
+    assert_eq!(f.status, 401);
+}
+
+#[test]
+fn method_follows_query_and_errors() {
+    let ts = TestServer::start(Opts::default());
+    let base = format!("/?uuid={}", ts.uuid);
+    let r = request(
+        ts.registrar(),
+        "GET",
+        &format!("{base}&response=123456"),
+        &[],
+    );
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("PUT"));
+    let r = request(ts.registrar(), "POST", &base, &[]);
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET"));
+    let r = request(ts.registrar(), "PUT", &base, &[]);
+    assert_eq!(r.status, 405);
+    let r = request(
+        ts.registrar(),
+        "PUT",
+        &format!("{base}&response=1&cookie=R"),
+        &[],
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(json(&r)["error"]["permanent"], true);
+    let r = request(ts.registrar(), "GET", "/?uuid=not-a-uuid", &[]);
+    assert_eq!(r.status, 400);
+    let r = request(ts.registrar(), "GET", &base, &[]);
+    assert_eq!(r.status, 404, "not registered yet");
+    assert_eq!(r.header("connection"), Some("close"));
+    let r = request(ts.registrar(), "GET", "/.well-known/rendezvous/health", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(json(&r)["result"]["status"], "ok");
+    let r = request(ts.registrar(), "GET", "/.well-known/rendezvous/nope", &[]);
+    assert_eq!(r.status, 404);
+    // Bodies: chunked refused, too large refused, small one read and dropped.
+    let r = request(
+        ts.registrar(),
+        "GET",
+        &base,
+        &["Transfer-Encoding: chunked"],
+    );
+    assert_eq!(r.status, 411);
+    let r = request(ts.registrar(), "GET", &base, &["Content-Length: 100000"]);
+    assert_eq!(r.status, 413);
+}
+
+#[test]
+fn generic_disabled_answers_404_before_authentication() {
+    let ts = TestServer::start(Opts {
+        rendezvous: false,
+        ..Opts::default()
+    });
+    let r = request(
+        ts.registrar(),
+        "PUT",
+        &format!("/?uuid={}&response=000000", ts.uuid),
+        &[],
+    );
+    assert_eq!(r.status, 404);
+    assert!(json(&r)["error"]["diagnostic"]
+        .as_str()
+        .expect("text")
+        .contains("not configured for the generic protocol"));
+    // No failure was counted: the token still works on a server that has it.
+    let stats = ts.server().shared().registry.stats();
+    assert_eq!(stats.registrations, 0);
+}
+
+#[test]
+fn keep_alive_after_200_and_challenge_close_after_errors() {
+    let ts = TestServer::start(Opts::default());
+    let mut s = connect(ts.registrar());
+    send(&mut s, "GET", "/.well-known/rendezvous/health", &[]);
+    assert_eq!(read_response(&mut s).expect("first").status, 200);
+    send(&mut s, "GET", "/", &[]);
+    let c = read_response(&mut s).expect("challenge");
+    assert_eq!(c.status, 401);
+    let challenges: Vec<_> = c
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("www-authenticate"))
+        .map(|(_, v)| v.clone())
+        .collect();
+    assert!(
+        challenges[0].starts_with("Digest realm=\"rendezvous\", qop=\"auth, auth-int\", nonce=\""),
+        "{challenges:?}"
+    );
+    assert!(challenges[0].contains("opaque=\""));
+    assert!(
+        challenges.iter().any(|c| c.starts_with("Basic realm=")),
+        "{challenges:?}"
+    );
+    // Still open: a third request on the same connection.
+    send(&mut s, "GET", "/.well-known/rendezvous/health", &[]);
+    assert_eq!(read_response(&mut s).expect("third").status, 200);
+    // Nonces are fresh.
+    send(&mut s, "GET", "/x", &[]);
+    let c2 = read_response(&mut s).expect("challenge 2");
+    assert_ne!(c2.header("www-authenticate"), c.header("www-authenticate"));
+    // An error closes.
+    send(&mut s, "GET", "/?uuid=bad", &[]);
+    assert_eq!(read_response(&mut s).expect("error").status, 400);
+    send(&mut s, "GET", "/.well-known/rendezvous/health", &[]);
+    assert!(read_response(&mut s).is_err(), "closed after an error");
+}
+
+#[test]
+fn head_limits() {
+    let ts = TestServer::start(Opts::default());
+    let many: Vec<String> = (0..64).map(|i| format!("X-H{i}: v")).collect();
+    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    // Host + 64 = 65 header lines.
+    let r = request(ts.registrar(), "GET", "/", &refs);
+    assert_eq!(r.status, 431);
+    // Host + 63 is fine (the 401 challenge).
+    let r = request(ts.registrar(), "GET", "/", &refs[..63]);
+    assert_eq!(r.status, 401);
+    let big = format!("X-Big: {}", "a".repeat(16 * 1024));
+    let r = request(ts.registrar(), "GET", "/", &[&big]);
+    assert_eq!(r.status, 431);
+    let mut s = connect(ts.registrar());
+    s.write_all(b"this is not http\r\n\r\n").expect("send");
+    assert_eq!(read_response(&mut s).expect("response").status, 400);
+}
+
+#[test]
+fn tokens_wrong_replayed_and_skewed() {
+    let ts = TestServer::start(Opts::default());
+    let put = |tok: &str| {
+        request(
+            ts.registrar(),
+            "PUT",
+            &format!("/?uuid={}&response={tok}", ts.uuid),
+            &[],
+        )
+    };
+    let wrong = if token_at(0) == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    assert_eq!(put(wrong).status, 401);
+    assert_eq!(put("12345").status, 401, "wrong length");
+    assert_eq!(put("1234567").status, 401, "wrong length");
+    // The previous step is accepted (skew), then the current one, then neither again.
+    assert_eq!(put(&token_at(-1)).status, 200);
+    assert_eq!(put(&token_at(0)).status, 200);
+    assert_eq!(put(&token_at(0)).status, 401, "replay");
+    assert_eq!(put(&token_at(-1)).status, 401, "older step");
+    // An unknown UUID is 401 too.
+    let r = request(
+        ts.registrar(),
+        "PUT",
+        &format!("/?uuid={}&response=123456", uuid::Uuid::new_v4()),
+        &[],
+    );
+    assert_eq!(r.status, 401);
+}
+
+#[test]
+fn ten_failures_lock_the_address_with_retry_after() {
+    let ts = TestServer::start(Opts::default());
+    let put = |tok: &str| {
+        request(
+            ts.registrar(),
+            "PUT",
+            &format!("/?uuid={}&response={tok}", ts.uuid),
+            &[],
+        )
+    };
+    let wrong = if token_at(0) == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    for _ in 0..10 {
+        assert_eq!(put(wrong).status, 401);
+    }
+    let r = put(&token_at(0));
+    assert_eq!(r.status, 429, "locked even with the right token");
+    let retry: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("secs");
+    assert!((1..=60).contains(&retry), "{retry}");
+}
+
+#[test]
+fn plain_tcp_handshake_timeout_for_slow_heads() {
+    let ts = TestServer::start(Opts {
+        handshake_timeout: Duration::from_millis(600),
+        ..Opts::default()
+    });
+    let mut s = connect(ts.registrar());
+    let start = std::time::Instant::now();
+    // Trickle a head that never ends.
+    let mut closed = false;
+    for b in b"GET / HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+        if s.write_all(&[*b]).is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        if start.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    let r = read_response(&mut s);
+    assert!(closed || r.map(|r| r.status == 408).unwrap_or(true));
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+}
