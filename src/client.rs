@@ -223,7 +223,93 @@ fn connect_any(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
     Err(Error::io("connect", last))
 }
 
+/// A connection to the registrar: plain (`http://`) or TLS.
+#[derive(Debug)]
+pub enum ClientConn {
+    /// `http://`.
+    Plain(TcpStream),
+    /// `https://`.
+    Tls(Box<tls::ClientStream>),
+}
+
+impl ClientConn {
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            ClientConn::Plain(s) => s,
+            ClientConn::Tls(s) => s.get_ref(),
+        }
+    }
+
+    /// Turn it into a relay leg.
+    pub fn into_leg(self) -> Arc<dyn crate::relay::Leg> {
+        match self {
+            ClientConn::Plain(s) => Arc::new(s),
+            ClientConn::Tls(s) => {
+                let s = *s;
+                Arc::new(crate::relay::TlsLeg::new(s.conn, s.sock))
+            }
+        }
+    }
+}
+
+impl Read for ClientConn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            ClientConn::Plain(s) => s.read(buf),
+            ClientConn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for ClientConn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            ClientConn::Plain(s) => s.write(buf),
+            ClientConn::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            ClientConn::Plain(s) => s.flush(),
+            ClientConn::Tls(s) => s.flush(),
+        }
+    }
+}
+
 impl Registrar {
+    /// Open a connection (TCP, then TLS for `https://`), with timeouts set.
+    pub fn open(&self) -> Result<ClientConn> {
+        let sock = connect_any(&self.url.host, self.url.port, CLIENT_TIMEOUT)?;
+        let _ = sock.set_nodelay(true);
+        sock.set_read_timeout(Some(CLIENT_TIMEOUT))
+            .op("set timeout")?;
+        sock.set_write_timeout(Some(CLIENT_TIMEOUT))
+            .op("set timeout")?;
+        Ok(match &self.tls {
+            Some(cfg) => {
+                let deadline = Instant::now() + CLIENT_TIMEOUT;
+                ClientConn::Tls(Box::new(tls::connect(
+                    sock,
+                    cfg.clone(),
+                    &self.url.host,
+                    deadline,
+                )?))
+            }
+            None => ClientConn::Plain(sock),
+        })
+    }
+
+    /// The `Host` header value for this registrar.
+    pub fn host_header(&self) -> String {
+        if self.url.host.contains(':') {
+            format!("[{}]:{}", self.url.host, self.url.port)
+        } else {
+            format!("{}:{}", self.url.host, self.url.port)
+        }
+    }
+
     /// A client for `url` trusting `trust`.
     pub fn new(url: ServerUrl, trust: &Trust) -> Result<Registrar> {
         let tls = if url.tls {
@@ -240,35 +326,14 @@ impl Registrar {
     }
 
     fn exchange(&self, method: &str, target: &str) -> Result<ClientResponse> {
-        let sock = connect_any(&self.url.host, self.url.port, CLIENT_TIMEOUT)?;
-        let _ = sock.set_nodelay(true);
-        sock.set_read_timeout(Some(CLIENT_TIMEOUT))
-            .op("set timeout")?;
-        sock.set_write_timeout(Some(CLIENT_TIMEOUT))
-            .op("set timeout")?;
-        let host_header = if self.url.host.contains(':') {
-            format!("[{}]:{}", self.url.host, self.url.port)
-        } else {
-            format!("{}:{}", self.url.host, self.url.port)
-        };
+        let mut conn = self.open()?;
         let req = format!(
-            "{method} {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: rendezvous/{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            "{method} {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: rendezvous/{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.host_header(),
             env!("CARGO_PKG_VERSION")
         );
-        let resp = match &self.tls {
-            Some(cfg) => {
-                let deadline = Instant::now() + CLIENT_TIMEOUT;
-                let mut s = tls::connect(sock, cfg.clone(), &self.url.host, deadline)?;
-                s.write_all(req.as_bytes()).op("send request")?;
-                read_response(&mut s).op("read response")?
-            }
-            None => {
-                let mut s = sock;
-                s.write_all(req.as_bytes()).op("send request")?;
-                read_response(&mut s).op("read response")?
-            }
-        };
-        Ok(resp)
+        conn.write_all(req.as_bytes()).op("send request")?;
+        read_response(&mut conn).op("read response")
     }
 
     fn triple(&self, method: &str, target: &str, auth: AuthFailure) -> Result<Triple> {

@@ -5,7 +5,7 @@
 //! refused cookie refresh; every other failure backs off exponentially with
 //! jitter, 1 s to 60 s. It never gives up.
 
-use crate::client::{DialError, Registrar, Settings, Triple};
+use crate::client::{ClientConn, DialError, Registrar, Settings, Triple};
 use crate::error::{AuthFailure, Error, Result};
 use crate::limits::{AGENT_POOL, BACKOFF_MAX, BACKOFF_MIN, CLIENT_TIMEOUT, PARKED_KEEPALIVE};
 use crate::registry::TakeError;
@@ -14,6 +14,7 @@ use crate::secret::Secret;
 use crate::totp::{self, Params};
 use socket2::{SockRef, TcpKeepalive};
 use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -33,6 +34,16 @@ pub fn backoff(failures: u32) -> Duration {
     base.mul_f64(frac)
 }
 
+/// Which protocol the agent speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// Park plain TCP connections at the rendezvous server.
+    #[default]
+    Generic,
+    /// Park HTTPS `CONNECT`s at the registrar.
+    Http,
+}
+
 /// Options of `expose`.
 #[derive(Debug, Clone)]
 pub struct ExposeOpts {
@@ -40,6 +51,8 @@ pub struct ExposeOpts {
     pub to: String,
     /// Waiting connections to keep.
     pub pool: usize,
+    /// Generic or HTTP-specific.
+    pub protocol: Protocol,
 }
 
 impl Default for ExposeOpts {
@@ -47,13 +60,17 @@ impl Default for ExposeOpts {
         ExposeOpts {
             to: String::new(),
             pool: AGENT_POOL,
+            protocol: Protocol::Generic,
         }
     }
 }
 
 #[derive(Default)]
 struct State {
+    /// Generic: the registration's triple.
     triple: Option<Triple>,
+    /// HTTP: the `Rendezvous-Cookie` that grows the pool without a token.
+    cookie: Option<String>,
     generation: u64,
     last_step: Option<u64>,
 }
@@ -99,20 +116,23 @@ impl Agent {
         let mut threads = Vec::new();
         for n in 0..self.opts.pool.max(1) {
             let me = self.clone();
+            let http = self.opts.protocol == Protocol::Http;
             threads.push(
                 thread::Builder::new()
                     .name(format!("worker-{n}"))
-                    .spawn(move || me.worker())
+                    .spawn(move || if http { me.http_worker() } else { me.worker() })
                     .map_err(|e| Error::io("start worker", e))?,
             );
         }
-        let me = self.clone();
-        threads.push(
-            thread::Builder::new()
-                .name("refresh".into())
-                .spawn(move || me.refresher())
-                .map_err(|e| Error::io("start refresher", e))?,
-        );
+        if self.opts.protocol == Protocol::Generic {
+            let me = self.clone();
+            threads.push(
+                thread::Builder::new()
+                    .name("refresh".into())
+                    .spawn(move || me.refresher())
+                    .map_err(|e| Error::io("start refresher", e))?,
+            );
+        }
         for t in threads {
             let _ = t.join();
         }
@@ -154,9 +174,18 @@ impl Agent {
         if let Some(t) = &st.triple {
             return Ok((t.clone(), st.generation));
         }
-        // A token is good once per step, and the server accepts one step of
-        // skew: after using this step, use the next one rather than wait
-        // (a restarted server forgets the floor; this one does not).
+        let token = self.next_token(&mut st)?;
+        let t = self.registrar.register(&self.uuid, &token)?;
+        log::info!(target: T, "registered uuid={} rendezvous={}:{}", self.uuid, t.host, t.port);
+        st.generation += 1;
+        st.triple = Some(t.clone());
+        Ok((t, st.generation))
+    }
+
+    /// A token for a step not used yet. A token is good once per step, and
+    /// the server accepts one step of skew: after using this step, use the
+    /// next one rather than wait (a restarted server forgets the floor).
+    fn next_token(&self, st: &mut State) -> Result<String> {
         let mut now = totp::now();
         let mut step = self.params.step_of(now);
         if let Some(last) = st.last_step {
@@ -170,19 +199,15 @@ impl Agent {
         if self.stopped() {
             return Err(Error::Other("stopped".into()));
         }
-        let token = totp::hotp(&self.secret, step, self.params.digits);
         st.last_step = Some(step);
-        let t = self.registrar.register(&self.uuid, &token)?;
-        log::info!(target: T, "registered uuid={} rendezvous={}:{}", self.uuid, t.host, t.port);
-        st.generation += 1;
-        st.triple = Some(t.clone());
-        Ok((t, st.generation))
+        Ok(totp::hotp(&self.secret, step, self.params.digits))
     }
 
     fn invalidate(&self, generation: u64) {
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if st.generation == generation {
             st.triple = None;
+            st.cookie = None;
         }
     }
 
@@ -265,10 +290,174 @@ impl Agent {
             let _ = remote.shutdown(Shutdown::Both);
             return;
         };
-        let _ = local.set_nodelay(true);
         let t = relay::relay(Arc::new(remote), Arc::new(local), None);
         log::info!(target: T, "connection done to={} up={} down={} secs={:.3}",
             self.opts.to, t.up, t.down, t.duration.as_secs_f64());
+    }
+
+    /// `CONNECT uuid:ID?QUERY` and read the response head byte by byte (the
+    /// mobile client's request may follow it at once). Returns the connection
+    /// and its `Rendezvous-Cookie`.
+    fn connect_park(&self, query: &str, auth: AuthFailure) -> Result<(ClientConn, String)> {
+        let mut conn = self.registrar.open()?;
+        let req = format!(
+            "CONNECT uuid:{}?{query} HTTP/1.1\r\nHost: {}\r\nUser-Agent: rendezvous/{}\r\n\r\n",
+            self.uuid.hyphenated(),
+            self.registrar.host_header(),
+            env!("CARGO_PKG_VERSION")
+        );
+        conn.write_all(req.as_bytes())
+            .and_then(|_| conn.flush())
+            .map_err(|e| Error::io("send CONNECT", e))?;
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if head.len() > crate::limits::MAX_HEAD_BYTES {
+                return Err(Error::Protocol("response head too large".into()));
+            }
+            match conn.read(&mut b) {
+                Ok(0) => return Err(Error::Protocol("registrar closed before answering".into())),
+                Ok(_) => head.push(b[0]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("read CONNECT response", e)),
+            }
+        }
+        let mut headers = [httparse::EMPTY_HEADER; crate::limits::MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut headers);
+        resp.parse(&head)
+            .map_err(|_| Error::Protocol("malformed CONNECT response".into()))?;
+        match resp.code {
+            Some(200) => {}
+            Some(401) => return Err(Error::Auth(auth)),
+            Some(429) => return Err(Error::Auth(AuthFailure::LockedOut)),
+            Some(c) => return Err(Error::Other(format!("registrar answered CONNECT with {c}"))),
+            None => return Err(Error::Protocol("malformed CONNECT response".into())),
+        }
+        let cookie = resp
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("rendezvous-cookie"))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .map(|v| v.trim().to_string())
+            .ok_or_else(|| Error::Protocol("no Rendezvous-Cookie in the 200".into()))?;
+        let _ = conn.tcp().set_read_timeout(None);
+        Ok((conn, cookie))
+    }
+
+    /// One parked `CONNECT`: with the pool's cookie, or (the first, or after
+    /// the cookie lapsed) with a token.
+    fn http_park(&self) -> Result<(ClientConn, u64)> {
+        let (cookie, generation) = {
+            let st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            (st.cookie.clone(), st.generation)
+        };
+        if let Some(c) = cookie {
+            return match self.connect_park(&format!("cookie={c}"), AuthFailure::BadCookie) {
+                Ok((conn, _)) => Ok((conn, generation)),
+                Err(e) => {
+                    if matches!(e, Error::Auth(AuthFailure::BadCookie)) {
+                        log::info!(target: T, "cookie refused; registering again");
+                        self.invalidate(generation);
+                    }
+                    Err(e)
+                }
+            };
+        }
+        // Only one worker authenticates with a token; the others wait for its cookie.
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = st.cookie.clone() {
+            let generation = st.generation;
+            drop(st);
+            let (conn, _) = self.connect_park(&format!("cookie={c}"), AuthFailure::BadCookie)?;
+            return Ok((conn, generation));
+        }
+        let token = self.next_token(&mut st)?;
+        let (conn, cookie) =
+            self.connect_park(&format!("response={token}"), AuthFailure::BadToken)?;
+        log::info!(target: T, "registered uuid={} proto=http", self.uuid);
+        st.generation += 1;
+        st.cookie = Some(cookie);
+        Ok((conn, st.generation))
+    }
+
+    fn http_worker(self: Arc<Self>) {
+        let mut failures = 0u32;
+        while !self.stopped() {
+            let mut conn = match self.http_park() {
+                Ok((c, _)) => c,
+                Err(e) => {
+                    if !self.stopped() {
+                        log::warn!(target: T, "CONNECT failed: {e}");
+                        self.nap(backoff(failures));
+                    }
+                    failures = failures.saturating_add(1);
+                    continue;
+                }
+            };
+            failures = 0;
+            // Wait for the mobile client's request.
+            let id = self.next.fetch_add(1, Ordering::Relaxed);
+            if let Ok(clone) = conn.tcp().try_clone() {
+                self.waiting
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(id, clone);
+            }
+            let mut first = vec![0u8; 16 * 1024];
+            let got = loop {
+                match conn.read(&mut first) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    other => break other,
+                }
+            };
+            self.waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
+            match got {
+                Ok(n) if n > 0 => {
+                    first.truncate(n);
+                    let me = self.clone();
+                    let spawned = thread::Builder::new()
+                        .name("serve".into())
+                        .stack_size(crate::limits::CONN_STACK)
+                        .spawn(move || me.serve_http(conn, first));
+                    if let Err(e) = spawned {
+                        log::warn!(target: T, "cannot start a relay thread: {e}");
+                    }
+                }
+                _ => {
+                    // Closed while waiting (server restart, shutdown, eviction).
+                    if !self.stopped() {
+                        log::debug!(target: T, "parked CONNECT closed; opening another");
+                        self.nap(backoff(0));
+                    }
+                }
+            }
+        }
+    }
+
+    fn serve_http(&self, remote: ClientConn, first: Vec<u8>) {
+        let Some(mut local) = self.dial_local() else {
+            log::warn!(target: T, "cannot connect to {}: closing the mobile client's connection", self.opts.to);
+            let _ = remote.tcp().shutdown(Shutdown::Both);
+            return;
+        };
+        if local.write_all(&first).is_err() {
+            let _ = remote.tcp().shutdown(Shutdown::Both);
+            return;
+        }
+        let t = relay::relay(remote.into_leg(), Arc::new(local), None);
+        log::info!(target: T, "connection done proto=http to={} up={} down={} secs={:.3}",
+            self.opts.to, t.up as usize + first.len(), t.down, t.duration.as_secs_f64());
+    }
+
+    fn dial_local(&self) -> Option<TcpStream> {
+        let local = self.opts.to.to_socket_addrs().ok().and_then(|mut a| {
+            a.find_map(|a| TcpStream::connect_timeout(&a, CLIENT_TIMEOUT).ok())
+        })?;
+        let _ = local.set_nodelay(true);
+        Some(local)
     }
 
     fn refresher(self: Arc<Self>) {
@@ -301,7 +490,7 @@ impl Agent {
     }
 }
 
-/// `rendezvous expose` for the generic protocol: runs until killed.
+/// `rendezvous expose`: runs until killed.
 pub fn expose(settings: &Settings, opts: ExposeOpts) -> Result<()> {
     let agent = Agent::new(settings, opts)?;
     agent.run()

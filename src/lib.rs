@@ -45,6 +45,7 @@ pub mod admin;
 pub mod authn;
 pub mod cli;
 pub mod client;
+pub mod connect;
 pub mod error;
 pub mod hidden;
 pub mod http;

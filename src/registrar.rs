@@ -6,6 +6,7 @@
 //! otherwise the 401 challenge. Every error response is written from here.
 
 use crate::accept::Accepted;
+use crate::connect;
 use crate::error::AuthFailure;
 use crate::http::{Head, HeadError, HeadReader, Response};
 use crate::limits::{KEEPALIVE_IDLE, MAX_BODY_BYTES};
@@ -118,8 +119,9 @@ pub fn handle(acc: Accepted, shared: &Shared) {
         stream,
         peer,
         id,
-        slot: _slot,
+        slot,
     } = acc;
+    let mut slot = Some(slot);
     let deadline = Instant::now() + shared.cfg.handshake_timeout;
     let _ = stream.set_nodelay(true);
     let mut conn = match shared.tls() {
@@ -154,8 +156,46 @@ pub fn handle(acc: Accepted, shared: &Shared) {
         };
         log::debug!(target: T, "conn={id} head {:?}", head.summary());
         let response = match route(&head) {
-            Route::HiddenConnect | Route::MobileAuthorization | Route::MobileUpgrade => {
-                Response::error(501, true, "the HTTP-specific protocol is not available yet")
+            r @ (Route::HiddenConnect | Route::MobileAuthorization | Route::MobileUpgrade) => {
+                let handed = match r {
+                    Route::HiddenConnect => match slot.take() {
+                        Some(slot) => connect::hidden_connect(
+                            shared,
+                            &head,
+                            conn,
+                            &mut reader,
+                            peer,
+                            id,
+                            slot,
+                        ),
+                        None => Some((conn, Response::error(500, false, "internal error"))),
+                    },
+                    Route::MobileAuthorization => {
+                        match head
+                            .header("authorization")
+                            .and_then(connect::authorization_uuid)
+                        {
+                            Some(uuid) => {
+                                connect::mobile(shared, &head, uuid, conn, &mut reader, peer, id)
+                            }
+                            None => {
+                                Some((conn, Response::error(400, true, "malformed Authorization")))
+                            }
+                        }
+                    }
+                    _ => match upgrade_uuid(&head) {
+                        Some(uuid) => {
+                            connect::mobile(shared, &head, uuid, conn, &mut reader, peer, id)
+                        }
+                        None => Some((conn, Response::error(400, true, "malformed uuid"))),
+                    },
+                };
+                // Handed off (parked or relayed): this thread is done.
+                let Some((c, response)) = handed else {
+                    return;
+                };
+                conn = c;
+                response
             }
             other => match discard_body(&head, &mut reader, &mut conn, deadline) {
                 Err(r) => r,
@@ -173,6 +213,15 @@ pub fn handle(acc: Accepted, shared: &Shared) {
         }
         deadline = Instant::now() + KEEPALIVE_IDLE;
     }
+}
+
+/// The UUID a WebSocket request names in `uuid=` (or `rendezvous=`).
+fn upgrade_uuid(head: &Head) -> Option<Uuid> {
+    let q = head.query();
+    q.iter()
+        .find(|(k, _)| k == "uuid")
+        .or_else(|| q.iter().find(|(k, _)| k == "rendezvous"))
+        .and_then(|(_, v)| Uuid::try_parse(v).ok())
 }
 
 fn close(mut conn: Conn) {

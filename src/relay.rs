@@ -236,3 +236,115 @@ mod tests {
         assert_eq!(pairs.active(), 0);
     }
 }
+
+/// A TLS leg: one rustls connection shared by the pair's two threads.
+///
+/// Lock order is always *connection state → socket writer*: a thread encrypts
+/// (or processes received records) under the connection lock, takes the
+/// writer lock before releasing it, and does the blocking socket write holding
+/// only the writer lock. No thread blocks on the socket while holding the
+/// connection lock; the blocking socket read holds no lock at all.
+pub struct TlsLeg {
+    conn: Mutex<rustls::Connection>,
+    sock: TcpStream,
+    writer: Mutex<()>,
+    /// The reading thread's record buffer (only it locks this).
+    rbuf: Mutex<Vec<u8>>,
+}
+
+impl TlsLeg {
+    /// Wrap an established connection and its socket (timeouts are cleared).
+    pub fn new(conn: impl Into<rustls::Connection>, sock: TcpStream) -> TlsLeg {
+        let _ = sock.set_read_timeout(None);
+        let _ = sock.set_write_timeout(None);
+        TlsLeg {
+            conn: Mutex::new(conn.into()),
+            sock,
+            writer: Mutex::new(()),
+            rbuf: Mutex::new(vec![0u8; 16 * 1024 + 512]),
+        }
+    }
+
+    fn lock_conn(&self) -> std::sync::MutexGuard<'_, rustls::Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Take the pending TLS records out of `conn`, then write them holding only
+    /// the writer lock (taken before the connection lock is released).
+    fn flush_locked(
+        &self,
+        mut conn: std::sync::MutexGuard<'_, rustls::Connection>,
+    ) -> io::Result<()> {
+        let mut out = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut out)?;
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        let _w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        drop(conn);
+        let mut s: &TcpStream = &self.sock;
+        Write::write_all(&mut s, &out)
+    }
+}
+
+impl Leg for TlsLeg {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut raw = self.rbuf.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            {
+                let mut conn = self.lock_conn();
+                match conn.reader().read(buf) {
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // The peer closed without close_notify: end of stream all the same.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                    Err(e) => return Err(e),
+                }
+            }
+            let mut s: &TcpStream = &self.sock;
+            let n = match Read::read(&mut s, &mut raw) {
+                Ok(0) => return Ok(0),
+                Ok(n) => n,
+                Err(e) => return Err(e),
+            };
+            let mut conn = self.lock_conn();
+            let mut slice = &raw[..n];
+            while !slice.is_empty() {
+                if let Err(e) = conn.read_tls(&mut slice) {
+                    return Err(e);
+                }
+                if let Err(e) = conn.process_new_packets() {
+                    // Send the alert, then fail.
+                    let _ = self.flush_locked(conn);
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+            }
+            if conn.wants_write() {
+                self.flush_locked(conn)?;
+            }
+        }
+    }
+
+    fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            let mut conn = self.lock_conn();
+            let n = conn.writer().write(buf)?;
+            buf = &buf[n..];
+            self.flush_locked(conn)?;
+        }
+        Ok(())
+    }
+
+    fn shutdown_write(&self) {
+        let mut conn = self.lock_conn();
+        conn.send_close_notify();
+        let _ = self.flush_locked(conn);
+        let _ = self.sock.shutdown(Shutdown::Write);
+    }
+
+    fn abort(&self) {
+        let _ = self.sock.shutdown(Shutdown::Both);
+    }
+}

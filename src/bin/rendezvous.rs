@@ -136,19 +136,21 @@ fn run(top: Top) -> Result<(), Error> {
                 secret_file: e.secret_file,
             };
             let settings = Settings::resolve(&flags, true)?;
+            let protocol = match e.protocol.as_deref().unwrap_or("generic") {
+                "generic" => hidden::Protocol::Generic,
+                "http" => hidden::Protocol::Http,
+                other => {
+                    return Err(Error::Usage(format!(
+                        "--protocol must be generic or http, not {other:?}"
+                    )))
+                }
+            };
             let opts = hidden::ExposeOpts {
                 to: e.to,
                 pool: e.pool.unwrap_or(rendezvous::limits::AGENT_POOL),
+                protocol,
             };
-            match e.protocol.as_deref().unwrap_or("generic") {
-                "generic" => hidden::expose(&settings, opts),
-                "http" => Err(Error::Other(
-                    "expose --protocol http: not implemented yet".into(),
-                )),
-                other => Err(Error::Usage(format!(
-                    "--protocol must be generic or http, not {other:?}"
-                ))),
-            }
+            hidden::expose(&settings, opts)
         }
         Cmd::Connect(c) => {
             let flags = ClientFlags {

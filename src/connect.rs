@@ -1,0 +1,353 @@
+//! The HTTP-specific protocol on the registrar. Hidden side: `CONNECT
+//! uuid:ID?response=TKN` (or `?cookie=R…`) is answered `200 OK` with a
+//! `Rendezvous-Cookie` header and the connection is parked in the UUID's HTTP
+//! pool. Mobile side: a request naming a UUID in `Authorization` (Basic or
+//! Digest) or, for WebSocket, in a `uuid=`/`rendezvous=` query parameter is
+//! written to a waiting hidden server exactly as received minus
+//! `Authorization`, followed by any body bytes already read; then the two
+//! connections are relayed. Only that first head is rewritten.
+
+use crate::accept::ConnSlot;
+use crate::http::{parse_query, Head, HeadReader, Response};
+use crate::registrar::{authenticate, Conn};
+use crate::registry::{Parked, ParkedStream, Proto};
+use crate::relay::{self, Leg, TlsLeg};
+use crate::secret::{Cookie, Token};
+use crate::server::Shared;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use uuid::Uuid;
+
+const T: &str = "rendezvous::connect";
+
+/// Why a `CONNECT` was refused; mapped to its status in [`ConnectError::response`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectError {
+    /// 403: the target is not `uuid:ID`.
+    NotUuid,
+    /// 400: the ID is not a UUID, or both `response` and `cookie` were given.
+    Malformed(&'static str),
+    /// 407: neither `response` nor `cookie`.
+    NoCredentials,
+    /// 409: data arrived before the 200.
+    EarlyData,
+}
+
+impl ConnectError {
+    /// The response for this refusal (each closes the connection).
+    pub fn response(&self) -> Response {
+        match self {
+            ConnectError::NotUuid => Response::error(403, true, "CONNECT target must be uuid:ID"),
+            ConnectError::Malformed(why) => Response::error(400, true, why),
+            ConnectError::NoCredentials => {
+                Response::error(407, true, "CONNECT needs ?response=TOKEN or ?cookie=COOKIE")
+            }
+            ConnectError::EarlyData => Response::error(409, true, "data sent before the 200"),
+        }
+    }
+}
+
+/// How a `CONNECT` authenticates.
+#[derive(Debug, Clone)]
+pub enum ConnectAuth {
+    /// A one-time token.
+    Token(Token),
+    /// A live `R` cookie (its text; parsed when checked).
+    Cookie(String),
+}
+
+/// Parse a `CONNECT` target: `uuid:ID?response=TKN` or `uuid:ID?cookie=R…`.
+///
+/// ```
+/// use rendezvous::connect::{parse_connect_target, ConnectError};
+/// let id = "0b3e1c4e-6f55-4a8e-9d7a-5b2f0c1d2e3f";
+/// assert!(parse_connect_target(&format!("uuid:{id}?response=123456")).is_ok());
+/// assert_eq!(parse_connect_target("example.org:443").unwrap_err(), ConnectError::NotUuid);
+/// assert_eq!(parse_connect_target(&format!("uuid:{id}")).unwrap_err(), ConnectError::NoCredentials);
+/// ```
+pub fn parse_connect_target(target: &str) -> Result<(Uuid, ConnectAuth), ConnectError> {
+    let rest = target.strip_prefix("uuid:").ok_or(ConnectError::NotUuid)?;
+    let (id, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let uuid = Uuid::try_parse(id).map_err(|_| ConnectError::Malformed("malformed uuid"))?;
+    let q = parse_query(query);
+    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    match (get("response"), get("cookie")) {
+        (Some(_), Some(_)) => Err(ConnectError::Malformed("give response or cookie, not both")),
+        (Some(t), None) => Ok((uuid, ConnectAuth::Token(Token::new(t)))),
+        (None, Some(c)) => Ok((uuid, ConnectAuth::Cookie(c))),
+        (None, None) => Err(ConnectError::NoCredentials),
+    }
+}
+
+/// The UUID an `Authorization` value names: Basic with the ID as user name
+/// (or user name `uuid` and the ID as password), or Digest `username="ID"`.
+/// `None` means malformed (400).
+///
+/// ```
+/// use rendezvous::connect::authorization_uuid;
+/// let id = "0b3e1c4e-6f55-4a8e-9d7a-5b2f0c1d2e3f";
+/// let b64 = |s: &str| data_encoding::BASE64.encode(s.as_bytes());
+/// assert_eq!(authorization_uuid(&format!("Basic {}", b64(&format!("{id}:")))).unwrap().to_string(), id);
+/// assert_eq!(authorization_uuid(&format!("Basic {}", b64(&format!("uuid:{id}")))).unwrap().to_string(), id);
+/// assert_eq!(authorization_uuid(&format!("Digest username=\"{id}\", realm=\"x\"")).unwrap().to_string(), id);
+/// assert!(authorization_uuid("Basic !!!").is_none());
+/// ```
+pub fn authorization_uuid(value: &str) -> Option<Uuid> {
+    let value = value.trim();
+    let (scheme, rest) = value.split_once(char::is_whitespace)?;
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = data_encoding::BASE64.decode(rest.as_bytes()).ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (user, pass) = text.split_once(':').unwrap_or((&text, ""));
+        let id = if user.eq_ignore_ascii_case("uuid") {
+            pass
+        } else {
+            user
+        };
+        return Uuid::try_parse(id.trim()).ok();
+    }
+    if scheme.eq_ignore_ascii_case("digest") {
+        return digest_param(rest, "username").and_then(|u| Uuid::try_parse(u.trim()).ok());
+    }
+    None
+}
+
+/// One parameter of a Digest `Authorization` value (quoted or token).
+fn digest_param(params: &str, name: &str) -> Option<String> {
+    let mut rest = params;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        if rest.is_empty() {
+            return None;
+        }
+        let eq = rest.find('=')?;
+        let key = rest[..eq].trim();
+        rest = rest[eq + 1..].trim_start();
+        let value;
+        if let Some(q) = rest.strip_prefix('"') {
+            let mut out = String::new();
+            let mut chars = q.char_indices();
+            let mut end = None;
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, n)) = chars.next() {
+                            out.push(n);
+                        }
+                    }
+                    '"' => {
+                        end = Some(i + 1);
+                        break;
+                    }
+                    c => out.push(c),
+                }
+            }
+            rest = &q[end?..];
+            value = out;
+        } else {
+            let end = rest.find(',').unwrap_or(rest.len());
+            value = rest[..end].trim().to_string();
+            rest = &rest[end..];
+        }
+        if key.eq_ignore_ascii_case(name) {
+            return Some(value);
+        }
+    }
+}
+
+/// The head as received, minus every `Authorization` line (and its folded
+/// continuation lines).
+pub fn strip_authorization(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut dropping = false;
+    let mut first = true;
+    for line in raw.split_inclusive(|&b| b == b'\n') {
+        if first {
+            out.extend_from_slice(line);
+            first = false;
+            continue;
+        }
+        let folded = matches!(line.first(), Some(b' ') | Some(b'\t'));
+        if folded && dropping {
+            continue;
+        }
+        dropping = false;
+        let name_end = line.iter().position(|&b| b == b':');
+        if let Some(i) = name_end {
+            if line[..i].eq_ignore_ascii_case(b"authorization") {
+                dropping = true;
+                continue;
+            }
+        }
+        out.extend_from_slice(line);
+    }
+    out
+}
+
+/// Turn a registrar connection into a relay leg.
+pub fn into_leg(conn: Conn) -> Arc<dyn Leg> {
+    match conn {
+        Conn::Plain(s) => Arc::new(s),
+        Conn::Tls(s) => {
+            let s = *s;
+            Arc::new(TlsLeg::new(s.conn, s.sock))
+        }
+    }
+}
+
+fn parked_into_leg(p: ParkedStream) -> Arc<dyn Leg> {
+    match p {
+        ParkedStream::Tcp(s) => Arc::new(s),
+        ParkedStream::Tls(s) => {
+            let s = *s;
+            Arc::new(TlsLeg::new(s.conn, s.sock))
+        }
+    }
+}
+
+/// Whether any byte beyond the head has arrived (a 409 for `CONNECT`).
+fn has_early_data(conn: &mut Conn, reader: &mut HeadReader) -> bool {
+    if !reader.take_buffered().is_empty() {
+        return true;
+    }
+    match conn {
+        Conn::Tls(s) => {
+            let mut b = [0u8; 1];
+            matches!(s.conn.reader().read(&mut b), Ok(n) if n > 0)
+        }
+        Conn::Plain(_) => false,
+    }
+}
+
+/// Handle `CONNECT` from a hidden server. Returns `Some(conn)` with a
+/// response to write when the connection is refused; `None` once it is parked.
+pub fn hidden_connect(
+    shared: &Shared,
+    head: &Head,
+    mut conn: Conn,
+    reader: &mut HeadReader,
+    peer: SocketAddr,
+    id: u64,
+    slot: ConnSlot,
+) -> Option<(Conn, Response)> {
+    let (uuid, auth) = match parse_connect_target(&head.target) {
+        Ok(x) => x,
+        Err(e) => return Some((conn, e.response())),
+    };
+    if has_early_data(&mut conn, reader) {
+        return Some((conn, ConnectError::EarlyData.response()));
+    }
+    let cookie = match auth {
+        ConnectAuth::Token(token) => match authenticate(shared, uuid, &token, peer.ip(), id) {
+            Ok(c) => c,
+            Err(r) => return Some((conn, r)),
+        },
+        ConnectAuth::Cookie(text) => {
+            match Cookie::parse(&text).filter(|c| shared.registry.responder_uuid(c) == Some(uuid)) {
+                Some(c) => {
+                    shared.limiter.success(uuid, peer.ip());
+                    c
+                }
+                None => {
+                    log::info!(target: T, "conn={id} auth failed uuid={uuid} peer={peer} reason=bad-cookie");
+                    return Some((
+                        conn,
+                        Response::error(401, false, "unknown or expired cookie"),
+                    ));
+                }
+            }
+        }
+    };
+    // A 2xx answer to CONNECT carries no Content-Length (RFC 9110 §9.3.6).
+    let ok = format!(
+        "HTTP/1.1 200 OK\r\nRendezvous-Cookie: {}\r\n\r\n",
+        cookie.expose()
+    );
+    if conn
+        .write_all(ok.as_bytes())
+        .and_then(|_| conn.flush())
+        .is_err()
+    {
+        return None;
+    }
+    let _ = conn.tcp().set_read_timeout(None);
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(crate::limits::PARKED_KEEPALIVE)
+        .with_interval(std::time::Duration::from_secs(10));
+    let _ = socket2::SockRef::from(conn.tcp()).set_tcp_keepalive(&ka);
+    let stream = match conn {
+        Conn::Plain(s) => ParkedStream::Tcp(s),
+        Conn::Tls(s) => ParkedStream::Tls(s),
+    };
+    let parked = Parked {
+        stream,
+        early: Vec::new(),
+        peer,
+        conn: id,
+        slot,
+    };
+    match shared.registry.park_uuid(uuid, Proto::Http, parked) {
+        Ok(evicted) => {
+            log::debug!(target: T, "conn={id} parked uuid={uuid} proto=http");
+            if let Some(old) = evicted {
+                log::warn!(target: T, "pool full uuid={uuid}: closed oldest conn={} (--pool-max {})",
+                    old.conn, shared.cfg.pool_max);
+            }
+        }
+        Err((why, p)) => {
+            log::debug!(target: T, "conn={id} cannot park: {why:?}");
+            let _ = p.stream.tcp().shutdown(std::net::Shutdown::Both);
+        }
+    }
+    None
+}
+
+/// Hand a mobile client's request to a waiting hidden server and relay.
+/// Returns a response to write (and the connection) when there is none.
+pub fn mobile(
+    shared: &Shared,
+    head: &Head,
+    uuid: Uuid,
+    conn: Conn,
+    reader: &mut HeadReader,
+    peer: SocketAddr,
+    id: u64,
+) -> Option<(Conn, Response)> {
+    let deadline = Instant::now() + shared.cfg.pair_timeout;
+    let mut first = strip_authorization(&head.raw);
+    first.extend_from_slice(&reader.take_buffered());
+    let (responder, rpeer, rconn) = loop {
+        let p = match shared.registry.take_uuid(&uuid, Proto::Http, deadline) {
+            Ok(p) => p,
+            Err(why) => {
+                log::debug!(target: T, "conn={id} uuid={uuid} no hidden server: {why:?}");
+                return Some((
+                    conn,
+                    Response::error(404, false, "no hidden server waiting for that uuid"),
+                ));
+            }
+        };
+        let (rpeer, rconn, rslot) = (p.peer, p.conn, p.slot);
+        let _ = p.stream.tcp().set_nodelay(true);
+        let leg = parked_into_leg(p.stream);
+        // A parked connection can die between the peek and this write: take the next.
+        if leg.write_all(&first).is_ok() {
+            break ((leg, rslot), rpeer, rconn);
+        }
+        log::debug!(target: T, "conn={rconn} parked connection failed on write");
+    };
+    let _ = conn.tcp().set_read_timeout(None);
+    let _ = conn.tcp().set_nodelay(true);
+    log::debug!(target: T, "conn={id} paired uuid={uuid} responder conn={rconn}");
+    let initiator = into_leg(conn);
+    let (responder, _rslot) = responder;
+    let totals = relay::relay(initiator, responder, Some(&shared.pairs));
+    shared.pairs.account(&totals);
+    log::info!(target: T,
+        "pair done conn={id} uuid={uuid} proto=http initiator={peer} responder={rpeer} up={} down={} secs={:.3}",
+        totals.up, totals.down, totals.duration.as_secs_f64());
+    None
+}
