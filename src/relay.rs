@@ -200,43 +200,6 @@ impl ActivePairs {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::TcpListener;
-
-    fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let a = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
-        let (b, _) = l.accept().expect("accept");
-        (a, b)
-    }
-
-    #[test]
-    fn half_close_keeps_the_reply() {
-        // client <-> (x relay y) <-> server
-        let (mut client, x) = pair();
-        let (y, mut server) = pair();
-        let pairs = ActivePairs::new();
-        thread::scope(|s| {
-            let h = s.spawn(|| relay(Arc::new(x), Arc::new(y), Some(&pairs)));
-            client.write_all(b"request").expect("write");
-            client.shutdown(Shutdown::Write).expect("half-close");
-            let mut got = Vec::new();
-            server.read_to_end(&mut got).expect("server reads to EOF");
-            assert_eq!(got, b"request");
-            server.write_all(b"the whole reply").expect("reply");
-            drop(server);
-            let mut reply = Vec::new();
-            client.read_to_end(&mut reply).expect("client reads");
-            assert_eq!(reply, b"the whole reply");
-            let t = h.join().expect("relay");
-            assert_eq!((t.up, t.down), (7, 15));
-        });
-        assert_eq!(pairs.active(), 0);
-    }
-}
-
 /// A TLS leg: one rustls connection shared by the pair's two threads.
 ///
 /// Lock order is always *connection state → socket writer*: a thread encrypts
@@ -312,9 +275,7 @@ impl Leg for TlsLeg {
             let mut conn = self.lock_conn();
             let mut slice = &raw[..n];
             while !slice.is_empty() {
-                if let Err(e) = conn.read_tls(&mut slice) {
-                    return Err(e);
-                }
+                conn.read_tls(&mut slice)?;
                 if let Err(e) = conn.process_new_packets() {
                     // Send the alert, then fail.
                     let _ = self.flush_locked(conn);
@@ -346,5 +307,42 @@ impl Leg for TlsLeg {
 
     fn abort(&self) {
         let _ = self.sock.shutdown(Shutdown::Both);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let a = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (b, _) = l.accept().expect("accept");
+        (a, b)
+    }
+
+    #[test]
+    fn half_close_keeps_the_reply() {
+        // client <-> (x relay y) <-> server
+        let (mut client, x) = pair();
+        let (y, mut server) = pair();
+        let pairs = ActivePairs::new();
+        thread::scope(|s| {
+            let h = s.spawn(|| relay(Arc::new(x), Arc::new(y), Some(&pairs)));
+            client.write_all(b"request").expect("write");
+            client.shutdown(Shutdown::Write).expect("half-close");
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).expect("server reads to EOF");
+            assert_eq!(got, b"request");
+            server.write_all(b"the whole reply").expect("reply");
+            drop(server);
+            let mut reply = Vec::new();
+            client.read_to_end(&mut reply).expect("client reads");
+            assert_eq!(reply, b"the whole reply");
+            let t = h.join().expect("relay");
+            assert_eq!((t.up, t.down), (7, 15));
+        });
+        assert_eq!(pairs.active(), 0);
     }
 }
