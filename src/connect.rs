@@ -39,12 +39,12 @@ impl ConnectError {
     /// The response for this refusal (each closes the connection).
     pub fn response(&self) -> Response {
         match self {
-            ConnectError::NotUuid => Response::error(403, true, "CONNECT target must be uuid:ID"),
+            ConnectError::NotUuid => Response::error(403, true, "target is not uuid:ID"),
             ConnectError::Malformed(why) => Response::error(400, true, why),
             ConnectError::NoCredentials => {
-                Response::error(407, true, "CONNECT needs ?response=TOKEN or ?cookie=COOKIE")
+                Response::error(407, true, "response or cookie required")
             }
-            ConnectError::EarlyData => Response::error(409, true, "data sent before the 200"),
+            ConnectError::EarlyData => Response::error(409, true, "data before 200"),
         }
     }
 }
@@ -326,7 +326,7 @@ pub fn mobile(
                 log::debug!(target: T, "conn={id} uuid={uuid} no hidden server: {why:?}");
                 return Some((
                     conn,
-                    Response::error(404, false, "no hidden server waiting for that uuid"),
+                    Response::error(404, false, "no hidden server waiting"),
                 ));
             }
         };

@@ -179,7 +179,7 @@ pub fn handle(acc: Accepted, shared: &Shared) {
                                 connect::mobile(shared, &head, uuid, conn, &mut reader, peer, id)
                             }
                             None => {
-                                Some((conn, Response::error(400, true, "malformed Authorization")))
+                                Some((conn, Response::error(400, true, "malformed authorization")))
                             }
                         }
                     }
