@@ -4,7 +4,8 @@
 //! connection thread `conn-<id>` with a small explicit stack, and is woken for
 //! shutdown by a connection to itself. No TLS and no reads happen here.
 
-use crate::limits::CONN_STACK;
+use crate::limits::{CONN_STACK, MAX_UNAUTH_PER_ADDR};
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -18,6 +19,7 @@ pub struct Conns {
     open: AtomicUsize,
     next_id: AtomicU64,
     refused: AtomicU64,
+    unauth: std::sync::Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl Conns {
@@ -34,6 +36,23 @@ impl Conns {
     /// A fresh connection id.
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn try_unauth(self: &Arc<Self>, ip: IpAddr) -> Option<PreAuth> {
+        let mut m = self
+            .unauth
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = m.entry(ip).or_insert(0);
+        if *n >= MAX_UNAUTH_PER_ADDR {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *n += 1;
+        Some(PreAuth {
+            conns: self.clone(),
+            ip,
+        })
     }
 
     fn try_slot(self: &Arc<Self>, max: usize) -> Option<ConnSlot> {
@@ -64,6 +83,30 @@ impl Drop for ConnSlot {
     }
 }
 
+/// A connection from `ip` that has not yet sent its first head or cookie
+/// line; counted against [`MAX_UNAUTH_PER_ADDR`] until dropped.
+#[derive(Debug)]
+pub struct PreAuth {
+    conns: Arc<Conns>,
+    ip: IpAddr,
+}
+
+impl Drop for PreAuth {
+    fn drop(&mut self) {
+        let mut m = self
+            .conns
+            .unauth
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// An accepted socket handed to a connection thread.
 #[derive(Debug)]
 pub struct Accepted {
@@ -75,6 +118,9 @@ pub struct Accepted {
     pub id: u64,
     /// Its connection slot.
     pub slot: ConnSlot,
+    /// Its place in the per-address count of connections still in their
+    /// handshake; drop it once the first head or cookie line is in.
+    pub pre_auth: PreAuth,
 }
 
 /// A running accept loop.
@@ -173,6 +219,13 @@ impl AcceptLoop {
                         drop(stream);
                         continue;
                     };
+                    let Some(pre_auth) = conns.try_unauth(peer.ip()) else {
+                        if cap_warn.ready() {
+                            log::warn!(target: "rendezvous::accept", "too many connections in handshake from peer={}; refusing", peer.ip());
+                        }
+                        drop(stream);
+                        continue;
+                    };
                     let id = conns.next_id();
                     log::debug!(target: "rendezvous::accept", "conn={id} accepted peer={peer} listener={name}");
                     let h = handle.clone();
@@ -185,6 +238,7 @@ impl AcceptLoop {
                                 peer,
                                 id,
                                 slot,
+                                pre_auth,
                             })
                         });
                     if let Err(e) = spawned {

@@ -40,6 +40,9 @@ pub const COOKIE_TTL: Duration = Duration::from_secs(600);
 pub const POOL_MAX: usize = 16;
 /// Default `--max-connections`: concurrent accepted sockets, all listeners together.
 pub const MAX_CONNECTIONS: usize = 4096;
+/// Concurrent connections from one source address that have not yet sent
+/// their first request head or cookie line (slowloris bound per address).
+pub const MAX_UNAUTH_PER_ADDR: usize = 32;
 /// How often the reaper sweeps expired cookies and dead parked sockets.
 pub const REAP_INTERVAL: Duration = Duration::from_secs(5);
 /// TCP keepalive idle time on parked sockets.

@@ -46,11 +46,16 @@ impl crate::http::TcpBacked for Conn {
     }
 }
 
+/// One socket read at most per call (see [`tls::read_step`]): `Interrupted`
+/// asks the caller, which checks its deadline, to call again.
 impl Read for Conn {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Conn::Plain(s) => s.read(buf),
-            Conn::Tls(s) => s.read(buf),
+            Conn::Tls(s) => {
+                let s = &mut **s;
+                tls::read_step(&mut s.conn, &mut s.sock, buf)
+            }
         }
     }
 }
@@ -120,7 +125,9 @@ pub fn handle(acc: Accepted, shared: &Shared) {
         peer,
         id,
         slot,
+        pre_auth,
     } = acc;
+    let mut pre_auth = Some(pre_auth);
     let mut slot = Some(slot);
     let deadline = Instant::now() + shared.cfg.handshake_timeout;
     let _ = stream.set_nodelay(true);
@@ -154,6 +161,8 @@ pub fn handle(acc: Accepted, shared: &Shared) {
                 return;
             }
         };
+        // Past the handshake and the first head: no longer a slowloris candidate.
+        pre_auth.take();
         log::debug!(target: T, "conn={id} head {:?}", head.summary());
         let response = match route(&head) {
             r @ (Route::HiddenConnect | Route::MobileAuthorization | Route::MobileUpgrade) => {
@@ -263,6 +272,12 @@ fn discard_body(
             return Err(Response::error(408, true, "body timed out"));
         }
         match conn.read(&mut buf[..left.min(4096)]) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
+            {
+                return Err(Response::error(408, true, "body timed out"))
+            }
             Ok(0) | Err(_) => return Err(Response::error(400, true, "body cut short")),
             Ok(n) => left -= n,
         }

@@ -96,9 +96,12 @@ pub fn handle(acc: Accepted, shared: &Shared) {
         peer,
         id,
         slot,
+        pre_auth,
     } = acc;
     let deadline = Instant::now() + shared.cfg.handshake_timeout;
-    let (line, early) = match read_line(&mut stream, deadline) {
+    let line = read_line(&mut stream, deadline);
+    drop(pre_auth);
+    let (line, early) = match line {
         Ok(x) => x,
         Err(LineError::Invalid) => {
             log::debug!(target: T, "conn={id} peer={peer} invalid cookie line");

@@ -13,7 +13,7 @@ use rustls::{
     ServerConnection, SignatureScheme, StreamOwned,
 };
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -350,9 +350,42 @@ fn handshake_io_error(e: io::Error) -> Error {
     }
 }
 
+/// Drive a handshake one socket operation at a time, resetting the socket's
+/// timeouts to what is left before each, so a peer trickling bytes is cut at
+/// `deadline` (rustls's own `complete_io` loops until a record is whole, which
+/// only bounds each read). Pending records after the handshake are flushed.
+fn drive_handshake<D: rustls::SideData>(
+    conn: &mut rustls::ConnectionCommon<D>,
+    sock: &mut TcpStream,
+    deadline: Instant,
+) -> Result<()> {
+    while conn.is_handshaking() || conn.wants_write() {
+        set_deadline_timeouts(sock, deadline, Timeout::Handshake)?;
+        if conn.wants_write() {
+            conn.write_tls(sock).map_err(handshake_io_error)?;
+            continue;
+        }
+        match conn.read_tls(sock) {
+            Ok(0) => {
+                return Err(Error::Protocol(
+                    "connection closed during TLS handshake".into(),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(handshake_io_error(e)),
+        }
+        if let Err(e) = conn.process_new_packets() {
+            // Tell the peer why (best effort), then fail.
+            let _ = conn.write_tls(sock);
+            return Err(Error::Tls(e));
+        }
+    }
+    Ok(())
+}
+
 /// Run the server side of a handshake; the whole handshake must finish by
 /// `deadline` (a peer trickling bytes is cut there, not per read).
-/// The socket's timeouts are left cleared.
 pub fn accept(
     sock: TcpStream,
     config: Arc<ServerConfig>,
@@ -360,18 +393,7 @@ pub fn accept(
 ) -> Result<ServerStream> {
     let mut conn = ServerConnection::new(config)?;
     let mut sock = sock;
-    while conn.is_handshaking() {
-        set_deadline_timeouts(&sock, deadline, Timeout::Handshake)?;
-        match conn.complete_io(&mut sock) {
-            Ok((0, 0)) if conn.is_handshaking() => {
-                return Err(Error::Protocol(
-                    "connection closed during TLS handshake".into(),
-                ))
-            }
-            Ok(_) => {}
-            Err(e) => return Err(handshake_io_error(e)),
-        }
-    }
+    drive_handshake(&mut conn, &mut sock, deadline)?;
     Ok(StreamOwned::new(conn, sock))
 }
 
@@ -386,19 +408,43 @@ pub fn connect(
         .map_err(|_| Error::Usage(format!("invalid server name {host:?}")))?;
     let mut conn = ClientConnection::new(config, name)?;
     let mut sock = sock;
-    while conn.is_handshaking() {
-        set_deadline_timeouts(&sock, deadline, Timeout::Handshake)?;
-        match conn.complete_io(&mut sock) {
-            Ok((0, 0)) if conn.is_handshaking() => {
-                return Err(Error::Protocol(
-                    "connection closed during TLS handshake".into(),
-                ))
-            }
-            Ok(_) => {}
-            Err(e) => return Err(handshake_io_error(e)),
-        }
-    }
+    drive_handshake(&mut conn, &mut sock, deadline)?;
     Ok(StreamOwned::new(conn, sock))
+}
+
+/// Read plaintext with at most one socket read, so a caller that resets the
+/// socket timeout between calls enforces an overall deadline even against a
+/// peer trickling one record byte by byte. `Interrupted` means "a record
+/// arrived but no plaintext yet: call again".
+pub fn read_step<C, D>(conn: &mut C, sock: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize>
+where
+    C: std::ops::DerefMut<Target = rustls::ConnectionCommon<D>>,
+    D: rustls::SideData,
+{
+    let plaintext = |conn: &mut C, buf: &mut [u8]| match conn.reader().read(buf) {
+        Ok(n) => Some(Ok(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+        // Closed without close_notify: the end all the same.
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Some(Ok(0)),
+        Err(e) => Some(Err(e)),
+    };
+    if let Some(r) = plaintext(conn, buf) {
+        return r;
+    }
+    while conn.wants_write() {
+        conn.write_tls(sock)?;
+    }
+    if conn.read_tls(sock)? == 0 {
+        return Ok(0);
+    }
+    if let Err(e) = conn.process_new_packets() {
+        let _ = conn.write_tls(sock);
+        return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+    }
+    while conn.wants_write() {
+        conn.write_tls(sock)?;
+    }
+    plaintext(conn, buf).unwrap_or_else(|| Err(io::ErrorKind::Interrupted.into()))
 }
 
 #[cfg(test)]

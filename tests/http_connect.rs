@@ -222,6 +222,7 @@ fn head_is_forwarded_exactly_minus_authorization() {
 
 #[test]
 fn connect_status_codes() {
+    avoid_step_edge();
     let ts = TestServer::start(tls_opts());
     let mut s = tls_connect(&ts);
     s.write_all(b"CONNECT example.org:443 HTTP/1.1\r\nHost: x\r\n\r\n")

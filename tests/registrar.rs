@@ -189,6 +189,7 @@ fn head_limits() {
 
 #[test]
 fn tokens_wrong_replayed_and_skewed() {
+    avoid_step_edge();
     let ts = TestServer::start(Opts::default());
     let put = |tok: &str| {
         request(
@@ -223,6 +224,7 @@ fn tokens_wrong_replayed_and_skewed() {
 
 #[test]
 fn ten_failures_lock_the_address_with_retry_after() {
+    avoid_step_edge();
     let ts = TestServer::start(Opts::default());
     let put = |tok: &str| {
         request(

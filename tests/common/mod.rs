@@ -437,3 +437,31 @@ pub fn echo_server() -> SocketAddr {
     });
     addr
 }
+
+/// Tests that count on one TOTP step (replays, per-step caps) start with at
+/// least 5 s left in the current 30 s step, so they never straddle two.
+pub fn avoid_step_edge() {
+    let left = 30 - totp::now() % 30;
+    if left < 5 {
+        std::thread::sleep(Duration::from_secs(left + 1));
+    }
+}
+
+/// A connection from another loopback source address (127.0.0.x).
+pub fn connect_from(src: [u8; 4], addr: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    s.bind(&SocketAddr::from((src, 0)).into())
+        .expect("bind source");
+    s.connect(&addr.into()).expect("connect");
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    s
+}
+
+/// One request from a given source address.
+pub fn request_from(src: [u8; 4], addr: SocketAddr, method: &str, target: &str) -> ClientResponse {
+    let mut s = connect_from(src, addr);
+    send(&mut s, method, target, &[]);
+    read_response(&mut s).expect("response")
+}

@@ -1,0 +1,164 @@
+//! Slow and hostile clients: a TLS handshake, a request head or a cookie line
+//! trickled one byte at a time is cut at the overall deadline (not per read)
+//! while a normal client is served meanwhile; `--max-connections` and the
+//! per-address cap on connections still in their handshake.
+
+mod common;
+
+use common::*;
+use rendezvous::http::read_response;
+use rendezvous::tls::{self, Trust};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Trickle `bytes` one per 100 ms until the server closes; returns how long
+/// the server let it go on.
+fn trickle(mut s: TcpStream, bytes: &[u8]) -> Duration {
+    let start = Instant::now();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    for b in bytes.iter().cycle() {
+        if s.write_all(&[*b]).is_err() {
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {} // an error response; the close follows
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break,
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "never cut");
+    }
+    start.elapsed()
+}
+
+fn health_ok_tls(addr: SocketAddr, cert: &std::path::Path) {
+    let cfg = tls::client_config(&Trust::Ca(cert.to_path_buf())).expect("config");
+    let sock = connect(addr);
+    let mut s =
+        tls::connect(sock, cfg, "127.0.0.1", Instant::now() + IO_TIMEOUT).expect("handshake");
+    s.write_all(b"GET /.well-known/rendezvous/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    assert_eq!(read_response(&mut s).expect("response").status, 200);
+}
+
+#[test]
+fn slowloris_tls_handshake_and_head_are_cut_at_the_deadline() {
+    let ts = TestServer::start(Opts {
+        plaintext: false,
+        handshake_timeout: Duration::from_millis(1500),
+        ..Opts::default()
+    });
+    let addr = ts.registrar();
+    let cert = ts.dir.join("cert.pem");
+    // A ClientHello that never completes, one byte per 100 ms.
+    let hello = [
+        0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    let slow_tls = {
+        let s = connect(addr);
+        thread::spawn(move || trickle(s, &hello))
+    };
+    // A completed handshake, then one TLS record carrying a head that never
+    // ends, trickled a byte at a time (so no read ever yields plaintext).
+    let slow_head = {
+        let cfg = tls::client_config(&Trust::Ca(cert.clone())).expect("config");
+        let sock = connect(addr);
+        let mut s =
+            tls::connect(sock, cfg, "127.0.0.1", Instant::now() + IO_TIMEOUT).expect("handshake");
+        s.conn
+            .writer()
+            .write_all(format!("GET / HTTP/1.1\r\nX-Slow: {}", "a".repeat(200)).as_bytes())
+            .expect("encrypt");
+        let mut record = Vec::new();
+        while s.conn.wants_write() {
+            s.conn.write_tls(&mut record).expect("record");
+        }
+        let sock = s.sock;
+        thread::spawn(move || trickle(sock, &record))
+    };
+    // Meanwhile, normal clients are served.
+    for _ in 0..3 {
+        health_ok_tls(addr, &cert);
+        thread::sleep(Duration::from_millis(200));
+    }
+    let t1 = slow_tls.join().expect("slow tls");
+    let t2 = slow_head.join().expect("slow head");
+    for t in [t1, t2] {
+        assert!(
+            t >= Duration::from_millis(1200) && t < Duration::from_secs(6),
+            "{t:?}"
+        );
+    }
+}
+
+#[test]
+fn slow_cookie_line_is_cut() {
+    let ts = TestServer::start(Opts {
+        handshake_timeout: Duration::from_millis(1000),
+        ..Opts::default()
+    });
+    let s = connect(ts.rendezvous());
+    let t = trickle(s, b"R0000");
+    assert!(
+        t >= Duration::from_millis(800) && t < Duration::from_secs(5),
+        "{t:?}"
+    );
+}
+
+#[test]
+fn max_connections_is_enforced_at_accept() {
+    let ts = TestServer::start(Opts {
+        max_connections: 3,
+        handshake_timeout: Duration::from_secs(30),
+        ..Opts::default()
+    });
+    let held: Vec<TcpStream> = (0..3).map(|_| connect(ts.registrar())).collect();
+    wait_until("three open", || ts.server().shared().conns.open() == 3);
+    let mut extra = connect(ts.registrar());
+    let mut b = [0u8; 1];
+    assert_eq!(
+        extra.read(&mut b).unwrap_or(0),
+        0,
+        "fourth connection closed at once"
+    );
+    assert!(ts.server().shared().conns.refused() >= 1);
+    drop(held);
+    wait_until("slots freed", || ts.server().shared().conns.open() == 0);
+    let r = request(ts.registrar(), "GET", "/.well-known/rendezvous/health", &[]);
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn connections_in_handshake_are_capped_per_address() {
+    let ts = TestServer::start(Opts {
+        handshake_timeout: Duration::from_secs(30),
+        ..Opts::default()
+    });
+    let cap = rendezvous::limits::MAX_UNAUTH_PER_ADDR;
+    let held: Vec<TcpStream> = (0..cap)
+        .map(|_| connect_from([127, 0, 0, 9], ts.registrar()))
+        .collect();
+    wait_until("all in handshake", || {
+        ts.server().shared().conns.open() == cap
+    });
+    let mut extra = connect_from([127, 0, 0, 9], ts.registrar());
+    let mut b = [0u8; 1];
+    assert_eq!(
+        extra.read(&mut b).unwrap_or(0),
+        0,
+        "one too many from that address"
+    );
+    // Another address is served.
+    let r = request_from(
+        [127, 0, 0, 10],
+        ts.registrar(),
+        "GET",
+        "/.well-known/rendezvous/health",
+    );
+    assert_eq!(r.status, 200);
+    drop(held);
+}
