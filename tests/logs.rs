@@ -1,0 +1,245 @@
+//! The log never holds a secret: full generic and HTTP-specific exchanges
+//! (agent, mobile client, failures) at trace level with a capturing logger,
+//! then every line is searched for every token, cookie, secret,
+//! Authorization value and raw query string used.
+
+mod common;
+
+use common::*;
+use rendezvous::client::{ClientFlags, Registrar, ServerUrl, Settings};
+use rendezvous::hidden::{Agent, ExposeOpts, Protocol};
+use rendezvous::mobile::Dialer;
+use rendezvous::tls::{self, Trust};
+use std::io::{Read, Write};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, r: &log::Record) {
+        let line = format!("{} {} {}", r.level(), r.target(), r.args());
+        LINES.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+    }
+    fn flush(&self) {}
+}
+
+fn read_head<S: Read>(s: &mut S) -> String {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => head.push(b[0]),
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// True when `needle` occurs in `hay` not surrounded by more digits (tokens
+/// are digits; a byte count may contain the same run by chance).
+fn contains_token(hay: &str, needle: &str) -> bool {
+    let b = hay.as_bytes();
+    let mut from = 0;
+    while let Some(i) = hay[from..].find(needle) {
+        let s = from + i;
+        let e = s + needle.len();
+        let before = s > 0 && b[s - 1].is_ascii_digit();
+        let after = e < b.len() && b[e].is_ascii_digit();
+        if !before && !after {
+            return true;
+        }
+        from = s + 1;
+    }
+    false
+}
+
+#[test]
+fn no_secret_reaches_the_log() {
+    log::set_boxed_logger(Box::new(Capture)).expect("first logger");
+    log::set_max_level(log::LevelFilter::Trace);
+    avoid_step_edge();
+
+    let ts = TestServer::start(Opts {
+        plaintext: false,
+        pair_timeout: Duration::from_millis(300),
+        ..Opts::default()
+    });
+    let cert = ts.dir.join("cert.pem");
+    let url = format!("https://127.0.0.1:{}", ts.registrar().port());
+    let mut secrets: Vec<String> = vec![SECRET_B32.to_string()];
+    // Every code the agent or the test may have sent this run.
+    let mut tokens: Vec<String> = (-1..=2).map(token_at).collect();
+
+    // Generic: the agent registers (token), parks, refreshes; a mobile client pairs.
+    let echo = echo_server();
+    let flags = ClientFlags {
+        server: Some(url.clone()),
+        uuid: Some(ts.uuid.to_string()),
+        ca: Some(cert.clone()),
+        ..ClientFlags::default()
+    };
+    std::env::set_var("RENDEZVOUS_SECRET", SECRET_B32);
+    let settings = Settings::resolve(&flags, true).expect("settings");
+    let agent = Agent::new(
+        &settings,
+        ExposeOpts {
+            to: echo.to_string(),
+            pool: 2,
+            protocol: Protocol::Generic,
+        },
+    )
+    .expect("agent");
+    let a2 = agent.clone();
+    let runner = std::thread::spawn(move || a2.run());
+    wait_until("agent parked", || {
+        ts.server().shared().registry.stats().parked_generic == 2
+    });
+    let dialer = Dialer::new(&settings).expect("dialer");
+    let triple = dialer.lookup().expect("lookup");
+    secrets.push(triple.cookie.clone());
+    let mut s = dialer.dial().expect("paired");
+    s.write_all(b"ping").expect("write");
+    s.shutdown(std::net::Shutdown::Write).expect("half-close");
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).expect("read");
+    assert_eq!(got, b"ping");
+
+    // Registrar API directly: register, refresh, failures.
+    let reg = Registrar::new(
+        ServerUrl::parse(&url).expect("url"),
+        &Trust::Ca(cert.clone()),
+    )
+    .expect("registrar");
+    let tok = token_at(1);
+    tokens.push(tok.clone());
+    let t = reg.register(&ts.uuid, &tok).expect("register");
+    secrets.push(t.cookie.clone());
+    reg.refresh(&ts.uuid, &t.cookie).expect("refresh");
+    let wrong = if token_at(0) == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    tokens.push(wrong.to_string());
+    assert!(reg.register(&ts.uuid, wrong).is_err());
+    assert!(reg.register(&ts.uuid, &tok).is_err(), "replay");
+    let fake = format!("R{}", uuid::Uuid::new_v4());
+    secrets.push(fake.clone());
+    assert!(reg.refresh(&ts.uuid, &fake).is_err());
+    // The rendezvous port with a wrong cookie.
+    let fake_i = format!("I{}", uuid::Uuid::new_v4());
+    secrets.push(fake_i.clone());
+    let (_s, line) = rv_line(ts.rendezvous(), &format!("{fake_i}\n"));
+    assert_eq!(line, "-ERR not registered");
+
+    // HTTP-specific: a hidden server CONNECTs with its cookie, a mobile client
+    // comes with Basic, another with Digest (no one waiting: 404).
+    let cfg = tls::client_config(&Trust::Ca(cert.clone())).expect("config");
+    let open = || {
+        tls::connect(
+            connect(ts.registrar()),
+            cfg.clone(),
+            "127.0.0.1",
+            Instant::now() + IO_TIMEOUT,
+        )
+        .expect("handshake")
+    };
+    let mut hidden = open();
+    write!(
+        hidden,
+        "CONNECT uuid:{}?cookie={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        ts.uuid, t.cookie
+    )
+    .expect("send");
+    let head = read_head(&mut hidden);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let basic = data_encoding::BASE64.encode(format!("uuid:{}", ts.uuid).as_bytes());
+    secrets.push(basic.clone());
+    let mut m = open();
+    write!(
+        m,
+        "GET /page?q=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {basic}\r\n\r\n"
+    )
+    .expect("send");
+    let fwd = read_head(&mut hidden);
+    assert!(fwd.starts_with("GET /page?q=1"), "{fwd}");
+    hidden
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        .expect("reply");
+    hidden.conn.send_close_notify();
+    let _ = hidden.flush();
+    drop(hidden);
+    let reply = read_head(&mut m);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    drop(m);
+    let nonce = "0123456789abcdef0123456789abcdef";
+    let digest = format!(
+        "Digest username=\"{}\", realm=\"rendezvous\", nonce=\"{nonce}\", uri=\"/\", response=\"deadbeefdeadbeefdeadbeefdeadbeef\"",
+        ts.uuid
+    );
+    secrets.push("deadbeefdeadbeefdeadbeefdeadbeef".into());
+    let mut m = open();
+    write!(
+        m,
+        "GET / HTTP/1.1\r\nHost: x\r\nAuthorization: {digest}\r\n\r\n"
+    )
+    .expect("send");
+    assert!(read_head(&mut m).starts_with("HTTP/1.1 404"));
+    // A CONNECT with a token in its query, wrong.
+    let mut h2 = open();
+    write!(
+        h2,
+        "CONNECT uuid:{}?response={wrong} HTTP/1.1\r\nHost: x\r\n\r\n",
+        ts.uuid
+    )
+    .expect("send");
+    assert!(read_head(&mut h2).starts_with("HTTP/1.1 401"));
+
+    agent.stop();
+    runner.join().expect("agent thread").expect("agent ran");
+    drop(ts);
+
+    let lines = LINES.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert!(
+        lines.len() > 20,
+        "the capture saw the exchange: {}",
+        lines.len()
+    );
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("pair done") && l.contains("proto=generic")));
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("pair done") && l.contains("proto=http")));
+    let mut cookies_seen: Vec<String> = secrets
+        .iter()
+        .filter(|s| s.starts_with('R') || s.starts_with('I'))
+        .map(|c| c[1..].to_string())
+        .collect();
+    secrets.append(&mut cookies_seen);
+    for line in &lines {
+        for s in &secrets {
+            assert!(
+                !line.contains(s.as_str()),
+                "secret {s:?} in log line {line:?}"
+            );
+        }
+        for t in &tokens {
+            assert!(!contains_token(line, t), "token {t:?} in log line {line:?}");
+        }
+        for q in [
+            "response=",
+            "cookie=",
+            "Authorization:",
+            "Rendezvous-Cookie",
+        ] {
+            assert!(!line.contains(q), "{q:?} in log line {line:?}");
+        }
+    }
+}
