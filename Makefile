@@ -17,7 +17,10 @@ MAN7 := man/rendezvous-protocol.7
 MAN8 := man/rendezvousd.8
 MANS := $(MAN1) $(MAN5) $(MAN7) $(MAN8)
 
-.PHONY: all build release minimal test check lint-man run install uninstall clean
+FUZZ_SECS    ?= 60
+FUZZ_TARGETS := head authorization connect_target cookie_line users_file provision_file
+
+.PHONY: all build release minimal test check lint-man run install uninstall clean fuzz
 
 all: build
 
@@ -70,6 +73,18 @@ uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/rendezvous $(DESTDIR)$(SBINDIR)/rendezvousd
 	rm -f $(DESTDIR)$(MANDIR)/man1/rendezvous.1 $(DESTDIR)$(MANDIR)/man5/rendezvous-users.5
 	rm -f $(DESTDIR)$(MANDIR)/man7/rendezvous-protocol.7 $(DESTDIR)$(MANDIR)/man8/rendezvousd.8
+
+# Runs every cargo-fuzz target for FUZZ_SECS seconds (not part of `make test`).
+# cargo-fuzz needs nightly compiler flags; RUSTC_BOOTSTRAP=1 lets the stable
+# toolchain accept them. Crashes land in fuzz/artifacts/TARGET/; keep each as
+# a regression input in fuzz/regressions/TARGET/ (tests/fuzz_regressions.rs).
+fuzz:
+	command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p corpus/$$t; \
+		RUSTC_BOOTSTRAP=1 cargo fuzz run -O $$t corpus/$$t regressions/$$t -- \
+			-max_total_time=$(FUZZ_SECS) -print_final_stats=1 || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean

@@ -182,6 +182,18 @@ impl HeadReader {
         k
     }
 
+    /// Add received bytes and try to parse a head (the parsing half of
+    /// [`HeadReader::read_head`], for tests and fuzzing). `Ok(None)`: more
+    /// bytes are needed.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Option<Head>, HeadError> {
+        self.buf.extend_from_slice(bytes);
+        match self.try_parse()? {
+            Some(h) => Ok(Some(h)),
+            None if self.buf.len() >= MAX_HEAD_BYTES => Err(HeadError::TooLarge),
+            None => Ok(None),
+        }
+    }
+
     /// Read one head from `stream` by `deadline` (the socket's read timeout
     /// is set to what is left before every read).
     pub fn read_head<S: Read + TcpBacked>(

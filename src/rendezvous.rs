@@ -30,6 +30,54 @@ pub fn err_line(e: Option<TakeError>) -> &'static [u8] {
     }
 }
 
+/// What the bytes received so far on a rendezvous connection amount to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FirstLine {
+    /// No newline yet, and still within [`MAX_COOKIE_LINE`].
+    Incomplete,
+    /// Too long, or not `R`/`I` followed by a well-formed cookie.
+    Invalid,
+    /// A cookie; the bytes from `rest` on came after its line.
+    Cookie {
+        /// The cookie.
+        cookie: Cookie,
+        /// Offset of the first byte after the newline.
+        rest: usize,
+    },
+}
+
+/// Parse the first line: at most [`MAX_COOKIE_LINE`] bytes including the
+/// newline; an optional `\r` before it is ignored.
+///
+/// ```
+/// use rendezvous::rendezvous::{parse_first_line, FirstLine};
+/// assert_eq!(parse_first_line(b"R0000"), FirstLine::Incomplete);
+/// assert_eq!(parse_first_line(b"hello\n"), FirstLine::Invalid);
+/// let line = format!("I{}\nrest", uuid::Uuid::new_v4());
+/// assert!(matches!(parse_first_line(line.as_bytes()), FirstLine::Cookie { rest: 38, .. }));
+/// ```
+pub fn parse_first_line(buf: &[u8]) -> FirstLine {
+    let limit = buf.len().min(MAX_COOKIE_LINE);
+    let Some(nl) = buf[..limit].iter().position(|&b| b == b'\n') else {
+        return if buf.len() >= MAX_COOKIE_LINE {
+            FirstLine::Invalid
+        } else {
+            FirstLine::Incomplete
+        };
+    };
+    let mut line = &buf[..nl];
+    if line.last() == Some(&b'\r') {
+        line = &line[..line.len() - 1];
+    }
+    match std::str::from_utf8(line).ok().and_then(Cookie::parse) {
+        Some(cookie) => FirstLine::Cookie {
+            cookie,
+            rest: nl + 1,
+        },
+        None => FirstLine::Invalid,
+    }
+}
+
 /// Why the first line could not be read.
 #[derive(Debug)]
 enum LineError {
@@ -39,23 +87,16 @@ enum LineError {
     Gone(&'static str),
 }
 
-/// Read the first line by `deadline`. Returns the line (without its newline
-/// and an optional `\r`) and the bytes that came after it.
-fn read_line(sock: &mut TcpStream, deadline: Instant) -> Result<(String, Vec<u8>), LineError> {
+/// Read the first line by `deadline`. Returns the cookie and the bytes that
+/// came after its line.
+fn read_line(sock: &mut TcpStream, deadline: Instant) -> Result<(Cookie, Vec<u8>), LineError> {
     let mut buf = Vec::with_capacity(MAX_COOKIE_LINE);
     let mut chunk = [0u8; 512];
     loop {
-        if let Some(i) = buf.iter().position(|&b| b == b'\n') {
-            let rest = buf.split_off(i + 1);
-            buf.truncate(i);
-            if buf.last() == Some(&b'\r') {
-                buf.pop();
-            }
-            let line = String::from_utf8(buf).map_err(|_| LineError::Invalid)?;
-            return Ok((line, rest));
-        }
-        if buf.len() >= MAX_COOKIE_LINE {
-            return Err(LineError::Invalid);
+        match parse_first_line(&buf) {
+            FirstLine::Cookie { cookie, rest } => return Ok((cookie, buf.split_off(rest))),
+            FirstLine::Invalid => return Err(LineError::Invalid),
+            FirstLine::Incomplete => {}
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() || sock.set_read_timeout(Some(left)).is_err() {
@@ -63,16 +104,7 @@ fn read_line(sock: &mut TcpStream, deadline: Instant) -> Result<(String, Vec<u8>
         }
         match sock.read(&mut chunk) {
             Ok(0) => return Err(LineError::Gone("closed before the cookie line")),
-            Ok(n) => {
-                // Bytes past the line limit are kept only if the newline is
-                // inside the limit; otherwise the line is invalid anyway.
-                buf.extend_from_slice(&chunk[..n]);
-                if let Some(i) = buf.iter().position(|&b| b == b'\n') {
-                    if i >= MAX_COOKIE_LINE {
-                        return Err(LineError::Invalid);
-                    }
-                }
-            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e)
                 if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
@@ -101,7 +133,7 @@ pub fn handle(acc: Accepted, shared: &Shared) {
     let deadline = Instant::now() + shared.cfg.handshake_timeout;
     let line = read_line(&mut stream, deadline);
     drop(pre_auth);
-    let (line, early) = match line {
+    let (cookie, early) = match line {
         Ok(x) => x,
         Err(LineError::Invalid) => {
             log::debug!(target: T, "conn={id} peer={peer} invalid cookie line");
@@ -112,11 +144,6 @@ pub fn handle(acc: Accepted, shared: &Shared) {
             log::debug!(target: T, "conn={id} peer={peer} {why}");
             return;
         }
-    };
-    let Some(cookie) = Cookie::parse(&line) else {
-        log::debug!(target: T, "conn={id} peer={peer} invalid cookie");
-        let _ = stream.write_all(err_line(None));
-        return;
     };
     let _ = stream.set_read_timeout(None);
     let _ = stream.set_nodelay(true);

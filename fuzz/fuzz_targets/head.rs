@@ -1,0 +1,25 @@
+//! The request head reader fed in two pieces, then everything derived from a
+//! head: query, path, summary, keep-alive, routing, Authorization stripping.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use rendezvous::http::HeadReader;
+
+fuzz_target!(|data: &[u8]| {
+    let split = data.first().map_or(0, |b| *b as usize % (data.len().max(1)));
+    let mut r = HeadReader::new();
+    let head = match r.feed(&data[..split]) {
+        Ok(Some(h)) => Some(h),
+        Ok(None) => r.feed(&data[split..]).ok().flatten(),
+        Err(_) => None,
+    };
+    if let Some(h) = head {
+        let _ = h.query();
+        let _ = h.path();
+        let _ = h.summary();
+        let _ = h.keep_alive();
+        let _ = rendezvous::registrar::route(&h);
+        let stripped = rendezvous::connect::strip_authorization(&h.raw);
+        assert!(stripped.len() <= h.raw.len());
+        let _ = r.take_buffered();
+    }
+});
