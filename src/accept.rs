@@ -19,6 +19,7 @@ pub struct Conns {
     open: AtomicUsize,
     next_id: AtomicU64,
     refused: AtomicU64,
+    refused_per_addr: AtomicU64,
     unauth: std::sync::Mutex<HashMap<IpAddr, usize>>,
 }
 
@@ -28,9 +29,18 @@ impl Conns {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// Sockets refused at the cap so far.
+    /// Sockets refused at a limit so far (both limits together).
     pub fn refused(&self) -> u64 {
-        self.refused.load(Ordering::Relaxed)
+        let (a, b) = self.refused_by_limit();
+        a + b
+    }
+
+    /// Sockets refused at `--max-connections`, and at the per-address cap.
+    pub fn refused_by_limit(&self) -> (u64, u64) {
+        (
+            self.refused.load(Ordering::Relaxed),
+            self.refused_per_addr.load(Ordering::Relaxed),
+        )
     }
 
     /// A fresh connection id.
@@ -45,7 +55,7 @@ impl Conns {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = m.entry(ip).or_insert(0);
         if *n >= MAX_UNAUTH_PER_ADDR {
-            self.refused.fetch_add(1, Ordering::Relaxed);
+            self.refused_per_addr.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         *n += 1;
@@ -188,6 +198,7 @@ impl AcceptLoop {
             .spawn(move || {
                 let cap_warn = RateLimit::new(Duration::from_secs(10));
                 let err_warn = RateLimit::new(Duration::from_secs(10));
+                let addr_warn = RateLimit::new(Duration::from_secs(10));
                 let mut backoff = Duration::from_millis(10);
                 loop {
                     let res = listener.accept();
@@ -220,7 +231,7 @@ impl AcceptLoop {
                         continue;
                     };
                     let Some(pre_auth) = conns.try_unauth(peer.ip()) else {
-                        if cap_warn.ready() {
+                        if addr_warn.ready() {
                             log::warn!(target: "rendezvous::accept", "too many connections in handshake from peer={}; refusing", peer.ip());
                         }
                         drop(stream);

@@ -120,15 +120,14 @@ pub fn user_add(opts: &UserAdd, out: &mut dyn Write) -> Result<()> {
 pub fn user_list(paths: &StatePaths, out: &mut dyn Write) -> Result<()> {
     let table = users::load(&paths.users)?;
     for u in table.iter() {
-        writeln!(
-            out,
+        let line = format!(
             "{} {} {} {}",
             u.uuid.hyphenated(),
             u.params.step,
             u.params.digits,
             u.label
-        )
-        .map_err(|e| Error::io("write output", e))?;
+        );
+        writeln!(out, "{}", line.trim_end()).map_err(|e| Error::io("write output", e))?;
     }
     Ok(())
 }
@@ -166,17 +165,26 @@ pub const SECRET_ENV: &str = "RENDEZVOUS_SECRET";
 /// Read a secret: from a file holding base32 text or a provisioning file, else
 /// from `$RENDEZVOUS_SECRET`. Never from the command line.
 pub fn read_secret(file: Option<&std::path::Path>) -> Result<Secret> {
+    read_secret_and_params(file).map(|(s, _)| s)
+}
+
+/// As [`read_secret`], plus the `step` and `digits` a provisioning file names.
+pub fn read_secret_and_params(
+    file: Option<&std::path::Path>,
+) -> Result<(Secret, (Option<u64>, Option<u32>))> {
     match file {
         Some(path) => {
             let text =
                 std::fs::read_to_string(path).map_err(|e| Error::io("read secret file", e))?;
             // Bare base32 (padding allowed), else a provisioning file.
             if let Some(s) = Secret::from_base32(text.trim()) {
-                return Ok(s);
+                return Ok((s, (None, None)));
             }
-            Provision::parse(&text, path)?
+            let p = Provision::parse(&text, path)?;
+            let secret = p
                 .secret
-                .ok_or_else(|| Error::config(path, None, "no secret in file"))
+                .ok_or_else(|| Error::config(path, None, "no secret in file"))?;
+            Ok((secret, (p.step, p.digits)))
         }
         None => {
             let text = std::env::var(SECRET_ENV).map_err(|_| {
@@ -184,8 +192,9 @@ pub fn read_secret(file: Option<&std::path::Path>) -> Result<Secret> {
                     "no secret: give --secret-file or set ${SECRET_ENV}"
                 ))
             })?;
-            Secret::from_base32(text.trim())
-                .ok_or_else(|| Error::Usage(format!("${SECRET_ENV} is not base32")))
+            let s = Secret::from_base32(text.trim())
+                .ok_or_else(|| Error::Usage(format!("${SECRET_ENV} is not base32")))?;
+            Ok((s, (None, None)))
         }
     }
 }

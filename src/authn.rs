@@ -13,8 +13,13 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-/// The most (UUID, address) entries kept; past it, idle unlocked ones go first.
+/// The most (UUID, address) entries kept. When full, entries that may be
+/// forgotten are pruned; if none may, a new address's failures count only
+/// toward the per-UUID cap (no history is ever wiped to make room).
 const MAX_PAIRS: usize = 100_000;
+/// How long a pair that was locked keeps its lock count after the lock ends,
+/// so that pausing does not reset the doubling.
+const LOCK_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone, Copy)]
 struct PairState {
@@ -107,7 +112,10 @@ impl Limiter {
         }
         u.failures = u.failures.saturating_add(1);
         if inner.pairs.len() >= MAX_PAIRS && !inner.pairs.contains_key(&(uuid, ip)) {
-            prune(&mut inner.pairs, now, true);
+            prune(&mut inner.pairs, now);
+            if inner.pairs.len() >= MAX_PAIRS {
+                return None;
+            }
         }
         let p = inner.pairs.entry((uuid, ip)).or_insert(PairState {
             failures: 0,
@@ -137,17 +145,21 @@ impl Limiter {
         inner.last_good.insert(uuid, ip);
     }
 
-    /// Forget idle, unlocked entries.
+    /// Forget entries that no longer matter (see [`prune`]).
     pub fn sweep(&self) {
         let mut inner = self.lock();
-        prune(&mut inner.pairs, Instant::now(), false);
+        prune(&mut inner.pairs, Instant::now());
     }
 }
 
-fn prune(pairs: &mut HashMap<(Uuid, IpAddr), PairState>, now: Instant, hard: bool) {
-    let idle = if hard { Duration::ZERO } else { LOCK_MAX };
-    pairs.retain(|_, p| {
-        p.locked_until.is_some_and(|u| u > now) || now.duration_since(p.last_seen) < idle
+/// Keep an entry while it is locked, for [`LOCK_MEMORY`] after its last lock
+/// ended (so the doubling survives a pause), and for [`LOCK_MAX`] after its
+/// last failure otherwise.
+fn prune(pairs: &mut HashMap<(Uuid, IpAddr), PairState>, now: Instant) {
+    pairs.retain(|_, p| match p.locked_until {
+        Some(until) if until > now => true,
+        Some(until) => now.duration_since(until) < LOCK_MEMORY,
+        None => now.duration_since(p.last_seen) < LOCK_MAX,
     });
 }
 

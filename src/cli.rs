@@ -38,8 +38,8 @@ pub fn parse_args<T: FromArgs>() -> Result<T, ExitCode> {
     }
 }
 
-/// Start the logger: `RUST_LOG` (default `info`), `RUST_LOG_STYLE`, and no
-/// timestamps when stderr is not a terminal (journald adds its own).
+/// Start the logger: `RUST_LOG` (default `info`), and no timestamps when
+/// stderr is not a terminal (journald adds its own).
 pub fn init_logger() {
     let env = env_logger::Env::default().default_filter_or("info");
     let mut b = env_logger::Builder::from_env(env);

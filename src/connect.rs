@@ -252,6 +252,7 @@ pub fn hidden_connect(
                     c
                 }
                 None => {
+                    crate::metrics::Metrics::bump(&shared.metrics.auth_bad_cookie);
                     log::info!(target: T, "conn={id} auth failed uuid={uuid} peer={peer} reason=bad-cookie");
                     return Some((
                         conn,
@@ -292,7 +293,7 @@ pub fn hidden_connect(
     match shared.registry.park_uuid(uuid, Proto::Http, parked) {
         Ok(evicted) => {
             log::debug!(target: T, "conn={id} parked uuid={uuid} proto=http");
-            if let Some(old) = evicted {
+            if let Some(old) = evicted.filter(|_| crate::rendezvous::overflow_warn().ready()) {
                 log::warn!(target: T, "pool full uuid={uuid}: closed oldest conn={} (--pool-max {})",
                     old.conn, shared.cfg.pool_max);
             }

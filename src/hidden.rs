@@ -356,7 +356,7 @@ impl Agent {
                 Ok((conn, _)) => Ok((conn, generation)),
                 Err(e) => {
                     if matches!(e, Error::Auth(AuthFailure::BadCookie)) {
-                        log::info!(target: T, "cookie refused; registering again");
+                        log::info!(target: T, "cookie expired; registering again");
                         self.invalidate(generation);
                     }
                     Err(e)
@@ -385,6 +385,8 @@ impl Agent {
         while !self.stopped() {
             let mut conn = match self.http_park() {
                 Ok((c, _)) => c,
+                // The pool's cookie lapsed while idle: register again at once.
+                Err(Error::Auth(AuthFailure::BadCookie)) => continue,
                 Err(e) => {
                     if !self.stopped() {
                         log::warn!(target: T, "CONNECT failed: {e}");

@@ -24,15 +24,18 @@
 //! ## Log levels
 //!
 //! Logging goes through the `log` crate; the binaries use `env_logger`, which
-//! honours `RUST_LOG` (default `info`) and `RUST_LOG_STYLE`. Targets are module
-//! paths, so `RUST_LOG=rendezvous::relay=debug` works.
+//! honours `RUST_LOG` (default `info`; no colours, no timestamps when stderr
+//! is not a terminal). Targets are module paths, so
+//! `RUST_LOG=rendezvous::rendezvous=debug` works.
 //!
-//! * `error`: the process or a listener cannot continue.
 //! * `warn`: operator-actionable or security-relevant (file modes, reload
-//!   errors, lockouts, limits reached).
-//! * `info`: lifecycle, and one line per completed unit of work (`pair done`).
+//!   errors, lockouts, limits reached), the repeated ones rate-limited.
+//! * `info`: lifecycle, and one line per completed unit of work (`pair done`,
+//!   registrations, failed authentications without the credential).
 //! * `debug`: per-connection state transitions.
-//! * `trace`: sizes and timings, never payload bytes.
+//!
+//! Errors that stop the process are not logged: the front end prints them as
+//! one `prog: what: why` line and exits 1.
 //!
 //! No level ever logs a TOTP secret, a token, a cookie, an `Authorization`
 //! value or a raw query string.
@@ -50,6 +53,7 @@ pub mod error;
 pub mod hidden;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod mobile;
 pub mod provision;
 pub mod random;

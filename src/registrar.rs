@@ -10,6 +10,7 @@ use crate::connect;
 use crate::error::AuthFailure;
 use crate::http::{Head, HeadError, HeadReader, Response};
 use crate::limits::{KEEPALIVE_IDLE, MAX_BODY_BYTES};
+use crate::metrics::Metrics;
 use crate::secret::{Cookie, Token};
 use crate::server::Shared;
 use crate::tls::{self, ServerStream};
@@ -209,7 +210,7 @@ pub fn handle(acc: Accepted, shared: &Shared) {
             other => match discard_body(&head, &mut reader, &mut conn, deadline) {
                 Err(r) => r,
                 Ok(()) => match other {
-                    Route::WellKnown => well_known(&head),
+                    Route::WellKnown => well_known(shared, &head, peer),
                     Route::Api => api(shared, &head, peer, conn.tcp(), id),
                     _ => challenge(),
                 },
@@ -303,9 +304,21 @@ fn challenge() -> Response {
     .with_header("WWW-Authenticate", "Basic realm=\"rendezvous\"")
 }
 
-fn well_known(head: &Head) -> Response {
+fn well_known(shared: &Shared, head: &Head, peer: SocketAddr) -> Response {
     match head.path() {
         "/.well-known/rendezvous/health" => Response::result(serde_json::json!({ "status": "ok" })),
+        "/.well-known/rendezvous/metrics"
+            if shared
+                .cfg
+                .metrics_from
+                .iter()
+                .any(|c| c.contains(peer.ip())) =>
+        {
+            let mut r = Response::result(serde_json::Value::Null);
+            r.body = crate::metrics::render(shared).into_bytes();
+            r.with_header("Content-Type", "text/plain; version=0.0.4")
+        }
+        // Outside --metrics-from the endpoint does not exist.
         _ => Response::error(404, true, "no such endpoint"),
     }
 }
@@ -385,6 +398,7 @@ fn api(shared: &Shared, head: &Head, peer: SocketAddr, sock: &TcpStream, id: u64
                 triple(&c, true)
             }
             None => {
+                Metrics::bump(&shared.metrics.auth_bad_cookie);
                 log::info!(target: T, "conn={id} auth failed uuid={uuid} peer={peer} reason=bad-cookie");
                 Response::error(401, false, "unknown or expired cookie")
             }
@@ -407,6 +421,7 @@ pub fn authenticate(
 ) -> Result<Cookie, Response> {
     let users = shared.users();
     let Some(user) = users.get(&uuid) else {
+        Metrics::bump(&shared.metrics.auth_unknown_uuid);
         log::info!(target: T, "conn={id} auth failed uuid={uuid} peer={ip} reason=unknown-uuid");
         return Err(Response::error(401, false, "authentication failed"));
     };
@@ -414,6 +429,7 @@ pub fn authenticate(
     let step = user.params.step_of(now);
     let to_next = Duration::from_secs(user.params.secs_to_next_step(now));
     if let Err(refusal) = shared.limiter.check(uuid, ip, step, to_next) {
+        Metrics::bump(&shared.metrics.auth_locked_out);
         log::info!(target: T, "conn={id} auth refused uuid={uuid} peer={ip} reason=locked-out");
         return Err(Response::error(429, false, "too many failures; try later")
             .with_header("Retry-After", refusal.retry_after().to_string()));
@@ -423,17 +439,25 @@ pub fn authenticate(
     });
     match result {
         Ok(cookie) => {
+            Metrics::bump(&shared.metrics.registrations_total);
             shared.limiter.success(uuid, ip);
             log::info!(target: T, "conn={id} registration ok uuid={uuid} peer={ip}");
             Ok(cookie)
         }
         Err(why) => {
             let reason = match why {
-                AuthFailure::Replay => "replay",
-                _ => "bad-token",
+                AuthFailure::Replay => {
+                    Metrics::bump(&shared.metrics.auth_replay);
+                    "replay"
+                }
+                _ => {
+                    Metrics::bump(&shared.metrics.auth_bad_token);
+                    "bad-token"
+                }
             };
             log::info!(target: T, "conn={id} Failed totp for uuid {uuid} from {ip} reason={reason}");
             if let Some(period) = shared.limiter.failure(uuid, ip, step) {
+                Metrics::bump(&shared.metrics.lockouts_total);
                 log::warn!(target: T, "auth lockout engaged uuid={uuid} peer={ip} secs={}", period.as_secs());
             }
             Err(Response::error(401, false, "authentication failed"))

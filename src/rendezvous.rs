@@ -116,7 +116,8 @@ fn read_line(sock: &mut TcpStream, deadline: Instant) -> Result<(Cookie, Vec<u8>
     }
 }
 
-fn overflow_warn() -> &'static RateLimit {
+/// The rate limit of the `pool full` warning (both protocols).
+pub(crate) fn overflow_warn() -> &'static RateLimit {
     static W: OnceLock<RateLimit> = OnceLock::new();
     W.get_or_init(|| RateLimit::new(Duration::from_secs(10)))
 }

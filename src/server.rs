@@ -48,6 +48,8 @@ pub struct Config {
     pub cookie_ttl: Duration,
     /// How long active pairs may run after a shutdown begins.
     pub drain_timeout: Duration,
+    /// Who may read `/.well-known/rendezvous/metrics`.
+    pub metrics_from: Vec<crate::metrics::Cidr>,
 }
 
 impl Config {
@@ -67,6 +69,7 @@ impl Config {
             max_connections: limits::MAX_CONNECTIONS,
             cookie_ttl: limits::COOKIE_TTL,
             drain_timeout: limits::DRAIN_TIMEOUT,
+            metrics_from: crate::metrics::Cidr::loopback(),
         }
     }
 }
@@ -83,6 +86,8 @@ pub struct Shared {
     pub conns: Arc<Conns>,
     /// Pairs relaying now.
     pub pairs: ActivePairs,
+    /// Event counters.
+    pub metrics: crate::metrics::Metrics,
     /// The port triples name (`None`: generic protocol disabled).
     pub triple_port: Option<u16>,
     users: RwLock<Arc<Users>>,
@@ -168,6 +173,7 @@ impl Server {
             limiter: Limiter::new(),
             conns: Arc::new(Conns::default()),
             pairs: ActivePairs::new(),
+            metrics: Default::default(),
             triple_port: rendezvous_port.map(|p| cfg.public_port.unwrap_or(p)),
             users: RwLock::new(Arc::new(table)),
             tls: RwLock::new(tls_config),
@@ -239,8 +245,12 @@ impl Server {
     /// error is logged with its line and the old table kept.
     pub fn reload(&self) {
         let cfg = &self.shared.cfg;
-        match load_users(&cfg.paths.users) {
+        // A users file that disappeared is an error here, not an empty table.
+        match users::load(&cfg.paths.users) {
             Ok(table) => {
+                if let Some(w) = users::mode_warning(&cfg.paths.users) {
+                    log::warn!(target: "rendezvous::server", "{w}");
+                }
                 log::info!(target: "rendezvous::server", "users reloaded n={}", table.len());
                 let dropped = self
                     .shared
@@ -260,6 +270,9 @@ impl Server {
             }
         }
         if !cfg.plaintext {
+            if let Some(w) = users::mode_warning(&cfg.paths.key) {
+                log::warn!(target: "rendezvous::server", "{w}");
+            }
             match tls::server_config(&cfg.paths.cert, &cfg.paths.key) {
                 Ok(c) => {
                     if let Ok(fp) = tls::file_fingerprint(&cfg.paths.cert) {

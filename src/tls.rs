@@ -146,11 +146,26 @@ pub fn write_self_signed(cert: &Path, key: &Path, hosts: &[String], force: bool)
     file_fingerprint(cert)
 }
 
-/// Make sure the state folder (0700) holds a pair; create one if missing.
-/// Returns the fingerprint and whether it was created.
+/// Make sure the state folder (0700) holds a pair; create one if both files
+/// are missing (half a pair is an error). Returns the fingerprint and whether
+/// it was created.
 pub fn ensure_pair(cert: &Path, key: &Path) -> Result<(String, bool)> {
-    if cert.exists() && key.exists() {
-        return Ok((file_fingerprint(cert)?, false));
+    match (cert.exists(), key.exists()) {
+        (true, true) => return Ok((file_fingerprint(cert)?, false)),
+        (false, false) => {}
+        // Never replace half a pair: clients pin the certificate.
+        (true, false) | (false, true) => {
+            let (have, missing) = if cert.exists() {
+                (cert, key)
+            } else {
+                (key, cert)
+            };
+            return Err(Error::Other(format!(
+                "{} exists but {} is missing: restore it, or run 'rendezvousd cert --force'",
+                have.display(),
+                missing.display()
+            )));
+        }
     }
     if let Some(dir) = cert.parent() {
         crate::state::ensure_dir(dir)?;

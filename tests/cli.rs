@@ -129,9 +129,8 @@ fn user_add_list_remove() {
     assert_eq!(u.label, "kitchen gw");
 
     // totp from the provisioning file verifies against the users file.
-    let o = run(rendezvous()
-        .args(["totp", "--digits", "8", "--secret-file"])
-        .arg(&prov));
+    // The provisioning file's digits (8) apply without --digits.
+    let o = run(rendezvous().args(["totp", "--secret-file"]).arg(&prov));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let code = stdout(&o).trim().to_string();
     assert_eq!(code.len(), 8);

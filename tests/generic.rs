@@ -303,3 +303,22 @@ fn abrupt_close_of_either_side_closes_the_other() {
         ts.server().shared().pairs.active() == 0
     });
 }
+
+#[test]
+fn reload_keeps_the_table_when_the_users_file_is_gone_or_broken() {
+    let ts = TestServer::start(Opts::default());
+    let users = ts.dir.join("users");
+    std::fs::remove_file(&users).expect("remove");
+    ts.server().reload();
+    assert!(
+        ts.server().shared().users().get(&ts.uuid).is_some(),
+        "old table kept"
+    );
+    std::fs::write(&users, "garbage line\n").expect("write");
+    ts.server().reload();
+    assert!(
+        ts.server().shared().users().get(&ts.uuid).is_some(),
+        "old table kept"
+    );
+    assert!(users.exists());
+}

@@ -159,3 +159,22 @@ fn stalled_handshake_is_cut_at_the_deadline() {
     assert!(err.contains("timed out"), "{err}");
     assert!(took < Duration::from_secs(3), "cut after {took:?}");
 }
+
+#[test]
+fn half_a_pair_is_never_replaced() {
+    let dir = TempDir::new("tls-half");
+    let (cert, key) = tls::state_pair(dir.path());
+    let (_, created) = tls::ensure_pair(&cert, &key).expect("creates a pair");
+    assert!(created);
+    let fp = tls::file_fingerprint(&cert).expect("fp");
+    assert_eq!(
+        tls::ensure_pair(&cert, &key).expect("keeps it"),
+        (fp, false)
+    );
+    std::fs::remove_file(&key).expect("remove key");
+    let err = tls::ensure_pair(&cert, &key)
+        .expect_err("refuses")
+        .to_string();
+    assert!(err.contains("missing"), "{err}");
+    assert!(!key.exists(), "nothing written");
+}

@@ -108,21 +108,21 @@ struct Totp {
     /// file holding the secret (base32, or a provisioning file; default $RENDEZVOUS_SECRET)
     #[argh(option)]
     secret_file: Option<PathBuf>,
-    /// step in seconds (default 30)
-    #[argh(option, default = "30")]
-    step: u64,
-    /// digits, 6 to 8 (default 6)
-    #[argh(option, default = "6")]
-    digits: u32,
+    /// step in seconds (default: the provisioning file's, else 30)
+    #[argh(option)]
+    step: Option<u64>,
+    /// digits, 6 to 8 (default: the provisioning file's, else 6)
+    #[argh(option)]
+    digits: Option<u32>,
 }
 
 fn run(top: Top) -> Result<(), Error> {
     match top.cmd {
         Cmd::Totp(t) => {
-            let secret = admin::read_secret(t.secret_file.as_deref())?;
+            let (secret, (step, digits)) = admin::read_secret_and_params(t.secret_file.as_deref())?;
             let params = totp::Params {
-                step: t.step,
-                digits: t.digits,
+                step: t.step.or(step).unwrap_or(totp::DEFAULT_STEP),
+                digits: t.digits.or(digits).unwrap_or(totp::DEFAULT_DIGITS),
             };
             admin::totp_now(&secret, params, &mut std::io::stdout().lock())
         }

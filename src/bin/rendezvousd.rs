@@ -71,6 +71,9 @@ struct Serve {
     /// seconds active pairs may run after SIGTERM (default 10)
     #[argh(option)]
     drain_timeout: Option<u64>,
+    /// address range allowed to read the metrics (repeatable; default loopback only)
+    #[argh(option)]
+    metrics_from: Vec<String>,
 }
 
 #[derive(FromArgs)]
@@ -267,6 +270,13 @@ fn serve(s: Serve) -> Result<(), Error> {
         Some(0) => return Err(Error::Usage("--max-connections must be at least 1".into())),
         Some(n) => cfg.max_connections = n,
         None => {}
+    }
+    if !s.metrics_from.is_empty() {
+        cfg.metrics_from = s
+            .metrics_from
+            .iter()
+            .map(|c| c.parse().map_err(Error::Usage))
+            .collect::<Result<_, _>>()?;
     }
     server::serve(cfg)
 }

@@ -115,6 +115,7 @@ pub struct Opts {
     pub max_connections: usize,
     pub cookie_ttl: Duration,
     pub public_host: Option<String>,
+    pub metrics_from: Option<Vec<rendezvous::metrics::Cidr>>,
 }
 
 impl Default for Opts {
@@ -128,6 +129,7 @@ impl Default for Opts {
             max_connections: 4096,
             cookie_ttl: Duration::from_secs(600),
             public_host: None,
+            metrics_from: None,
         }
     }
 }
@@ -153,6 +155,9 @@ impl TestServer {
         cfg.max_connections = opts.max_connections;
         cfg.cookie_ttl = opts.cookie_ttl;
         cfg.public_host = opts.public_host;
+        if let Some(m) = opts.metrics_from {
+            cfg.metrics_from = m;
+        }
         cfg.drain_timeout = Duration::from_secs(2);
         let reg = TcpListener::bind("127.0.0.1:0").expect("bind registrar");
         let rv = opts
