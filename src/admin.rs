@@ -168,10 +168,11 @@ pub fn read_secret(file: Option<&std::path::Path>) -> Result<Secret> {
     read_secret_and_params(file).map(|(s, _)| s)
 }
 
+/// The `step` and `digits` a provisioning file names, if any.
+pub type FileParams = (Option<u64>, Option<u32>);
+
 /// As [`read_secret`], plus the `step` and `digits` a provisioning file names.
-pub fn read_secret_and_params(
-    file: Option<&std::path::Path>,
-) -> Result<(Secret, (Option<u64>, Option<u32>))> {
+pub fn read_secret_and_params(file: Option<&std::path::Path>) -> Result<(Secret, FileParams)> {
     match file {
         Some(path) => {
             let text =
