@@ -9,7 +9,7 @@ SBINDIR   ?= $(PREFIX)/sbin
 MANDIR    ?= $(PREFIX)/share/man
 DESTDIR   ?=
 STATE     ?= ./var
-RELEASE   := target/release
+RELEASE   ?= target/release
 
 MAN1 := man/rendezvous.1
 MAN5 := man/rendezvous-users.5

@@ -55,6 +55,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod mobile;
+pub mod notify;
 pub mod provision;
 pub mod random;
 pub mod registrar;

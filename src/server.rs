@@ -335,12 +335,18 @@ pub fn serve(cfg: Config) -> Result<()> {
         None => None,
     };
     let mut server = Server::start(cfg, registrar, rendezvous)?;
+    crate::notify::notify("READY=1");
     for sig in signals.iter() {
         match sig {
-            crate::signals::Signal::Reload => server.reload(),
+            crate::signals::Signal::Reload => {
+                crate::notify::notify("RELOADING=1");
+                server.reload();
+                crate::notify::notify("READY=1");
+            }
             crate::signals::Signal::Stop => break,
         }
     }
+    crate::notify::notify("STOPPING=1");
     server.shutdown();
     Ok(())
 }
