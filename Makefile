@@ -20,7 +20,7 @@ MANS := $(MAN1) $(MAN5) $(MAN7) $(MAN8)
 FUZZ_SECS    ?= 60
 FUZZ_TARGETS := head authorization connect_target cookie_line users_file provision_file
 
-.PHONY: all build release minimal test check lint-man run install uninstall clean fuzz
+.PHONY: all build release minimal test check lint-man run install uninstall clean fuzz soak bench
 
 all: build
 
@@ -73,6 +73,10 @@ uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/rendezvous $(DESTDIR)$(SBINDIR)/rendezvousd
 	rm -f $(DESTDIR)$(MANDIR)/man1/rendezvous.1 $(DESTDIR)$(MANDIR)/man5/rendezvous-users.5
 	rm -f $(DESTDIR)$(MANDIR)/man7/rendezvous-protocol.7 $(DESTDIR)$(MANDIR)/man8/rendezvousd.8
+
+# The full load-and-fault run (tests/soak.rs; its fast subset is in `make test`).
+soak:
+	$(CARGO) test --release --test soak -- --ignored --nocapture --test-threads=1
 
 # Runs every cargo-fuzz target for FUZZ_SECS seconds (not part of `make test`).
 # cargo-fuzz needs nightly compiler flags; RUSTC_BOOTSTRAP=1 lets the stable
