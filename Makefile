@@ -78,6 +78,11 @@ uninstall:
 soak:
 	$(CARGO) test --release --test soak -- --ignored --nocapture --test-threads=1
 
+# The benchmark (release build, loopback only, bounded): one table, and
+# BENCH_ARGS="--json FILE" to keep the figures.
+bench:
+	$(CARGO) bench --bench relay -- $(BENCH_ARGS)
+
 # Runs every cargo-fuzz target for FUZZ_SECS seconds (not part of `make test`).
 # cargo-fuzz needs nightly compiler flags; RUSTC_BOOTSTRAP=1 lets the stable
 # toolchain accept them. Crashes land in fuzz/artifacts/TARGET/; keep each as

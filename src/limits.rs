@@ -42,7 +42,7 @@ pub const POOL_MAX: usize = 16;
 pub const MAX_CONNECTIONS: usize = 4096;
 /// Concurrent connections from one source address that have not yet sent
 /// their first request head or cookie line (slowloris bound per address).
-pub const MAX_UNAUTH_PER_ADDR: usize = 32;
+pub const MAX_UNAUTH_PER_ADDR: usize = 128;
 /// How often the reaper sweeps expired cookies and dead parked sockets.
 pub const REAP_INTERVAL: Duration = Duration::from_secs(5);
 /// TCP keepalive idle time on parked sockets.

@@ -1,0 +1,973 @@
+//! `make bench`: throughput, setup latency, pairing rate and memory of a real
+//! `rendezvousd` (release build) on loopback, each as a ratio to a baseline
+//! measured in the same run (the machines are shared and noisy).
+//!
+//! Usage: `cargo bench --bench relay -- [--json FILE] [--secs N] [--quick]`.
+//! Everything binds 127.0.0.1 port 0; every phase is bounded in time.
+
+use rendezvous::client::{Registrar, ServerUrl};
+use rendezvous::secret::Secret;
+use rendezvous::tls::{self, Trust};
+use rendezvous::totp;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const SECRET_B32: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+const UUID: &str = "0b3e1c4e-6f55-4a8e-9d7a-5b2f0c1d2e3f";
+const CHUNK: usize = 128 * 1024;
+
+struct Opts {
+    secs: f64,
+    json: Option<PathBuf>,
+    quick: bool,
+}
+
+fn opts() -> Opts {
+    let mut o = Opts {
+        secs: 3.0,
+        json: None,
+        quick: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--json" => o.json = args.next().map(PathBuf::from),
+            "--secs" => o.secs = args.next().and_then(|s| s.parse().ok()).unwrap_or(3.0),
+            "--quick" => o.quick = true,
+            _ => {} // cargo bench passes --bench
+        }
+    }
+    if o.quick {
+        o.secs = o.secs.min(1.0);
+    }
+    o
+}
+
+// ---- processes -------------------------------------------------------------
+
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env("RUST_LOG", "info");
+        let mut child = cmd.spawn().expect("spawn");
+        let err = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    fn wait_line(&mut self, needle: &str) -> String {
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if l.contains(needle) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!("no line {needle:?}; saw:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    fn listening(&mut self, what: &str) -> SocketAddr {
+        let l = self.wait_line(&format!("({what}"));
+        l.split("listening on ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .expect("address")
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bin(name: &str) -> PathBuf {
+    let p = match name {
+        "rendezvousd" => env!("CARGO_BIN_EXE_rendezvousd"),
+        _ => env!("CARGO_BIN_EXE_rendezvous"),
+    };
+    PathBuf::from(p)
+}
+
+/// CPU seconds (user + system) of a process so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn status_kib(pid: u32, key: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+}
+
+struct Server {
+    proc: Proc,
+    registrar: SocketAddr,
+    rendezvous: SocketAddr,
+    state: PathBuf,
+    /// Tokens used so far: each server's first token is for the previous
+    /// step, the next for this one, then the next (one step of skew).
+    steps: AtomicU64,
+}
+
+impl Server {
+    fn next_token(&self) -> String {
+        let p = totp::Params::default();
+        let base = p.step_of(totp::now()).saturating_sub(1);
+        let off = self.steps.fetch_add(1, Ordering::Relaxed);
+        assert!(off < 3, "at most three tokens per server and step window");
+        totp::hotp(&secret(), base + off, p.digits)
+    }
+}
+
+fn start_server(dir: &Path, tls: bool, extra: &[&str]) -> Server {
+    let state = dir.join(if tls { "state-tls" } else { "state" });
+    std::fs::create_dir_all(&state).expect("state dir");
+    let users = state.join("users");
+    std::fs::write(&users, format!("{UUID} {SECRET_B32}\n")).expect("users");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let mut c = Command::new(bin("rendezvousd"));
+    c.args([
+        "serve",
+        "--registrar",
+        "127.0.0.1:0",
+        "--rendezvous",
+        "127.0.0.1:0",
+    ])
+    .args(["--pool-max", "4000", "--max-connections", "16000"])
+    .arg("--state-dir")
+    .arg(&state)
+    .args(extra);
+    if !tls {
+        c.arg("--plaintext");
+    }
+    let mut proc = Proc::spawn(c);
+    let registrar = proc.listening("registrar");
+    let rendezvous = proc.listening("rendezvous");
+    Server {
+        proc,
+        registrar,
+        rendezvous,
+        state,
+        steps: AtomicU64::new(0),
+    }
+}
+
+fn secret() -> Secret {
+    Secret::from_base32(SECRET_B32).expect("base32")
+}
+
+/// Register (a fresh step each call within one process: use skew) and
+/// return (R cookie, I cookie).
+fn register(s: &Server) -> (String, String) {
+    let url = ServerUrl::parse(&format!(
+        "{}://127.0.0.1:{}",
+        if s.state.ends_with("state-tls") {
+            "https"
+        } else {
+            "http"
+        },
+        s.registrar.port()
+    ))
+    .expect("url");
+    let trust = Trust::Ca(s.state.join("cert.pem"));
+    let reg = Registrar::new(url, &trust).expect("registrar client");
+    let uuid = uuid::Uuid::parse_str(UUID).expect("uuid");
+    let r = reg.register(&uuid, &s.next_token()).expect("register");
+    let i = reg.lookup(&uuid).expect("lookup");
+    (r.cookie, i.cookie)
+}
+
+fn read_line(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    while let Ok(1) = s.read(&mut b) {
+        if b[0] == b'\n' {
+            break;
+        }
+        out.push(b[0]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn park(addr: SocketAddr, cookie: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(format!("{cookie}\n").as_bytes())
+        .expect("cookie");
+    s
+}
+
+/// A generic pair through the server: (initiator, responder), both past +OK.
+fn pair(s: &Server, r: &str, i: &str) -> (TcpStream, TcpStream) {
+    let mut resp = park(s.rendezvous, r);
+    let mut init = park(s.rendezvous, i);
+    assert_eq!(read_line(&mut init), "+OK");
+    assert_eq!(read_line(&mut resp), "+OK");
+    (init, resp)
+}
+
+// ---- throughput --------------------------------------------------------------
+
+/// Send for `secs` from each `tx` to its `rx`; returns Gbit/s (all streams).
+fn blast(streams: Vec<(TcpStream, TcpStream)>, secs: f64) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let total = Arc::new(AtomicU64::new(0));
+    let mut hs = Vec::new();
+    for (mut tx, mut rx) in streams {
+        let stop2 = stop.clone();
+        hs.push(thread::spawn(move || {
+            let buf = vec![0x5au8; CHUNK];
+            while !stop2.load(Ordering::Relaxed) {
+                if tx.write_all(&buf).is_err() {
+                    break;
+                }
+            }
+            let _ = tx.shutdown(Shutdown::Write);
+        }));
+        let t2 = total.clone();
+        hs.push(thread::spawn(move || {
+            let mut buf = vec![0u8; CHUNK];
+            while let Ok(n) = rx.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                t2.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }));
+    }
+    // Warm up, then measure a window.
+    thread::sleep(Duration::from_millis(200));
+    let b0 = total.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    thread::sleep(Duration::from_secs_f64(secs));
+    let bytes = total.load(Ordering::Relaxed) - b0;
+    let el = t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for h in hs {
+        let _ = h.join();
+    }
+    bytes as f64 * 8.0 / el / 1e9
+}
+
+fn direct_pairs(n: usize) -> Vec<(TcpStream, TcpStream)> {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    (0..n)
+        .map(|_| {
+            let a = TcpStream::connect(addr).expect("connect");
+            let (b, _) = l.accept().expect("accept");
+            (a, b)
+        })
+        .collect()
+}
+
+/// Throughput and the server's CPU over the window: (Gbit/s, CPU %).
+fn blast_with_cpu(pid: u32, streams: Vec<(TcpStream, TcpStream)>, secs: f64) -> (f64, f64) {
+    let c0 = cpu_secs(pid);
+    let t0 = Instant::now();
+    let g = blast(streams, secs);
+    let cpu = (cpu_secs(pid) - c0) / t0.elapsed().as_secs_f64() * 100.0;
+    (g, cpu)
+}
+
+/// A sink: counts what arrives on its accepted connections.
+fn sink() -> (SocketAddr, Arc<AtomicU64>) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let count = Arc::new(AtomicU64::new(0));
+    let c = count.clone();
+    thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let c = c.clone();
+            thread::spawn(move || {
+                let mut buf = vec![0u8; CHUNK];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    c.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
+/// Echo one byte per connection, then close (the hidden side of latency runs).
+fn one_byte_echo(mut s: TcpStream) {
+    let mut b = [0u8; 1];
+    if s.read_exact(&mut b).is_ok() {
+        let _ = s.write_all(&b);
+    }
+}
+
+fn socat_run(secs: f64) -> Option<(f64, f64)> {
+    Command::new("socat").arg("-V").output().ok()?;
+    let l = TcpListener::bind("127.0.0.1:0").ok()?;
+    let target = l.local_addr().ok()?;
+    // Pick a free port for socat's listener by binding and releasing it.
+    let probe = TcpListener::bind("127.0.0.1:0").ok()?;
+    let port = probe.local_addr().ok()?.port();
+    drop(probe);
+    let mut child = Command::new("socat")
+        .args([
+            "-b",
+            "131072",
+            &format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr"),
+            &format!("TCP:{target}"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut tx = None;
+    for _ in 0..100 {
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+            tx = Some(s);
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let tx = tx?;
+    let (rx, _) = l.accept().ok()?;
+    let r = blast_with_cpu(child.id(), vec![(tx, rx)], secs);
+    let _ = child.kill();
+    let _ = child.wait();
+    Some(r)
+}
+
+// ---- TLS-to-TLS ----------------------------------------------------------------
+
+fn tls_client(s: &Server) -> tls::ClientStream {
+    let cfg = tls::client_config(&Trust::Ca(s.state.join("cert.pem"))).expect("tls config");
+    let sock = TcpStream::connect(s.registrar).expect("connect");
+    tls::connect(
+        sock,
+        cfg,
+        "127.0.0.1",
+        Instant::now() + Duration::from_secs(10),
+    )
+    .expect("handshake")
+}
+
+fn read_head<S: Read>(s: &mut S) -> String {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+fn tls_blast(s: &Server, secs: f64) -> (f64, f64) {
+    let tok = s.next_token();
+    let mut hidden = tls_client(s);
+    write!(
+        hidden,
+        "CONNECT uuid:{UUID}?response={tok} HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .expect("send");
+    let head = read_head(&mut hidden);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut mobile = tls_client(s);
+    let auth = data_encoding::BASE64.encode(format!("{UUID}:").as_bytes());
+    write!(
+        mobile,
+        "PUT /up HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n\r\n"
+    )
+    .expect("send");
+    let fwd = read_head(&mut hidden);
+    assert!(fwd.starts_with("PUT /up"), "{fwd}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let total = Arc::new(AtomicU64::new(0));
+    let stop2 = stop.clone();
+    let tx = thread::spawn(move || {
+        let buf = vec![0x5au8; CHUNK];
+        while !stop2.load(Ordering::Relaxed) {
+            if mobile.write_all(&buf).is_err() {
+                break;
+            }
+        }
+        mobile.conn.send_close_notify();
+        let _ = mobile.flush();
+    });
+    let t2 = total.clone();
+    let rx = thread::spawn(move || {
+        let mut buf = vec![0u8; CHUNK];
+        while let Ok(n) = hidden.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            t2.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    });
+    thread::sleep(Duration::from_millis(200));
+    let pid = s.proc.pid();
+    let (b0, c0, t0) = (total.load(Ordering::Relaxed), cpu_secs(pid), Instant::now());
+    thread::sleep(Duration::from_secs_f64(secs));
+    let bytes = total.load(Ordering::Relaxed) - b0;
+    let el = t0.elapsed().as_secs_f64();
+    let cpu = (cpu_secs(pid) - c0) / el * 100.0;
+    stop.store(true, Ordering::Relaxed);
+    let _ = tx.join();
+    let _ = rx.join();
+    (bytes as f64 * 8.0 / el / 1e9, cpu)
+}
+
+// ---- latency -----------------------------------------------------------------
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Keeps `depth` responders parked; each echoes one byte after +OK.
+fn responder_pool(
+    s: &Server,
+    r: &str,
+    depth: usize,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<()> {
+    let addr = s.rendezvous;
+    let r = r.to_string();
+    let (tx, rx) = crossbeam_channel::bounded::<()>(depth);
+    thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            if tx.send_timeout((), Duration::from_millis(100)).is_err() {
+                continue;
+            }
+            let mut s = park(addr, &r);
+            let rx = rx.clone();
+            thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+                let ok = read_line(&mut s) == "+OK";
+                let _ = rx.recv();
+                if ok {
+                    one_byte_echo(s);
+                }
+            });
+        }
+    })
+}
+
+/// One round trip through a fresh connection (connect, one byte each way).
+fn rtt(mut s: TcpStream) -> bool {
+    let _ = s.set_nodelay(true);
+    let mut b = [7u8; 1];
+    s.write_all(&b).is_ok() && s.read_exact(&mut b).is_ok()
+}
+
+fn latencies(n: usize, mut one: impl FnMut() -> bool) -> Vec<f64> {
+    let mut v = Vec::with_capacity(n);
+    let end = Instant::now() + Duration::from_secs(20);
+    for _ in 0..n {
+        let t = Instant::now();
+        if one() {
+            v.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        if Instant::now() > end {
+            break;
+        }
+    }
+    v
+}
+
+// ---- report ------------------------------------------------------------------
+
+struct Report {
+    rows: Vec<(String, String, String)>,
+    json: BTreeMap<String, f64>,
+}
+
+impl Report {
+    fn add(&mut self, key: &str, what: &str, value: f64, unit: &str, note: String) {
+        self.rows
+            .push((what.to_string(), format!("{value:.3} {unit}"), note));
+        self.json.insert(key.to_string(), value);
+    }
+}
+
+fn main() {
+    let o = opts();
+    let dir = std::env::temp_dir().join(format!("rendezvous-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut rep = Report {
+        rows: Vec::new(),
+        json: BTreeMap::new(),
+    };
+    eprintln!(
+        "rendezvous bench: {} s windows, {} cores",
+        o.secs,
+        thread::available_parallelism().map_or(1, |n| n.get())
+    );
+
+    // 1. direct baseline and the generic relay, 1 and 4 streams.
+    let direct1 = blast(direct_pairs(1), o.secs);
+    rep.add(
+        "direct_1_gbps",
+        "direct loopback, 1 stream",
+        direct1,
+        "Gbit/s",
+        "baseline".into(),
+    );
+    let direct4 = blast(direct_pairs(4), o.secs);
+    rep.add(
+        "direct_4_gbps",
+        "direct loopback, 4 streams",
+        direct4,
+        "Gbit/s",
+        "baseline".into(),
+    );
+    let srv = start_server(&dir, false, &[]);
+    let (r, i) = register(&srv);
+    let (g1, cpu1) = blast_with_cpu(srv.proc.pid(), vec![pair(&srv, &r, &i)], o.secs);
+    rep.add(
+        "generic_1_ratio",
+        "generic relay, 1 stream",
+        g1 / direct1,
+        "x direct",
+        format!(
+            "{g1:.2} Gbit/s, rendezvousd CPU {cpu1:.0}%, {:.1} CPU%/Gbit/s",
+            cpu1 / g1
+        ),
+    );
+    rep.json.insert("generic_1_gbps".into(), g1);
+    rep.json.insert("generic_1_cpu_pct".into(), cpu1);
+    let four: Vec<_> = (0..4).map(|_| pair(&srv, &r, &i)).collect();
+    let (g4, cpu4) = blast_with_cpu(srv.proc.pid(), four, o.secs);
+    rep.add(
+        "generic_4_ratio",
+        "generic relay, 4 streams",
+        g4 / direct4,
+        "x direct",
+        format!("{g4:.2} Gbit/s, rendezvousd CPU {cpu4:.0}%"),
+    );
+    rep.json.insert("generic_4_gbps".into(), g4);
+    if let Some((gs, cpus)) = socat_run(o.secs) {
+        rep.add(
+            "socat_ratio",
+            "socat -b 131072, 1 stream",
+            gs / direct1,
+            "x direct",
+            format!(
+                "{gs:.2} Gbit/s, socat CPU {cpus:.0}%, {:.1} CPU%/Gbit/s",
+                cpus / gs
+            ),
+        );
+        rep.add(
+            "cpu_per_gbps_vs_socat",
+            "relay CPU per Gbit/s / socat's",
+            (cpu1 / g1) / (cpus / gs),
+            "x",
+            "below 1 is better".into(),
+        );
+    } else {
+        rep.rows.push((
+            "socat".into(),
+            "not installed".into(),
+            "apt-get install socat".into(),
+        ));
+    }
+
+    // 2. full chain: connect --listen -> rendezvousd -> expose -> sink.
+    {
+        let secret_file = dir.join("secret");
+        std::fs::write(&secret_file, SECRET_B32).expect("secret");
+        let server_url = format!("http://127.0.0.1:{}", srv.registrar.port());
+        let (sink_addr, received) = sink();
+        let mut agent = Proc::spawn({
+            let mut c = Command::new(bin("rendezvous"));
+            c.args([
+                "expose",
+                "--pool",
+                "4",
+                "--server",
+                &server_url,
+                "--uuid",
+                UUID,
+            ])
+            .args(["--to", &sink_addr.to_string(), "--secret-file"])
+            .arg(&secret_file);
+            c
+        });
+        agent.wait_line("registered uuid=");
+        let mut listen = Proc::spawn({
+            let mut c = Command::new(bin("rendezvous"));
+            c.args([
+                "connect",
+                "--listen",
+                "127.0.0.1:0",
+                "--server",
+                &server_url,
+                "--uuid",
+                UUID,
+            ]);
+            c
+        });
+        let line = listen.wait_line("listening on");
+        let addr: SocketAddr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .expect("listen address");
+        let tx = TcpStream::connect(addr).expect("connect local");
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let h = thread::spawn(move || {
+            let mut tx = tx;
+            let buf = vec![0x5au8; CHUNK];
+            while !s2.load(Ordering::Relaxed) {
+                if tx.write_all(&buf).is_err() {
+                    break;
+                }
+            }
+        });
+        thread::sleep(Duration::from_millis(300));
+        let (b0, t0) = (received.load(Ordering::Relaxed), Instant::now());
+        thread::sleep(Duration::from_secs_f64(o.secs));
+        let g =
+            (received.load(Ordering::Relaxed) - b0) as f64 * 8.0 / t0.elapsed().as_secs_f64() / 1e9;
+        stop.store(true, Ordering::Relaxed);
+        let _ = h.join();
+        rep.add(
+            "chain_1_ratio",
+            "full chain connect->rendezvousd->expose, 1 stream",
+            g / direct1,
+            "x direct",
+            format!("{g:.2} Gbit/s at the sink"),
+        );
+        rep.json.insert("chain_1_gbps".into(), g);
+        drop(listen);
+        drop(agent);
+    }
+
+    // 3. TLS-to-TLS (HTTP-specific), 1 stream.
+    let tls_srv = start_server(&dir, true, &[]);
+    let (gt, cput) = tls_blast(&tls_srv, o.secs);
+    rep.add(
+        "tls_1_ratio",
+        "HTTP-specific TLS-to-TLS, 1 stream",
+        gt / direct1,
+        "x direct",
+        format!("{gt:.2} Gbit/s, rendezvousd CPU {cput:.0}%"),
+    );
+    rep.json.insert("tls_1_gbps".into(), gt);
+
+    // 4. setup latency: direct vs cached triple vs fresh HTTPS lookup.
+    let n = if o.quick { 300 } else { 2000 };
+    let echo_l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let echo = echo_l.local_addr().expect("addr");
+    thread::spawn(move || {
+        for s in echo_l.incoming().flatten() {
+            thread::spawn(move || one_byte_echo(s));
+        }
+    });
+    let mut direct = latencies(n, || TcpStream::connect(echo).map(rtt).unwrap_or(false));
+    let d50 = pct(&mut direct, 0.5);
+    let d99 = pct(&mut direct, 0.99);
+    rep.add(
+        "direct_setup_p50_us",
+        "direct connect + 1-byte round trip, p50",
+        d50,
+        "us",
+        format!("p99 {d99:.0} us"),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let (lr, li) = register(&tls_srv);
+    let pool = responder_pool(&tls_srv, &lr, 16, stop.clone());
+    let rv = tls_srv.rendezvous;
+    let mut cached = latencies(n, || {
+        let mut s = park(rv, &li);
+        let _ = s.set_nodelay(true);
+        read_line(&mut s) == "+OK" && rtt(s)
+    });
+    let c50 = pct(&mut cached, 0.5);
+    let c99 = pct(&mut cached, 0.99);
+    rep.add(
+        "setup_cached_overhead_p50_us",
+        "setup overhead, cached triple, p50",
+        c50 - d50,
+        "us",
+        format!(
+            "p50 {c50:.0} us, p99 {c99:.0} us (overhead p99 {:.0} us)",
+            c99 - d99
+        ),
+    );
+    let url =
+        ServerUrl::parse(&format!("https://127.0.0.1:{}", tls_srv.registrar.port())).expect("url");
+    let reg = Registrar::new(url, &Trust::Ca(tls_srv.state.join("cert.pem"))).expect("client");
+    let uuid = uuid::Uuid::parse_str(UUID).expect("uuid");
+    let mut fresh = latencies(n / 4, || {
+        let Ok(t) = reg.lookup(&uuid) else {
+            return false;
+        };
+        let mut s = park(rv, &t.cookie);
+        let _ = s.set_nodelay(true);
+        read_line(&mut s) == "+OK" && rtt(s)
+    });
+    let f50 = pct(&mut fresh, 0.5);
+    let f99 = pct(&mut fresh, 0.99);
+    rep.add(
+        "setup_fresh_overhead_p50_us",
+        "setup overhead, fresh HTTPS lookup, p50",
+        f50 - d50,
+        "us",
+        format!("p50 {f50:.0} us, p99 {f99:.0} us"),
+    );
+
+    // 5. pairings per second, 4 clients at once.
+    let count = Arc::new(AtomicU64::new(0));
+    let t0 = Instant::now();
+    let hs: Vec<_> = (0..4)
+        .map(|_| {
+            let (c, li, stop2) = (count.clone(), li.clone(), stop.clone());
+            let secs = o.secs;
+            thread::spawn(move || {
+                let end = Instant::now() + Duration::from_secs_f64(secs);
+                while Instant::now() < end && !stop2.load(Ordering::Relaxed) {
+                    let mut s = park(rv, &li);
+                    if read_line(&mut s) == "+OK" && rtt(s) {
+                        c.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        let _ = h.join();
+    }
+    let rate = count.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
+    rep.add(
+        "pairings_per_sec",
+        "pairings per second (4 clients)",
+        rate,
+        "/s",
+        "each: I line, +OK, 1-byte round trip".into(),
+    );
+    stop.store(true, Ordering::Relaxed);
+    let _ = pool.join();
+    drop(tls_srv);
+
+    // 6. memory: parked plain sockets, parked TLS connections, idle pairs.
+    let mem_n = if o.quick { 200 } else { 1000 };
+    let m = start_server(&dir, true, &[]);
+    let pid = m.proc.pid();
+    let (mr, mi) = register(&m);
+    thread::sleep(Duration::from_millis(200));
+    let rss0 = status_kib(pid, "VmRSS:");
+    let th0 = threads(pid);
+    // In batches: a burst from one address beyond the server's per-address
+    // cap on connections still in their handshake would be refused.
+    let mut parked: Vec<TcpStream> = Vec::new();
+    while parked.len() < mem_n {
+        for _ in 0..64.min(mem_n - parked.len()) {
+            parked.push(park(m.rendezvous, &mr));
+        }
+        wait_parked(&m, "generic", parked.len());
+    }
+    let rss1 = status_kib(pid, "VmRSS:");
+    rep.add(
+        "rss_per_parked_plain_kib",
+        "RSS per parked plain socket",
+        (rss1 - rss0) / mem_n as f64,
+        "KiB",
+        format!("{mem_n} parked, threads {} -> {}", th0, threads(pid)),
+    );
+    // TLS parked: the first CONNECT with a token, the rest with its cookie.
+    let cookie = {
+        let mut h = tls_client(&m);
+        write!(
+            h,
+            "CONNECT uuid:{UUID}?response={} HTTP/1.1\r\nHost: x\r\n\r\n",
+            m.next_token()
+        )
+        .expect("send");
+        let head = read_head(&mut h);
+        let c = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Rendezvous-Cookie: "))
+            .expect("cookie")
+            .to_string();
+        std::mem::forget(h); // kept open until the process ends
+        c
+    };
+    let mut tls_parked = Vec::new();
+    for _ in 1..mem_n {
+        // Sequential: each waits for its 200, so no burst.
+        let mut h = tls_client(&m);
+        write!(
+            h,
+            "CONNECT uuid:{UUID}?cookie={cookie} HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        .expect("send");
+        let _ = read_head(&mut h);
+        tls_parked.push(h);
+    }
+    wait_parked(&m, "http", mem_n);
+    let rss2 = status_kib(pid, "VmRSS:");
+    rep.add(
+        "rss_per_parked_tls_kib",
+        "RSS per parked TLS connection",
+        (rss2 - rss1) / mem_n as f64,
+        "KiB",
+        format!("{mem_n} parked"),
+    );
+    drop(tls_parked);
+    // Idle pairs: consume the parked plain sockets.
+    let th1 = threads(pid);
+    let mut pairs = Vec::new();
+    for _ in 0..mem_n {
+        let mut init = park(m.rendezvous, &mi);
+        if read_line(&mut init) != "+OK" {
+            break;
+        }
+        pairs.push(init);
+    }
+    for p in parked.iter_mut() {
+        let _ = p.set_read_timeout(Some(Duration::from_secs(10)));
+        let _ = read_line(p);
+    }
+    thread::sleep(Duration::from_millis(500));
+    let rss3 = status_kib(pid, "VmRSS:");
+    let th2 = threads(pid);
+    let c0 = cpu_secs(pid);
+    thread::sleep(Duration::from_secs(2));
+    let idle_cpu = (cpu_secs(pid) - c0) / 2.0 * 100.0;
+    let per_pair = (rss3 - rss2 + (rss1 - rss0)) / pairs.len().max(1) as f64;
+    rep.add(
+        "rss_per_idle_pair_kib",
+        "RSS per active idle pair (both sides)",
+        per_pair,
+        "KiB",
+        format!(
+            "{} pairs, {:.2} threads per pair",
+            pairs.len(),
+            (th2 as f64 - th1 as f64) / pairs.len().max(1) as f64
+        ),
+    );
+    rep.add(
+        "idle_cpu_pct",
+        "rendezvousd CPU while all that idles",
+        idle_cpu,
+        "%",
+        "2 s window".into(),
+    );
+    drop(pairs);
+    drop(parked);
+    drop(m);
+
+    // The table.
+    println!();
+    println!("{:<52} {:>16}  notes", "measure", "value");
+    println!("{}", "-".repeat(110));
+    for (w, v, n) in &rep.rows {
+        println!("{w:<52} {v:>16}  {n}");
+    }
+    if let Some(p) = &o.json {
+        let j = serde_json::to_string_pretty(&rep.json).expect("json");
+        std::fs::write(p, j).expect("write json");
+        println!("\nfigures written to {}", p.display());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn wait_parked(s: &Server, proto: &str, n: usize) {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut c = TcpStream::connect(s.registrar).expect("connect");
+        let body = if s.state.ends_with("state-tls") {
+            let cfg = tls::client_config(&Trust::Ca(s.state.join("cert.pem"))).expect("cfg");
+            let mut t = tls::connect(
+                c,
+                cfg,
+                "127.0.0.1",
+                Instant::now() + Duration::from_secs(10),
+            )
+            .expect("tls");
+            t.write_all(b"GET /.well-known/rendezvous/metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("send");
+            let mut out = String::new();
+            let _ = t.read_to_string(&mut out);
+            out
+        } else {
+            c.write_all(b"GET /.well-known/rendezvous/metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("send");
+            let mut out = String::new();
+            let _ = c.read_to_string(&mut out);
+            out
+        };
+        let needle = format!("rendezvous_parked{{proto=\"{proto}\"}} ");
+        let got: usize = body
+            .lines()
+            .find_map(|l| l.strip_prefix(&needle))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if got >= n {
+            return;
+        }
+        assert!(Instant::now() < end, "only {got} of {n} parked ({proto})");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
