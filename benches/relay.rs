@@ -818,6 +818,7 @@ fn main() {
     let pid = m.proc.pid();
     let (mr, mi) = register(&m);
     thread::sleep(Duration::from_millis(200));
+    settle();
     let rss0 = status_kib(pid, "VmRSS:");
     let th0 = threads(pid);
     // In batches: a burst from one address beyond the server's per-address
@@ -829,6 +830,7 @@ fn main() {
         }
         wait_parked(&m, "generic", parked.len());
     }
+    settle();
     let rss1 = status_kib(pid, "VmRSS:");
     rep.add(
         "rss_per_parked_plain_kib",
@@ -868,6 +870,7 @@ fn main() {
         tls_parked.push(h);
     }
     wait_parked(&m, "http", mem_n);
+    settle();
     let rss2 = status_kib(pid, "VmRSS:");
     rep.add(
         "rss_per_parked_tls_kib",
@@ -891,7 +894,7 @@ fn main() {
         let _ = p.set_read_timeout(Some(Duration::from_secs(10)));
         let _ = read_line(p);
     }
-    thread::sleep(Duration::from_millis(500));
+    settle();
     let rss3 = status_kib(pid, "VmRSS:");
     let th2 = threads(pid);
     let c0 = cpu_secs(pid);
@@ -933,6 +936,12 @@ fn main() {
         println!("\nfigures written to {}", p.display());
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Let the server's idle threads (kept 2 s for reuse) exit before reading RSS,
+/// so a parked socket is charged only for what it holds.
+fn settle() {
+    thread::sleep(rendezvous::threads::IDLE_LINGER + Duration::from_millis(700));
 }
 
 fn wait_parked(s: &Server, proto: &str, n: usize) {

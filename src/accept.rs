@@ -4,7 +4,7 @@
 //! connection thread `conn-<id>` with a small explicit stack, and is woken for
 //! shutdown by a connection to itself. No TLS and no reads happen here.
 
-use crate::limits::{CONN_STACK, MAX_UNAUTH_PER_ADDR};
+use crate::limits::MAX_UNAUTH_PER_ADDR;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
@@ -240,18 +240,15 @@ impl AcceptLoop {
                     let id = conns.next_id();
                     log::debug!(target: "rendezvous::accept", "conn={id} accepted peer={peer} listener={name}");
                     let h = handle.clone();
-                    let spawned = thread::Builder::new()
-                        .name(format!("conn-{id}"))
-                        .stack_size(CONN_STACK)
-                        .spawn(move || {
-                            h(Accepted {
-                                stream,
-                                peer,
-                                id,
-                                slot,
-                                pre_auth,
-                            })
-                        });
+                    let spawned = crate::threads::spawn("conn", move || {
+                        h(Accepted {
+                            stream,
+                            peer,
+                            id,
+                            slot,
+                            pre_auth,
+                        })
+                    });
                     if let Err(e) = spawned {
                         if err_warn.ready() {
                             log::warn!(target: "rendezvous::accept", "cannot start a connection thread: {e}");

@@ -66,6 +66,7 @@ pub mod secret;
 pub mod server;
 pub mod signals;
 pub mod state;
+pub mod threads;
 pub mod tls;
 pub mod totp;
 pub mod users;

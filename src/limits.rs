@@ -57,10 +57,9 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Default `expose --pool`: waiting connections the agent keeps.
 pub const AGENT_POOL: usize = 4;
 
-/// Stack of a connection thread: a TLS handshake plus head parsing, with margin.
+/// Stack of every connection and relay thread (threads are reused for
+/// both): a TLS handshake plus head parsing, with margin.
 pub const CONN_STACK: usize = 256 * 1024;
-/// Stack of a relay direction thread (its buffer lives on the heap).
-pub const RELAY_STACK: usize = 64 * 1024;
 /// Relay buffer per direction.
 pub const RELAY_BUF: usize = 64 * 1024;
 

@@ -11,7 +11,7 @@ use crate::secret::{Cookie, Role};
 use crate::tls::ServerStream;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::collections::HashMap;
-use std::io;
+
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -90,16 +90,29 @@ pub struct Parked {
 /// Whether a parked socket is still open: a non-blocking peek that sees
 /// neither EOF nor an error. Data waiting counts as alive.
 pub fn alive(sock: &TcpStream) -> bool {
-    if sock.set_nonblocking(true).is_err() {
-        return false;
-    }
     let mut b = [0u8; 1];
-    let open = match sock.peek(&mut b) {
-        Ok(0) => false,
-        Ok(_) => true,
-        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
-    };
-    sock.set_nonblocking(false).is_ok() && open
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::net::{recv, RecvFlags};
+        // One syscall: peek without blocking (no fcntl round trips).
+        match recv(sock, &mut b, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+            Ok((0, _)) => false,
+            Ok(_) => true,
+            Err(e) => e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::INTR,
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        if sock.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let open = match sock.peek(&mut b) {
+            Ok(0) => false,
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+        };
+        sock.set_nonblocking(false).is_ok() && open
+    }
 }
 
 struct Pool {

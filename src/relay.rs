@@ -4,7 +4,7 @@
 //! lost); an error shuts both sides down; both directions done closes both.
 //! Legs are a trait so plain TCP and TLS legs relay through the same loop.
 
-use crate::limits::{RELAY_BUF, RELAY_STACK};
+use crate::limits::RELAY_BUF;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -24,6 +24,11 @@ pub trait Leg: Send + Sync {
     fn shutdown_write(&self);
     /// Tear both directions down now (an error on the pair).
     fn abort(&self);
+    /// The plain TCP socket, when this leg is one (the relay then moves
+    /// bytes with `splice(2)` on Linux, never through user memory).
+    fn tcp(&self) -> Option<&TcpStream> {
+        None
+    }
 }
 
 impl Leg for TcpStream {
@@ -44,6 +49,10 @@ impl Leg for TcpStream {
     fn abort(&self) {
         let _ = self.shutdown(Shutdown::Both);
     }
+
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
 }
 
 /// Bytes moved each way.
@@ -55,6 +64,77 @@ pub struct Totals {
     pub down: u64,
     /// How long the pair lasted.
     pub duration: Duration,
+}
+
+/// One direction: `splice(2)` between two TCP sockets where possible, else
+/// the portable copy loop.
+fn direction(src: &dyn Leg, dst: &dyn Leg, counter: &AtomicU64) {
+    #[cfg(target_os = "linux")]
+    if let (Some(s), Some(d)) = (src.tcp(), dst.tcp()) {
+        if splice::pump(s, d, counter).is_ok() {
+            return;
+        }
+    }
+    pump(src, dst, counter)
+}
+
+#[cfg(target_os = "linux")]
+mod splice {
+    //! Socket → pipe → socket with `splice(2)`: the bytes stay in the kernel,
+    //! so a relayed pair costs no user-space buffer and half the copies.
+    use super::*;
+    use rustix::io::Errno;
+    use rustix::pipe::{fcntl_setpipe_size, pipe_with, splice, PipeFlags, SpliceFlags};
+
+    /// Pipe capacity asked for (the kernel may grant less).
+    const PIPE_SIZE: usize = 1 << 20;
+
+    fn close_both(a: &TcpStream, b: &TcpStream) {
+        let _ = a.shutdown(Shutdown::Both);
+        let _ = b.shutdown(Shutdown::Both);
+    }
+
+    /// Relay `src` to `dst` until EOF (then half-close `dst`) or an error
+    /// (then shut both down). `Err(())` means splice is unavailable and
+    /// nothing was moved: use the copy loop instead.
+    pub(super) fn pump(src: &TcpStream, dst: &TcpStream, counter: &AtomicU64) -> Result<(), ()> {
+        let (pr, pw) = pipe_with(PipeFlags::CLOEXEC).map_err(|_| ())?;
+        let size = fcntl_setpipe_size(&pw, PIPE_SIZE).unwrap_or(64 * 1024);
+        let mut first = true;
+        loop {
+            let n = match splice(src, None, &pw, None, size, SpliceFlags::MOVE) {
+                Ok(0) => {
+                    let _ = dst.shutdown(Shutdown::Write);
+                    return Ok(());
+                }
+                Ok(n) => n,
+                Err(Errno::INTR) => continue,
+                Err(Errno::INVAL) | Err(Errno::NOSYS) if first => return Err(()),
+                Err(_) => {
+                    close_both(src, dst);
+                    return Ok(());
+                }
+            };
+            first = false;
+            // Drain the pipe completely before reading again, so at EOF it is empty.
+            let mut left = n;
+            while left > 0 {
+                match splice(&pr, None, dst, None, left, SpliceFlags::MOVE) {
+                    Ok(0) => {
+                        close_both(src, dst);
+                        return Ok(());
+                    }
+                    Ok(k) => left -= k,
+                    Err(Errno::INTR) => {}
+                    Err(_) => {
+                        close_both(src, dst);
+                        return Ok(());
+                    }
+                }
+            }
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
 }
 
 fn pump(src: &dyn Leg, dst: &dyn Leg, counter: &AtomicU64) {
@@ -95,14 +175,17 @@ pub fn relay(
     let down = Arc::new(AtomicU64::new(0));
     let _entry = pairs.map(|p| p.add(initiator.clone(), responder.clone()));
     let (i2, r2, d2) = (initiator.clone(), responder.clone(), down.clone());
-    let spawned = thread::Builder::new()
-        .name("relay".into())
-        .stack_size(RELAY_STACK)
-        .spawn(move || pump(&*r2, &*i2, &d2));
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
+    let spawned = crate::threads::spawn("relay", move || {
+        direction(&*r2, &*i2, &d2);
+        let _ = done_tx.send(());
+    });
     match spawned {
-        Ok(other) => {
-            pump(&*initiator, &*responder, &up);
-            let _ = other.join();
+        Ok(()) => {
+            direction(&*initiator, &*responder, &up);
+            // The other direction ends too: it either sends, or its closure
+            // (and the sender in it) is dropped by a panic.
+            let _ = done_rx.recv();
         }
         Err(e) => {
             log::warn!(target: "rendezvous::relay", "cannot start a relay thread: {e}");
@@ -210,7 +293,8 @@ impl ActivePairs {
 pub struct TlsLeg {
     conn: Mutex<rustls::Connection>,
     sock: TcpStream,
-    writer: Mutex<()>,
+    /// The socket writer lock, with the buffer of records being written.
+    writer: Mutex<Vec<u8>>,
     /// The reading thread's record buffer (only it locks this).
     rbuf: Mutex<Vec<u8>>,
 }
@@ -223,7 +307,7 @@ impl TlsLeg {
         TlsLeg {
             conn: Mutex::new(conn.into()),
             sock,
-            writer: Mutex::new(()),
+            writer: Mutex::new(Vec::new()),
             rbuf: Mutex::new(vec![0u8; 16 * 1024 + 512]),
         }
     }
@@ -232,23 +316,29 @@ impl TlsLeg {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Take the pending TLS records out of `conn`, then write them holding only
-    /// the writer lock (taken before the connection lock is released).
+    /// Take the pending TLS records out of `conn` into the writer's buffer
+    /// (the writer lock is taken before the connection lock is released),
+    /// then write them to the socket holding only the writer lock.
     fn flush_locked(
         &self,
         mut conn: std::sync::MutexGuard<'_, rustls::Connection>,
     ) -> io::Result<()> {
-        let mut out = Vec::new();
-        while conn.wants_write() {
-            conn.write_tls(&mut out)?;
-        }
-        if out.is_empty() {
+        if !conn.wants_write() {
             return Ok(());
         }
-        let _w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        out.clear();
+        while conn.wants_write() {
+            conn.write_tls(&mut *out)?;
+        }
         drop(conn);
         let mut s: &TcpStream = &self.sock;
-        Write::write_all(&mut s, &out)
+        let r = Write::write_all(&mut s, &out);
+        // Keep the allocation for the next records, unless a burst grew it.
+        if out.capacity() > 256 * 1024 {
+            *out = Vec::new();
+        }
+        r
     }
 }
 

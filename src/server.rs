@@ -325,9 +325,27 @@ fn bind(addr: &str, what: &'static str) -> Result<TcpListener> {
     })
 }
 
+/// Raise the soft limit on open files to the hard limit: a relayed pair
+/// holds two sockets and, with splice, two pipes.
+fn raise_nofile_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        let raised = Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            log::debug!(target: "rendezvous::server", "open files limit raised from {:?} to {:?}",
+                lim.current, lim.maximum);
+        }
+    }
+}
+
 /// `rendezvousd serve`: bind, start, then wait for signals: SIGHUP reloads,
 /// SIGTERM or SIGINT shuts down (exit 0).
 pub fn serve(cfg: Config) -> Result<()> {
+    raise_nofile_limit();
     let signals = crate::signals::listen()?;
     let registrar = bind(&cfg.registrar, "bind registrar")?;
     let rendezvous = match &cfg.rendezvous {
