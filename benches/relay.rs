@@ -549,7 +549,83 @@ impl Report {
     }
 }
 
+/// `--stack-probe KIB`: run the connection path that needs the most stack — a
+/// TLS handshake, a request head, routing, TOTP verification and a response,
+/// with a log line — on a thread with a KIB KiB stack. Exits 0 when it fits;
+/// an overflow aborts the process.
+fn stack_probe(kib: usize) -> ! {
+    let _ = env_logger::builder()
+        .filter_level(log::LevelFilter::Info)
+        .target(env_logger::Target::Pipe(Box::new(std::io::sink())))
+        .try_init();
+    let dir = std::env::temp_dir().join(format!("rendezvous-stack-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (cert, key) = tls::state_pair(&dir);
+    tls::write_self_signed(&cert, &key, &["127.0.0.1".into()], true).expect("pair");
+    let config = tls::server_config(&cert, &key).expect("server config");
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let cert2 = cert.clone();
+    let client = thread::spawn(move || {
+        let cfg = tls::client_config(&Trust::Ca(cert2)).expect("client config");
+        let sock = TcpStream::connect(addr).expect("connect");
+        let mut s = tls::connect(
+            sock,
+            cfg,
+            "127.0.0.1",
+            Instant::now() + Duration::from_secs(10),
+        )
+        .expect("handshake");
+        write!(
+            s,
+            "PUT /?uuid={UUID}&response=123456 HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        .expect("send");
+        let _ = read_head(&mut s);
+    });
+    let server = thread::Builder::new()
+        .stack_size(kib * 1024)
+        .spawn(move || {
+            let (sock, _) = l.accept().expect("accept");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let s = tls::accept(sock, config, deadline).expect("tls");
+            let mut conn = rendezvous::registrar::Conn::Tls(Box::new(s));
+            let mut r = rendezvous::http::HeadReader::new();
+            let head = r.read_head(&mut conn, deadline).expect("head");
+            let _ = rendezvous::registrar::route(&head);
+            let tok = rendezvous::secret::Token::new("123456");
+            let _ = totp::verify(&secret(), totp::Params::default(), &tok, totp::now(), None);
+            log::info!(target: "rendezvous::registrar", "conn=1 head {:?} peer={addr}", head.summary());
+            rendezvous::http::Response::result(serde_json::json!({"host": "h", "port": 1, "cookie": "R"}))
+                .write_to(&mut conn)
+                .expect("respond");
+        })
+        .expect("spawn");
+    let ok = server.join().is_ok() && client.join().is_ok();
+    let _ = std::fs::remove_dir_all(&dir);
+    std::process::exit(if ok { 0 } else { 1 })
+}
+
+/// The smallest stack (KiB) the probe fits in, by running it in child processes.
+fn min_stack() -> Option<usize> {
+    let me = std::env::current_exe().ok()?;
+    [16usize, 24, 32, 48, 64, 96, 128, 192, 256]
+        .into_iter()
+        .find(|kib| {
+            Command::new(&me)
+                .args(["--stack-probe", &kib.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--stack-probe") {
+        stack_probe(args.get(i + 1).and_then(|k| k.parse().ok()).unwrap_or(256));
+    }
     let o = opts();
     let dir = std::env::temp_dir().join(format!("rendezvous-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -922,6 +998,21 @@ fn main() {
     drop(pairs);
     drop(parked);
     drop(m);
+
+    // 7. The connection thread's stack: the smallest that fits the deepest path.
+    if let Some(kib) = min_stack() {
+        let set = rendezvous::limits::CONN_STACK / 1024;
+        rep.add(
+            "min_stack_kib",
+            "smallest stack for TLS handshake + head + auth",
+            kib as f64,
+            "KiB",
+            format!(
+                "CONN_STACK is {set} KiB ({:.1}x margin)",
+                set as f64 / kib as f64
+            ),
+        );
+    }
 
     // The table.
     println!();
