@@ -27,7 +27,7 @@ fn reload_under_load_never_shows_a_half_loaded_table() {
                 let mut sent = 0u32;
                 let mut src = 0u8;
                 while !stop.load(Ordering::Relaxed) {
-                    if sent % 8 == 0 {
+                    if sent.is_multiple_of(8) {
                         src = src.wrapping_add(1);
                     }
                     let from = [127, 1 + n, src, 1];
