@@ -237,3 +237,58 @@ fn agent_recovers_after_server_restart_and_signals() {
     assert_eq!(srv2.wait_exit(Duration::from_secs(20)), Some(0));
     srv2.wait_line("shutdown finished");
 }
+
+/// A service that greets and hangs up at once.
+fn greeter() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let _ = s.write_all(b"bye\n");
+        }
+    });
+    addr
+}
+
+#[test]
+fn connect_exits_when_the_remote_closes_even_with_stdin_open() {
+    let dir = TempDir::new("e2e-stdin");
+    let state = dir.join("state");
+    let prov = dir.join("gw.conf");
+    user_add(&state, &prov);
+    let srv = serve(&state, "127.0.0.1:0", "127.0.0.1:0");
+    let url = format!("https://127.0.0.1:{}", srv.listening("registrar").port());
+    let agent = expose(&prov, &url, greeter());
+    agent.wait_line("registered uuid=");
+    let mut child = rendezvous()
+        .args(["connect", "--config"])
+        .arg(&prov)
+        .args(["--server", &url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn connect");
+    let stdin = child.stdin.take().expect("stdin: held open, never written");
+    let mut out = Vec::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_end(&mut out)
+        .expect("read");
+    assert_eq!(out, b"bye\n", "stdout carries only the relayed bytes");
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            assert!(st.success(), "{st:?}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "connect still running"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(stdin);
+}
