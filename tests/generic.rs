@@ -202,18 +202,6 @@ fn pair(ts: &TestServer) -> (std::net::TcpStream, std::net::TcpStream) {
     (init, resp)
 }
 
-fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[test]
 fn sixteen_mib_each_way_at_once() {
     let ts = TestServer::start(Opts::default());

@@ -433,18 +433,6 @@ fn websocket_through_uuid_query() {
     }
 }
 
-fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[test]
 fn sixteen_mib_each_way_through_tls_to_tls() {
     let ts = TestServer::start(tls_opts());

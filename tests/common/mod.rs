@@ -470,3 +470,16 @@ pub fn request_from(src: [u8; 4], addr: SocketAddr, method: &str, target: &str) 
     send(&mut s, method, target, &[]);
     read_response(&mut s).expect("response")
 }
+
+/// Deterministic test data (xorshift), different per seed.
+pub fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
