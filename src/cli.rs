@@ -27,7 +27,9 @@ pub fn parse_args<T: FromArgs>() -> Result<T, ExitCode> {
         Ok(t) => Ok(t),
         Err(early) => match early.status {
             Ok(()) => {
-                println!("{}", early.output);
+                // A closed stdout (`--help | head`) is not an error worth a panic.
+                use std::io::Write;
+                let _ = writeln!(std::io::stdout(), "{}", early.output);
                 Err(ExitCode::SUCCESS)
             }
             Err(()) => {
