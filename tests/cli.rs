@@ -220,3 +220,34 @@ fn totp_secret_from_environment_never_from_flags() {
     let o = run(rendezvous().args(["totp", "--secret", "X"]));
     assert_eq!(o.status.code(), Some(2), "there is no --secret flag");
 }
+
+#[test]
+fn ca_with_pin_is_a_usage_error() {
+    let o = run(rendezvous().args([
+        "lookup",
+        "--server",
+        "https://127.0.0.1:1",
+        "--uuid",
+        "0b3e1c4e-6f55-4a8e-9d7a-5b2f0c1d2e3f",
+        "--ca",
+        "/nonexistent.pem",
+        "--pin-sha256",
+        &"ab".repeat(32),
+    ]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("rendezvous: --ca and --pin-sha256"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(rendezvous().args([
+        "lookup",
+        "--server",
+        "ftp://x",
+        "--uuid",
+        "0b3e1c4e-6f55-4a8e-9d7a-5b2f0c1d2e3f",
+    ]));
+    assert_eq!(o.status.code(), Some(2), "malformed server URL");
+    let o = run(rendezvous().args(["connect"]));
+    assert_eq!(o.status.code(), Some(2), "no server, no uuid");
+}
