@@ -190,7 +190,9 @@ impl Agent {
         let mut step = self.params.step_of(now);
         if let Some(last) = st.last_step {
             if last > step {
-                self.nap(Duration::from_secs(self.params.secs_to_next_step(now)));
+                let wait = self.params.secs_to_next_step(now);
+                log::info!(target: T, "this step's and the next step's codes are used; waiting {wait} s");
+                self.nap(Duration::from_secs(wait));
                 now = totp::now();
                 step = self.params.step_of(now);
             }
@@ -203,11 +205,17 @@ impl Agent {
         Ok(totp::hotp(&self.secret, step, self.params.digits))
     }
 
+    /// The server refused our registration (it restarted, or the cookie
+    /// lapsed): register again. A restarted server has forgotten which steps
+    /// were used, so the next attempt tries the current step first; if the
+    /// server had not forgotten, that costs one refusal and the step after
+    /// is used (a double restart within one step then needs no wait).
     fn invalidate(&self, generation: u64) {
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if st.generation == generation {
             st.triple = None;
             st.cookie = None;
+            st.last_step = None;
         }
     }
 
@@ -356,7 +364,7 @@ impl Agent {
                 Ok((conn, _)) => Ok((conn, generation)),
                 Err(e) => {
                     if matches!(e, Error::Auth(AuthFailure::BadCookie)) {
-                        log::info!(target: T, "cookie expired; registering again");
+                        log::info!(target: T, "cookie refused (expired, or the server restarted); registering again");
                         self.invalidate(generation);
                     }
                     Err(e)
@@ -483,7 +491,7 @@ impl Agent {
             match self.registrar.refresh(&self.uuid, &t.cookie) {
                 Ok(_) => log::debug!(target: T, "cookie refreshed"),
                 Err(Error::Auth(AuthFailure::BadCookie)) => {
-                    log::info!(target: T, "cookie refused; registering again");
+                    log::info!(target: T, "cookie refused (expired, or the server restarted); registering again");
                     self.invalidate(generation);
                 }
                 Err(e) => log::debug!(target: T, "cookie refresh failed: {e}"),
