@@ -345,7 +345,9 @@ pub fn mobile(
     log::debug!(target: T, "conn={id} paired uuid={uuid} responder conn={rconn}");
     let initiator = into_leg(conn);
     let (responder, _rslot) = responder;
-    let totals = relay::relay(initiator, responder, Some(&shared.pairs));
+    let mut totals = relay::relay(initiator, responder, Some(&shared.pairs));
+    // The forwarded head (and body bytes read with it) went up too.
+    totals.up += first.len() as u64;
     shared.pairs.account(&totals);
     log::info!(target: T,
         "pair done conn={id} uuid={uuid} proto=http initiator={peer} responder={rpeer} up={} down={} secs={:.3}",

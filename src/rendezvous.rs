@@ -230,6 +230,7 @@ fn pair(
             }
         }
     };
+    let (early_up, early_down) = (early.len() as u64, responder.early.len() as u64);
     let mut hello = OK.to_vec();
     hello.extend_from_slice(&responder.early);
     if stream.write_all(&hello).is_err() {
@@ -247,7 +248,10 @@ fn pair(
     };
     let _ = rs.set_nodelay(true);
     log::debug!(target: T, "conn={id} paired uuid={uuid} responder conn={rconn}");
-    let totals = relay::relay(Arc::new(stream), Arc::new(rs), Some(&shared.pairs));
+    let mut totals = relay::relay(Arc::new(stream), Arc::new(rs), Some(&shared.pairs));
+    // Bytes sent before the pairing, forwarded with the +OK lines.
+    totals.up += early_up;
+    totals.down += early_down;
     shared.pairs.account(&totals);
     log::info!(target: T,
         "pair done conn={id} uuid={uuid} proto=generic initiator={peer} responder={rpeer} up={} down={} secs={:.3}",
