@@ -88,6 +88,43 @@ mod splice {
 
     /// Pipe capacity asked for (the kernel may grant less).
     const PIPE_SIZE: usize = 1 << 20;
+    /// A new pipe's capacity.
+    const DEFAULT_PIPE: usize = 64 * 1024;
+    /// How many pipes may be enlarged at once. The kernel accounts pipe
+    /// capacity per user (`fs.pipe-user-pages-soft`, 16,384 pages); a user
+    /// past it gets tiny pipes for every new pair. 32 pipes of 1 MiB are half
+    /// of that; the other pairs keep the default 64 KiB (16 pages each).
+    const MAX_BIG_PIPES: usize = 32;
+
+    static BIG_PIPES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    /// One of the [`MAX_BIG_PIPES`]; returned on drop.
+    pub(super) struct BigPipe {
+        pub(super) size: usize,
+    }
+
+    impl BigPipe {
+        /// Enlarge `pipe` to [`PIPE_SIZE`] if a slot is free and the kernel agrees.
+        fn try_grow(pipe: &rustix::fd::OwnedFd) -> Option<BigPipe> {
+            if BIG_PIPES.fetch_add(1, Ordering::AcqRel) >= MAX_BIG_PIPES {
+                BIG_PIPES.fetch_sub(1, Ordering::AcqRel);
+                return None;
+            }
+            match fcntl_setpipe_size(pipe, PIPE_SIZE) {
+                Ok(size) => Some(BigPipe { size }),
+                Err(_) => {
+                    BIG_PIPES.fetch_sub(1, Ordering::AcqRel);
+                    None
+                }
+            }
+        }
+    }
+
+    impl Drop for BigPipe {
+        fn drop(&mut self) {
+            BIG_PIPES.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 
     fn close_both(a: &TcpStream, b: &TcpStream) {
         let _ = a.shutdown(Shutdown::Both);
@@ -99,7 +136,8 @@ mod splice {
     /// nothing was moved: use the copy loop instead.
     pub(super) fn pump(src: &TcpStream, dst: &TcpStream, counter: &AtomicU64) -> Result<(), ()> {
         let (pr, pw) = pipe_with(PipeFlags::CLOEXEC).map_err(|_| ())?;
-        let size = fcntl_setpipe_size(&pw, PIPE_SIZE).unwrap_or(64 * 1024);
+        let _big = BigPipe::try_grow(&pw);
+        let size = _big.as_ref().map_or(DEFAULT_PIPE, |b| b.size);
         let mut first = true;
         loop {
             let n = match splice(src, None, &pw, None, size, SpliceFlags::MOVE) {
