@@ -333,8 +333,36 @@ pub struct TlsLeg {
     sock: TcpStream,
     /// The socket writer lock, with the buffer of records being written.
     writer: Mutex<Vec<u8>>,
-    /// The reading thread's record buffer (only it locks this).
-    rbuf: Mutex<Vec<u8>>,
+    /// The reading thread's buffers (only it locks this).
+    rbuf: Mutex<ReadState>,
+}
+
+/// Buffers of a TLS leg's reading side.
+struct ReadState {
+    /// Records as read from the socket.
+    raw: Vec<u8>,
+    /// Plaintext taken out of rustls to make room, not yet returned.
+    pending: Vec<u8>,
+    /// How much of `pending` was returned.
+    pos: usize,
+}
+
+/// Append every decrypted byte waiting in `conn` to `pending`.
+fn move_plaintext(conn: &mut rustls::Connection, pending: &mut Vec<u8>) -> io::Result<()> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        match conn.reader().read(&mut chunk) {
+            Ok(0) => return Ok(()),
+            Ok(n) => pending.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::UnexpectedEof =>
+            {
+                return Ok(())
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 impl TlsLeg {
@@ -346,7 +374,11 @@ impl TlsLeg {
             conn: Mutex::new(conn.into()),
             sock,
             writer: Mutex::new(Vec::new()),
-            rbuf: Mutex::new(vec![0u8; 16 * 1024 + 512]),
+            rbuf: Mutex::new(ReadState {
+                raw: vec![0u8; 16 * 1024 + 512],
+                pending: Vec::new(),
+                pos: 0,
+            }),
         }
     }
 
@@ -382,8 +414,19 @@ impl TlsLeg {
 
 impl Leg for TlsLeg {
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut raw = self.rbuf.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut rs = self.rbuf.lock().unwrap_or_else(PoisonError::into_inner);
+        let ReadState { raw, pending, pos } = &mut *rs;
         loop {
+            if *pos < pending.len() {
+                let n = buf.len().min(pending.len() - *pos);
+                buf[..n].copy_from_slice(&pending[*pos..*pos + n]);
+                *pos += n;
+                if *pos == pending.len() {
+                    pending.clear();
+                    *pos = 0;
+                }
+                return Ok(n);
+            }
             {
                 let mut conn = self.lock_conn();
                 match conn.reader().read(buf) {
@@ -395,7 +438,7 @@ impl Leg for TlsLeg {
                 }
             }
             let mut s: &TcpStream = &self.sock;
-            let n = match Read::read(&mut s, &mut raw) {
+            let n = match Read::read(&mut s, raw) {
                 Ok(0) => return Ok(0),
                 Ok(n) => n,
                 Err(e) => return Err(e),
@@ -403,6 +446,10 @@ impl Leg for TlsLeg {
             let mut conn = self.lock_conn();
             let mut slice = &raw[..n];
             while !slice.is_empty() {
+                // rustls refuses more records while 16 KiB of plaintext wait
+                // to be read, and one chunk can complete two records: move
+                // the plaintext aside first (bounded by the chunk's size).
+                move_plaintext(&mut conn, pending)?;
                 conn.read_tls(&mut slice)?;
                 if let Err(e) = conn.process_new_packets() {
                     // Send the alert, then fail.

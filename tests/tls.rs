@@ -178,3 +178,57 @@ fn half_a_pair_is_never_replaced() {
     assert!(err.contains("missing"), "{err}");
     assert!(!key.exists(), "nothing written");
 }
+
+#[test]
+fn tls_leg_reads_records_split_across_socket_reads() {
+    use rendezvous::relay::{Leg, TlsLeg};
+    let p = pair();
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let config = p.config.clone();
+    let server = thread::spawn(move || {
+        let (s, _) = l.accept().expect("accept");
+        tls::accept(s, config, Instant::now() + Duration::from_secs(5)).expect("handshake")
+    });
+    let pin = tls::parse_fingerprint(&p.fp).expect("pin");
+    let cfg = tls::client_config(&Trust::Pin(pin)).expect("config");
+    let sock = TcpStream::connect(addr).expect("connect");
+    let mut c = tls::connect(
+        sock,
+        cfg,
+        "127.0.0.1",
+        Instant::now() + Duration::from_secs(5),
+    )
+    .expect("client handshake");
+    let s = server.join().expect("server thread");
+    let leg = TlsLeg::new(s.conn, s.sock);
+    // Three full records, sent so that socket reads split them: the end of
+    // the first, all of the second and the start of the third arrive together.
+    let data: Vec<u8> = (0..3 * 16384u32).map(|i| (i % 251) as u8).collect();
+    c.conn.writer().write_all(&data).expect("encrypt");
+    let mut wire = Vec::new();
+    while c.conn.wants_write() {
+        c.conn.write_tls(&mut wire).expect("records");
+    }
+    let reader = thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        while got.len() < 3 * 16384 {
+            match leg.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("leg read: {e}"),
+            }
+        }
+        got
+    });
+    let cuts = [16000, 16000 + 16896, wire.len()];
+    let mut from = 0;
+    for cut in cuts {
+        c.sock.write_all(&wire[from..cut]).expect("send");
+        from = cut;
+        thread::sleep(Duration::from_millis(200));
+    }
+    let got = reader.join().expect("reader");
+    assert_eq!(got, data);
+}
