@@ -3,7 +3,7 @@
 //! `digits`, `pin-sha256` or `ca`), `#` comments, mode 0600.
 
 use crate::error::{Error, IoResultExt, Result};
-use crate::limits::{TOTP_DIGITS, TOTP_STEP};
+use crate::limits::{MIN_SECRET_BYTES, TOTP_DIGITS, TOTP_STEP};
 use crate::secret::Secret;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -50,9 +50,12 @@ impl Provision {
                 "server" => p.server = Some(value.to_string()),
                 "uuid" => p.uuid = Some(Uuid::try_parse(value).map_err(|_| err("malformed uuid"))?),
                 "secret" => {
-                    p.secret = Some(
-                        Secret::from_base32(value).ok_or_else(|| err("secret is not base32"))?,
-                    )
+                    let secret =
+                        Secret::from_base32(value).ok_or_else(|| err("secret is not base32"))?;
+                    if secret.expose().len() < MIN_SECRET_BYTES {
+                        return Err(err("secret is shorter than 16 bytes (128 bits)"));
+                    }
+                    p.secret = Some(secret)
                 }
                 "step" => {
                     p.step = Some(

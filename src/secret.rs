@@ -53,7 +53,8 @@ impl Secret {
             .collect();
         let decoded = data_encoding::BASE32_NOPAD.decode(clean.as_bytes()).ok();
         wipe(&mut clean.into_bytes());
-        decoded.map(Secret)
+        // Padding alone ("=") is not a secret.
+        decoded.filter(|d| !d.is_empty()).map(Secret)
     }
 
     /// Encode as unpadded upper-case base32, the form the users file holds.
@@ -235,6 +236,8 @@ mod tests {
         assert_eq!(s.expose(), b"12345678901234567890");
         assert_eq!(s.to_base32(), "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ");
         assert!(Secret::from_base32("not base32!").is_none());
+        assert!(Secret::from_base32("=").is_none(), "padding alone");
+        assert!(Secret::from_base32("").is_none());
     }
 
     #[test]
