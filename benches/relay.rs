@@ -324,6 +324,37 @@ fn blast_with_cpu(pid: u32, streams: Vec<(TcpStream, TcpStream)>, secs: f64) -> 
     (g, cpu)
 }
 
+/// Busy and total jiffies of the whole machine, from /proc/stat.
+fn machine_ticks() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: f64 = v.iter().sum();
+    let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
+    (total - idle, total)
+}
+
+/// Run `f`, returning its result and how busy the whole machine was
+/// meanwhile, in percent of one core (200% = both cores of two).
+fn machine_busy<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let cores = thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let (b0, t0) = machine_ticks();
+    let r = f();
+    let (b1, t1) = machine_ticks();
+    let busy = if t1 > t0 {
+        (b1 - b0) / (t1 - t0) * 100.0 * cores
+    } else {
+        f64::NAN
+    };
+    (r, busy)
+}
+
 /// A sink: counts what arrives on its accepted connections.
 fn sink() -> (SocketAddr, Arc<AtomicU64>) {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -641,13 +672,16 @@ fn main() {
     );
 
     // 1. direct baseline and the generic relay, 1 and 4 streams.
-    let direct1 = blast(direct_pairs(1), o.secs);
+    let (direct1, busy_direct) = machine_busy(|| blast(direct_pairs(1), o.secs));
     rep.add(
         "direct_1_gbps",
         "direct loopback, 1 stream",
         direct1,
         "Gbit/s",
-        "baseline".into(),
+        format!(
+            "baseline; machine busy {busy_direct:.0}% of {} cores",
+            thread::available_parallelism().map_or(1, |n| n.get())
+        ),
     );
     let direct4 = blast(direct_pairs(4), o.secs);
     rep.add(
@@ -659,14 +693,15 @@ fn main() {
     );
     let srv = start_server(&dir, false, &[]);
     let (r, i) = register(&srv);
-    let (g1, cpu1) = blast_with_cpu(srv.proc.pid(), vec![pair(&srv, &r, &i)], o.secs);
+    let ((g1, cpu1), busy1) =
+        machine_busy(|| blast_with_cpu(srv.proc.pid(), vec![pair(&srv, &r, &i)], o.secs));
     rep.add(
         "generic_1_ratio",
         "generic relay, 1 stream",
         g1 / direct1,
         "x direct",
         format!(
-            "{g1:.2} Gbit/s, rendezvousd CPU {cpu1:.0}%, {:.1} CPU%/Gbit/s",
+            "{g1:.2} Gbit/s, rendezvousd CPU {cpu1:.0}%, {:.1} CPU%/Gbit/s, machine busy {busy1:.0}%",
             cpu1 / g1
         ),
     );
@@ -974,8 +1009,8 @@ fn main() {
     let rss3 = status_kib(pid, "VmRSS:");
     let th2 = threads(pid);
     let c0 = cpu_secs(pid);
-    thread::sleep(Duration::from_secs(2));
-    let idle_cpu = (cpu_secs(pid) - c0) / 2.0 * 100.0;
+    thread::sleep(Duration::from_secs(5));
+    let idle_cpu = (cpu_secs(pid) - c0) / 5.0 * 100.0;
     let per_pair = (rss3 - rss2 + (rss1 - rss0)) / pairs.len().max(1) as f64;
     rep.add(
         "rss_per_idle_pair_kib",
@@ -993,7 +1028,7 @@ fn main() {
         "rendezvousd CPU while all that idles",
         idle_cpu,
         "%",
-        "2 s window".into(),
+        "5 s window, 10 ms ticks".into(),
     );
     drop(pairs);
     drop(parked);
