@@ -6,20 +6,15 @@
 //! client that knows a UUID can therefore never lock its hidden server out.
 //! Cookie authentication is never limited here.
 
-use crate::limits::{LOCK_AFTER_FAILURES, LOCK_BASE, LOCK_MAX, UUID_FAILURES_PER_STEP};
+use crate::limits::{
+    LOCK_AFTER_FAILURES, LOCK_BASE, LOCK_MAX, LOCK_MEMORY, MAX_LOCKOUT_ENTRIES as MAX_PAIRS,
+    UUID_FAILURES_PER_STEP,
+};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-
-/// The most (UUID, address) entries kept. When full, entries that may be
-/// forgotten are pruned; if none may, a new address's failures count only
-/// toward the per-UUID cap (no history is ever wiped to make room).
-const MAX_PAIRS: usize = 100_000;
-/// How long a pair that was locked keeps its lock count after the lock ends,
-/// so that pausing does not reset the doubling.
-const LOCK_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone, Copy)]
 struct PairState {

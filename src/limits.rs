@@ -85,3 +85,27 @@ pub const TOTP_STEP: std::ops::RangeInclusive<u64> = 1..=3600;
 pub const MIN_SECRET_BYTES: usize = 16;
 /// Length of a secret `user add` generates (160 bits, as RFC 4226 recommends).
 pub const NEW_SECRET_BYTES: usize = 20;
+
+/// How long an idle connection or relay thread waits for the next job
+/// before it exits (thread reuse; see `threads`).
+pub const IDLE_LINGER: Duration = Duration::from_secs(2);
+
+/// Pipe capacity asked for when a generic pair's pipe is enlarged.
+pub const PIPE_SIZE: usize = 1 << 20;
+/// A new pipe's capacity (the kernel's default).
+pub const DEFAULT_PIPE: usize = 64 * 1024;
+/// How many pipes may be enlarged at once. The kernel accounts pipe capacity
+/// per user (`fs.pipe-user-pages-soft`, 16,384 pages); a user past it gets
+/// tiny pipes for every new pair. 32 pipes of 1 MiB are half of that; the
+/// other pairs keep the default 64 KiB (16 pages each).
+pub const MAX_BIG_PIPES: usize = 32;
+/// A TLS leg's socket read: one full record (16 KiB plus overhead).
+pub const TLS_READ_BUF: usize = 16 * 1024 + 512;
+
+/// The most (UUID, address) entries the lockout table keeps. When full,
+/// entries that may be forgotten are pruned; if none may, a new address's
+/// failures count only toward the per-UUID cap (no history is wiped).
+pub const MAX_LOCKOUT_ENTRIES: usize = 100_000;
+/// How long a (UUID, address) pair that was locked keeps its lock count
+/// after the lock ends, so that pausing does not restart the doubling.
+pub const LOCK_MEMORY: Duration = Duration::from_secs(24 * 3600);

@@ -86,15 +86,7 @@ mod splice {
     use rustix::io::Errno;
     use rustix::pipe::{fcntl_setpipe_size, pipe_with, splice, PipeFlags, SpliceFlags};
 
-    /// Pipe capacity asked for (the kernel may grant less).
-    const PIPE_SIZE: usize = 1 << 20;
-    /// A new pipe's capacity.
-    const DEFAULT_PIPE: usize = 64 * 1024;
-    /// How many pipes may be enlarged at once. The kernel accounts pipe
-    /// capacity per user (`fs.pipe-user-pages-soft`, 16,384 pages); a user
-    /// past it gets tiny pipes for every new pair. 32 pipes of 1 MiB are half
-    /// of that; the other pairs keep the default 64 KiB (16 pages each).
-    const MAX_BIG_PIPES: usize = 32;
+    use crate::limits::{DEFAULT_PIPE, MAX_BIG_PIPES, PIPE_SIZE};
 
     static BIG_PIPES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -375,7 +367,7 @@ impl TlsLeg {
             sock,
             writer: Mutex::new(Vec::new()),
             rbuf: Mutex::new(ReadState {
-                raw: vec![0u8; 16 * 1024 + 512],
+                raw: vec![0u8; crate::limits::TLS_READ_BUF],
                 pending: Vec::new(),
                 pos: 0,
             }),

@@ -9,10 +9,8 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use std::io;
 use std::sync::OnceLock;
 use std::thread;
-use std::time::Duration;
 
-/// How long an idle thread waits for work before it exits.
-pub const IDLE_LINGER: Duration = Duration::from_secs(2);
+pub use crate::limits::IDLE_LINGER;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 

@@ -292,3 +292,36 @@ fn connect_exits_when_the_remote_closes_even_with_stdin_open() {
     }
     drop(stdin);
 }
+
+#[test]
+fn serve_warns_about_a_users_file_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("e2e-mode");
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).expect("state");
+    let users = state.join("users");
+    std::fs::write(&users, "").expect("users");
+    std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let mut c = rendezvousd();
+    c.args([
+        "serve",
+        "--registrar",
+        "127.0.0.1:0",
+        "--rendezvous",
+        "none",
+        "--state-dir",
+    ])
+    .arg(&state)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null());
+    let srv = Proc::spawn("serve", c);
+    let line = srv.wait_line("accessible by group or others");
+    assert!(line.contains("WARN") && line.contains("users"), "{line}");
+    srv.wait_line("listening on");
+    let log = srv.log();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("key.pem") && l.contains("accessible")),
+        "the generated key is 0600: {log}"
+    );
+}

@@ -107,3 +107,54 @@ fn pages_lint_clean() {
         }
     }
 }
+
+#[test]
+fn pages_render_with_man_l() {
+    let Ok(probe) = Command::new("man").arg("--version").output() else {
+        // man-db is not installed (a bare CI machine): groff renders below.
+        for name in [
+            "rendezvousd.8",
+            "rendezvous.1",
+            "rendezvous-users.5",
+            "rendezvous-protocol.7",
+        ] {
+            let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("man").join(name);
+            let o = Command::new("groff")
+                .args(["-mdoc", "-Tutf8"])
+                .arg(&p)
+                .output()
+                .expect("groff");
+            assert!(
+                String::from_utf8_lossy(&o.stdout).contains("NAME"),
+                "{name}"
+            );
+        }
+        return;
+    };
+    assert!(probe.status.success());
+    for name in [
+        "rendezvousd.8",
+        "rendezvous.1",
+        "rendezvous-users.5",
+        "rendezvous-protocol.7",
+    ] {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("man").join(name);
+        let o = Command::new("man")
+            .arg("-l")
+            .arg(&p)
+            .env("MANPAGER", "cat")
+            .env("PAGER", "cat")
+            .output()
+            .expect("man -l");
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            text.contains("NAME") && text.contains("DESCRIPTION"),
+            "{name}: {text}"
+        );
+    }
+}
