@@ -8,8 +8,19 @@ use common::{rendezvous, rendezvousd, run, stdout};
 use std::path::Path;
 use std::process::Command;
 
+const PAGES: [&str; 4] = [
+    "rendezvousd.8",
+    "rendezvous.1",
+    "rendezvous-users.5",
+    "rendezvous-protocol.7",
+];
+
+fn page_path(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("man").join(name)
+}
+
 fn page(name: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("man").join(name);
+    let p = page_path(name);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -82,13 +93,8 @@ fn rendezvous_flags_are_documented() {
 
 #[test]
 fn pages_lint_clean() {
-    for name in [
-        "rendezvousd.8",
-        "rendezvous.1",
-        "rendezvous-users.5",
-        "rendezvous-protocol.7",
-    ] {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("man").join(name);
+    for name in PAGES {
+        let p = page_path(name);
         let o = Command::new("groff")
             .args(["-mdoc", "-ww", "-z"])
             .arg(&p)
@@ -112,13 +118,8 @@ fn pages_lint_clean() {
 fn pages_render_with_man_l() {
     let Ok(probe) = Command::new("man").arg("--version").output() else {
         // man-db is not installed (a bare CI machine): groff renders below.
-        for name in [
-            "rendezvousd.8",
-            "rendezvous.1",
-            "rendezvous-users.5",
-            "rendezvous-protocol.7",
-        ] {
-            let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("man").join(name);
+        for name in PAGES {
+            let p = page_path(name);
             let o = Command::new("groff")
                 .args(["-mdoc", "-Tutf8"])
                 .arg(&p)
@@ -132,13 +133,8 @@ fn pages_render_with_man_l() {
         return;
     };
     assert!(probe.status.success());
-    for name in [
-        "rendezvousd.8",
-        "rendezvous.1",
-        "rendezvous-users.5",
-        "rendezvous-protocol.7",
-    ] {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("man").join(name);
+    for name in PAGES {
+        let p = page_path(name);
         let o = Command::new("man")
             .arg("-l")
             .arg(&p)
