@@ -332,7 +332,6 @@ pub fn mobile(
             }
         };
         let (rpeer, rconn, rslot) = (p.peer, p.conn, p.slot);
-        let _ = p.stream.tcp().set_nodelay(true);
         let leg = parked_into_leg(p.stream);
         // A parked connection can die between the peek and this write: take the next.
         if leg.write_all(&first).is_ok() {
@@ -341,7 +340,6 @@ pub fn mobile(
         log::debug!(target: T, "conn={rconn} parked connection failed on write");
     };
     let _ = conn.tcp().set_read_timeout(None);
-    let _ = conn.tcp().set_nodelay(true);
     log::debug!(target: T, "conn={id} paired uuid={uuid} responder conn={rconn}");
     let initiator = into_leg(conn);
     let (responder, _rslot) = responder;

@@ -246,7 +246,6 @@ fn pair(
     else {
         return;
     };
-    let _ = rs.set_nodelay(true);
     log::debug!(target: T, "conn={id} paired uuid={uuid} responder conn={rconn}");
     let mut totals = relay::relay(Arc::new(stream), Arc::new(rs), Some(&shared.pairs));
     // Bytes sent before the pairing, forwarded with the +OK lines.
