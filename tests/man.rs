@@ -1,5 +1,5 @@
 //! The man pages stay true to the binaries: every `--flag` in each
-//! subcommand's `--help` appears as `Fl -flag` in its page, and the pages lint
+//! subcommand's `--help` appears as `Fl -flag` in its page and its SYNOPSIS, and the pages lint
 //! clean with groff (and mandoc, when installed).
 
 mod common;
@@ -42,6 +42,12 @@ fn flags(help: &str) -> Vec<String> {
 
 fn check(page_name: &str, mut cmd: impl FnMut() -> Command, subcommands: &[&[&str]]) {
     let text = page(page_name);
+    let synopsis = text
+        .split(".Sh SYNOPSIS")
+        .nth(1)
+        .and_then(|r| r.split(".Sh DESCRIPTION").next())
+        .unwrap_or_else(|| panic!("{page_name}: no SYNOPSIS"))
+        .to_string();
     for sub in subcommands {
         let o = run(cmd().args(*sub).arg("--help"));
         assert_eq!(o.status.code(), Some(0), "{sub:?} --help");
@@ -57,6 +63,11 @@ fn check(page_name: &str, mut cmd: impl FnMut() -> Command, subcommands: &[&[&st
                         .next()
                         .is_none_or(|c| !c.is_ascii_alphanumeric() && c != '-')),
                 "{page_name}: --{f} of {sub:?} is not documented (no {needle:?})"
+            );
+            assert!(
+                synopsis.contains(&format!("{needle} "))
+                    || synopsis.contains(&format!("{needle}\n")),
+                "{page_name}: --{f} of {sub:?} is missing from the SYNOPSIS"
             );
         }
         let name = format!("Cm {}", sub.join(" "));
