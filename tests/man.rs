@@ -1,6 +1,7 @@
 //! The man pages stay true to the binaries: every `--flag` in each
-//! subcommand's `--help` appears as `Fl -flag` in its page and its SYNOPSIS, and the pages lint
-//! clean with groff (and mandoc, when installed).
+//! subcommand's `--help` appears as `Fl -flag` in its page and in its
+//! SYNOPSIS, and the pages lint clean with groff (and mandoc, when installed)
+//! and render with `man -l`.
 
 mod common;
 
