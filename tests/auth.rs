@@ -7,14 +7,6 @@ mod common;
 
 use common::*;
 
-fn wrong() -> &'static str {
-    if token_at(0) == "000000" {
-        "111111"
-    } else {
-        "000000"
-    }
-}
-
 #[test]
 fn lock_is_per_address_and_the_uuid_cap_spares_the_last_good_address() {
     avoid_step_edge();
@@ -46,23 +38,23 @@ fn lock_is_per_address_and_the_uuid_cap_spares_the_last_good_address() {
     };
     // Ten failures from .2 lock .2 only.
     for _ in 0..10 {
-        assert_eq!(put([127, 0, 0, 2], wrong()), 401);
+        assert_eq!(put([127, 0, 0, 2], wrong_token()), 401);
     }
-    assert_eq!(put([127, 0, 0, 2], wrong()), 429, ".2 locked");
+    assert_eq!(put([127, 0, 0, 2], wrong_token()), 429, ".2 locked");
     assert_eq!(
-        put([127, 0, 0, 3], wrong()),
+        put([127, 0, 0, 3], wrong_token()),
         401,
         ".3 is not locked by .2's failures"
     );
     // Nine more from .3: 20 failures this step, the per-UUID cap.
     for _ in 0..9 {
-        put([127, 0, 0, 3], wrong());
+        put([127, 0, 0, 3], wrong_token());
     }
     let r = request_from(
         [127, 0, 0, 4],
         reg,
         "PUT",
-        &format!("/?uuid={}&response={}", ts.uuid, wrong()),
+        &format!("/?uuid={}&response={}", ts.uuid, wrong_token()),
     );
     assert_eq!(r.status, 429, "a fresh address is refused past the cap");
     let retry: u64 = r
@@ -74,7 +66,7 @@ fn lock_is_per_address_and_the_uuid_cap_spares_the_last_good_address() {
     // The last good address still gets through (the replay floor is step+1,
     // so it is refused as a replay, not as locked out: 401, not 429).
     assert_eq!(
-        put([127, 0, 0, 1], wrong()),
+        put([127, 0, 0, 1], wrong_token()),
         401,
         "last good address is not capped"
     );
@@ -105,7 +97,7 @@ fn last_good_address_registers_after_the_cap() {
     assert_eq!(put([127, 0, 0, 1], &token_at(-1)), 200);
     for src in [[127, 0, 0, 5], [127, 0, 0, 6]] {
         for _ in 0..10 {
-            put(src, wrong());
+            put(src, wrong_token());
         }
     }
     assert_eq!(

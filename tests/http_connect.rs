@@ -230,11 +230,7 @@ fn connect_status_codes() {
     assert_eq!(status(&read_head(&mut s)), 403);
     assert_eq!(status(&hidden_connect(&ts, "").1), 407);
     assert_eq!(status(&hidden_connect(&ts, "?response=1&cookie=R").1), 400);
-    let wrong = if token_at(0) == "000000" {
-        "111111"
-    } else {
-        "000000"
-    };
+    let wrong = wrong_token();
     assert_eq!(
         status(&hidden_connect(&ts, &format!("?response={wrong}")).1),
         401

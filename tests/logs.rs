@@ -121,11 +121,7 @@ fn no_secret_reaches_the_log() {
     let t = reg.register(&ts.uuid, &tok).expect("register");
     secrets.push(t.cookie.clone());
     reg.refresh(&ts.uuid, &t.cookie).expect("refresh");
-    let wrong = if token_at(0) == "000000" {
-        "111111"
-    } else {
-        "000000"
-    };
+    let wrong = wrong_token();
     tokens.push(wrong.to_string());
     assert!(reg.register(&ts.uuid, wrong).is_err());
     assert!(reg.register(&ts.uuid, &tok).is_err(), "replay");

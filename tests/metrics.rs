@@ -79,11 +79,7 @@ fn metrics_after_real_exchanges() {
         let s = ts.server().shared();
         s.registry.stats().parked_generic == 1 && s.pairs.active() == 0
     });
-    let wrong = if token_at(0) == "000000" {
-        "111111"
-    } else {
-        "000000"
-    };
+    let wrong = wrong_token();
     let put = |q: String| request(ts.registrar(), "PUT", &q, &[]).status;
     assert_eq!(put(format!("/?uuid={}&response={wrong}", ts.uuid)), 401);
     assert_eq!(

@@ -199,11 +199,7 @@ fn tokens_wrong_replayed_and_skewed() {
             &[],
         )
     };
-    let wrong = if token_at(0) == "000000" {
-        "111111"
-    } else {
-        "000000"
-    };
+    let wrong = wrong_token();
     assert_eq!(put(wrong).status, 401);
     assert_eq!(put("12345").status, 401, "wrong length");
     assert_eq!(put("1234567").status, 401, "wrong length");
@@ -234,11 +230,7 @@ fn ten_failures_lock_the_address_with_retry_after() {
             &[],
         )
     };
-    let wrong = if token_at(0) == "000000" {
-        "111111"
-    } else {
-        "000000"
-    };
+    let wrong = wrong_token();
     for _ in 0..10 {
         assert_eq!(put(wrong).status, 401);
     }

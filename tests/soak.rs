@@ -1392,20 +1392,6 @@ fn count_lines(p: &Proc, needle: &str) -> usize {
 }
 
 /// `PUT ?uuid=&response=`: register with a token; the `R` cookie.
-fn register(reg: SocketAddr, uuid: &Uuid) -> String {
-    let r = request(
-        reg,
-        "PUT",
-        &format!("/?uuid={uuid}&response={}", token_at(0)),
-        &[],
-    );
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    json(&r)["result"]["cookie"]
-        .as_str()
-        .expect("cookie")
-        .to_string()
-}
-
 /// Park raw hidden-side sockets for a registered UUID: generic ones on the
 /// rendezvous port, HTTP ones by `CONNECT ?cookie=` on the registrar.
 fn park_raw(
@@ -2009,7 +1995,7 @@ fn soak(opts: SoakOpts) -> Report {
     );
 
     // Fault: parked sockets closed from the hidden side are reaped.
-    let cookie = register(reg, &uuid_parked);
+    let cookie = register_at(reg, &uuid_parked);
     let raw = park_raw(reg, rv, &uuid_parked, &cookie, opts.parked);
     let needle = format!("parked uuid={uuid_parked}");
     wait_for("raw sockets parked", Duration::from_secs(10), || {
@@ -2146,7 +2132,7 @@ fn soak(opts: SoakOpts) -> Report {
     );
 
     // Fault: SIGTERM with parked sockets and active pairs.
-    let cookie = register(reg, &uuid_term);
+    let cookie = register_at(reg, &uuid_term);
     let mut raw = park_raw(reg, rv, &uuid_term, &cookie, 4);
     let needle = format!("parked uuid={uuid_term}");
     wait_for("raw sockets parked", Duration::from_secs(10), || {

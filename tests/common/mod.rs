@@ -94,6 +94,30 @@ pub fn secret() -> Secret {
     Secret::from_base32(SECRET_B32).expect("valid base32")
 }
 
+/// A six-digit token that is not the current one (a guaranteed wrong guess).
+pub fn wrong_token() -> &'static str {
+    if token_at(0) == "000000" {
+        "111111"
+    } else {
+        "000000"
+    }
+}
+
+/// `PUT ?uuid=&response=` with the current token; the R cookie it returns.
+pub fn register_at(reg: SocketAddr, uuid: &uuid::Uuid) -> String {
+    let r = request(
+        reg,
+        "PUT",
+        &format!("/?uuid={uuid}&response={}", token_at(0)),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    json(&r)["result"]["cookie"]
+        .as_str()
+        .expect("cookie")
+        .to_string()
+}
+
 /// A token for the current step (or `offset` steps away).
 pub fn token_at(offset: i64) -> String {
     let now = totp::now() as i64 + offset * 30;
@@ -188,17 +212,7 @@ impl TestServer {
 
     /// Register with a fresh token and return the R cookie.
     pub fn register(&self) -> String {
-        let r = request(
-            self.registrar(),
-            "PUT",
-            &format!("/?uuid={}&response={}", self.uuid, token_at(0)),
-            &[],
-        );
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        json(&r)["result"]["cookie"]
-            .as_str()
-            .expect("cookie")
-            .to_string()
+        register_at(self.registrar(), &self.uuid)
     }
 
     /// Get another R cookie without a new token: the registry directly
