@@ -282,7 +282,7 @@ fn abrupt_close_of_either_side_closes_the_other() {
         let n = other.read(&mut buf).unwrap_or(0);
         assert_eq!(n, 0, "other side closed");
         assert!(
-            start.elapsed() < Duration::from_secs(2),
+            start.elapsed() < Duration::from_secs(5),
             "{:?}",
             start.elapsed()
         );

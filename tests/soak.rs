@@ -455,6 +455,21 @@ fn count_dir(pid: u32, what: &str) -> Option<usize> {
 }
 
 /// Open descriptors and threads of a process.
+fn fd_links(pid: u32) -> String {
+    let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    let l = std::fs::read_link(e.path()).unwrap_or_default();
+                    format!("{}->{}", e.file_name().to_string_lossy(), l.display())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v.join(" ")
+}
+
 fn fds_threads(pid: u32) -> (usize, usize) {
     (
         count_dir(pid, "fd").unwrap_or(0),
@@ -1662,7 +1677,9 @@ impl Report {
             self.fd
         );
         assert!(
-            self.kill_close_max <= Duration::from_secs(1),
+            // Promptly (the measured figure is ~150 ms), with room for a
+            // loaded 2-core CI machine; without propagation it would never close.
+            self.kill_close_max <= Duration::from_secs(3),
             "agent kill: {:?}",
             self.kill_close_max
         );
@@ -1677,7 +1694,8 @@ impl Report {
             );
         }
         assert!(self.restart_recover.0 <= ten && self.restart_recover.1 <= ten);
-        assert!(self.term_parked_max <= Duration::from_secs(2));
+        // Well before the drain deadline (DRAIN_SECS), not at it.
+        assert!(self.term_parked_max <= Duration::from_secs(3));
         assert_eq!(self.term_drained.0, self.term_drained.1, "drained pairs");
         let drain = Duration::from_secs(DRAIN_SECS);
         assert!(
@@ -2305,7 +2323,32 @@ fn serve_with_nofile(state: &Path, limit: usize) -> Command {
     let mut c = serve_cmd(c, state, "127.0.0.1:0", "127.0.0.1:0");
     // Idle connections must hold their descriptors for the whole test.
     c.args(["--handshake-timeout", "60"]);
+    // Every accept and every close in the log, for the failure message.
+    c.env(
+        "RUST_LOG",
+        "info,rendezvous::accept=debug,rendezvous::registrar=debug",
+    );
     c
+}
+
+/// Wait (up to 5 s: the accept loop retries at least once a second) until
+/// the server holds every descriptor its limit allows; on failure, show them
+/// and the server's log.
+fn wait_all_in_use(srv: &Proc, pid: u32, limit: usize, what: &str) {
+    let start = Instant::now();
+    loop {
+        let n = fds_threads(pid).0;
+        if n == limit {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{what}: {n} descriptors, not {limit}: {}\n{}",
+            fd_links(pid),
+            srv.log()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Under a low RLIMIT_NOFILE the accept loop backs off instead of exiting or
@@ -2356,7 +2399,7 @@ fn accept_loop_backs_off_under_low_nofile() {
         warning.contains("os error 24") && warning.contains("backing off"),
         "{warning}"
     );
-    assert_eq!(fds_threads(pid).0, LIMIT, "every descriptor in use");
+    wait_all_in_use(&srv, pid, LIMIT, "every descriptor in use");
 
     // A request now waits in the backlog: no answer for 2 s.
     let mut waiting = connect(reg);
@@ -2378,7 +2421,7 @@ fn accept_loop_backs_off_under_low_nofile() {
     let lines = count_lines(&srv, "accept on registrar failed");
     let window = exhausted.elapsed();
     assert_eq!(lines, 1, "rate-limited warning:\n{}", srv.log());
-    assert_eq!(fds_threads(pid).0, LIMIT, "still out of descriptors");
+    wait_all_in_use(&srv, pid, LIMIT, "still out of descriptors");
 
     // Free the descriptors: the waiting request is served, then new ones.
     drop(idle);
