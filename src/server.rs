@@ -251,19 +251,23 @@ impl Server {
                 if let Some(w) = users::mode_warning(&cfg.paths.users) {
                     log::warn!(target: "rendezvous::server", "{w}");
                 }
-                log::info!(target: "rendezvous::server", "users reloaded n={}", table.len());
-                let dropped = self
-                    .shared
-                    .registry
-                    .retain_users(|u| table.get(u).is_some());
-                if dropped > 0 {
-                    log::info!(target: "rendezvous::server", "registrations of removed users dropped n={dropped}");
-                }
+                // Swap first, then drop the removed users' registrations, then
+                // log: whoever reads "users reloaded" (an operator, a test) may
+                // rely on the new table being the one in use.
+                let table = Arc::new(table);
                 *self
                     .shared
                     .users
                     .write()
-                    .unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
+                    .unwrap_or_else(PoisonError::into_inner) = table.clone();
+                let dropped = self
+                    .shared
+                    .registry
+                    .retain_users(|u| table.get(u).is_some());
+                log::info!(target: "rendezvous::server", "users reloaded n={}", table.len());
+                if dropped > 0 {
+                    log::info!(target: "rendezvous::server", "registrations of removed users dropped n={dropped}");
+                }
             }
             Err(e) => {
                 log::warn!(target: "rendezvous::server", "reload failed, old users table kept: {e}")
@@ -275,14 +279,14 @@ impl Server {
             }
             match tls::server_config(&cfg.paths.cert, &cfg.paths.key) {
                 Ok(c) => {
-                    if let Ok(fp) = tls::file_fingerprint(&cfg.paths.cert) {
-                        log::info!(target: "rendezvous::server", "certificate reloaded sha256={fp}");
-                    }
                     *self
                         .shared
                         .tls
                         .write()
                         .unwrap_or_else(PoisonError::into_inner) = Some(c);
+                    if let Ok(fp) = tls::file_fingerprint(&cfg.paths.cert) {
+                        log::info!(target: "rendezvous::server", "certificate reloaded sha256={fp}");
+                    }
                 }
                 Err(e) => {
                     log::warn!(target: "rendezvous::server", "certificate reload failed, old one kept: {e}")
