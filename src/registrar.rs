@@ -434,7 +434,13 @@ pub fn authenticate(
         return Err(Response::error(429, false, "too many failures; try later")
             .with_header("Retry-After", refusal.retry_after().to_string()));
     }
+    // The token is checked under the registry lock against the table in use
+    // at that moment, not the one read above: a reload swaps the table and
+    // then (under the same lock) drops removed users' registrations, so a
+    // user removed or re-keyed meanwhile can never register on the old entry.
     let result = shared.registry.register_with_token(uuid, |floor| {
+        let users = shared.users();
+        let user = users.get(&uuid).ok_or(AuthFailure::BadToken)?;
         totp::verify(&user.secret, user.params, token, now, floor)
     });
     match result {
