@@ -240,7 +240,7 @@ impl AcceptLoop {
                     let id = conns.next_id();
                     log::debug!(target: "rendezvous::accept", "conn={id} accepted peer={peer} listener={name}");
                     let h = handle.clone();
-                    let spawned = crate::threads::spawn("conn", move || {
+                    let spawned = crate::threads::spawn(format!("conn-{id}"), move || {
                         h(Accepted {
                             stream,
                             peer,

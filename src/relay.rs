@@ -206,7 +206,7 @@ pub fn relay(
     let _entry = pairs.map(|p| p.add(initiator.clone(), responder.clone()));
     let (i2, r2, d2) = (initiator.clone(), responder.clone(), down.clone());
     let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
-    let spawned = crate::threads::spawn("relay", move || {
+    let spawned = crate::threads::spawn("relay".to_string(), move || {
         direction(&*r2, &*i2, &d2);
         let _ = done_tx.send(());
     });

@@ -3,6 +3,8 @@
 //! creation (stack mapping and all) on every connection and every pair.
 //! Idle threads exit after [`IDLE_LINGER`], so the count returns to its
 //! baseline soon after load ends. Every thread has the same explicit stack.
+//! A reused thread takes each job's name (`conn-<id>`) as its kernel name, so
+//! `ps -L`, `top -H` and perf show which connection it serves.
 
 use crate::limits::CONN_STACK;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
@@ -12,7 +14,7 @@ use std::thread;
 
 pub use crate::limits::IDLE_LINGER;
 
-type Job = Box<dyn FnOnce() + Send + 'static>;
+type Job = (String, Box<dyn FnOnce() + Send + 'static>);
 
 struct Pool {
     tx: Sender<Job>,
@@ -29,26 +31,39 @@ fn pool() -> &'static Pool {
     })
 }
 
-/// Run `job` on an idle thread, or on a new one (named `name`) when none is
-/// idle. Fails only when the system refuses a new thread.
-pub fn spawn<F>(name: &str, job: F) -> io::Result<()>
+/// Run `job` on an idle thread, or on a new one when none is idle; either way
+/// the thread is named `name` while it runs the job. Fails only when the
+/// system refuses a new thread.
+pub fn spawn<F>(name: String, job: F) -> io::Result<()>
 where
     F: FnOnce() + Send + 'static,
 {
     let p = pool();
-    let job: Job = match p.tx.try_send(Box::new(job)) {
+    let (name, job): Job = match p.tx.try_send((name, Box::new(job))) {
         Ok(()) => return Ok(()),
         Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => job,
     };
     let rx = p.rx.clone();
     thread::Builder::new()
-        .name(name.to_string())
+        .name(name)
         .stack_size(CONN_STACK)
         .spawn(move || {
             job();
-            while let Ok(next) = rx.recv_timeout(IDLE_LINGER) {
+            while let Ok((name, next)) = rx.recv_timeout(IDLE_LINGER) {
+                set_kernel_name(&name);
                 next();
             }
         })
         .map(|_| ())
+}
+
+/// The name `ps -L` shows (the kernel keeps 15 bytes). std's own name for
+/// the thread, used in panic messages, stays the first job's.
+fn set_kernel_name(name: &str) {
+    #[cfg(target_os = "linux")]
+    if let Ok(c) = std::ffi::CString::new(name) {
+        let _ = rustix::thread::set_name(&c);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = name;
 }
