@@ -18,7 +18,7 @@ MAN8 := man/rendezvousd.8
 MANS := $(MAN1) $(MAN5) $(MAN7) $(MAN8)
 
 FUZZ_SECS    ?= 60
-FUZZ_TARGETS := head authorization connect_target cookie_line users_file provision_file
+FUZZ_TARGETS := head authorization connect_target cookie_line users_file provision_file http_date
 
 # Cross-compilation for gateways: a static musl binary, ring's C built with
 # Debian's cross gcc (apt-get install gcc-aarch64-linux-gnu; qemu-user to check).

@@ -3,7 +3,7 @@
 //! target, so `make test` guards against them without a nightly toolchain.
 
 use rendezvous::connect::{authorization_uuid, parse_connect_target, strip_authorization};
-use rendezvous::http::HeadReader;
+use rendezvous::http::{http_date, parse_http_date, HeadReader};
 use rendezvous::provision::Provision;
 use rendezvous::rendezvous::{parse_first_line, FirstLine};
 use rendezvous::users::Users;
@@ -93,6 +93,22 @@ fn provision_file() {
         let text = String::from_utf8_lossy(&data);
         if let Ok(p) = Provision::parse(&text, Path::new("p")) {
             Provision::parse(&p.render(), Path::new("p")).expect("round trip");
+        }
+    }
+}
+
+#[test]
+fn http_dates() {
+    for (p, data) in inputs("http_date") {
+        let Ok(text) = std::str::from_utf8(&data) else {
+            continue;
+        };
+        if let Some(t) = parse_http_date(text) {
+            let again = http_date(t);
+            assert_eq!(parse_http_date(&again), Some(t), "{}", p.display());
+            if !text.trim().ends_with(":60 GMT") {
+                assert_eq!(again, text.trim(), "{}", p.display());
+            }
         }
     }
 }

@@ -272,3 +272,23 @@ fn plain_tcp_handshake_timeout_for_slow_heads() {
         start.elapsed()
     );
 }
+
+#[test]
+fn every_answer_carries_a_date() {
+    let ts = TestServer::start(Opts::default());
+    let now = rendezvous::totp::now();
+    for (method, target) in [
+        ("GET", "/.well-known/rendezvous/health".to_string()),
+        ("GET", format!("/?uuid={}", ts.uuid)),
+        ("PUT", format!("/?uuid={}&response=000000", ts.uuid)),
+        ("GET", "/nowhere".to_string()),
+    ] {
+        let r = request(ts.registrar(), method, &target, &[]);
+        let date = r
+            .header("date")
+            .unwrap_or_else(|| panic!("{method} {target}: {} without Date", r.status));
+        let t = rendezvous::http::parse_http_date(date).expect("IMF-fixdate");
+        // Generous: the machine may be loaded; the format is what matters.
+        assert!(t + 60 >= now && t <= now + 60, "{date} vs {now}");
+    }
+}
