@@ -17,6 +17,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -203,7 +204,12 @@ impl fmt::Debug for Triple {
 pub struct Registrar {
     url: ServerUrl,
     tls: Option<Arc<ClientConfig>>,
+    /// The registrar's clock minus ours, in seconds, from the `Date` of its
+    /// last answer; [`NO_SKEW`] until one carried a date.
+    skew: Arc<AtomicI64>,
 }
+
+const NO_SKEW: i64 = i64::MIN;
 
 fn connect_any(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
     let addrs: Vec<SocketAddr> = (host, port)
@@ -317,7 +323,11 @@ impl Registrar {
         } else {
             None
         };
-        Ok(Registrar { url, tls })
+        Ok(Registrar {
+            url,
+            tls,
+            skew: Arc::new(AtomicI64::new(NO_SKEW)),
+        })
     }
 
     /// The URL.
@@ -333,7 +343,35 @@ impl Registrar {
             env!("CARGO_PKG_VERSION")
         );
         conn.write_all(req.as_bytes()).op("send request")?;
-        read_response(&mut conn).op("read response")
+        let resp = read_response(&mut conn).op("read response")?;
+        self.note_date(resp.header("date"));
+        Ok(resp)
+    }
+
+    /// Record the registrar's clock from a `Date` header value (ignored when
+    /// absent or not an IMF-fixdate).
+    pub fn note_date(&self, date: Option<&str>) {
+        if let Some(server) = date.and_then(crate::http::parse_http_date) {
+            let skew = i64::try_from(server).unwrap_or(i64::MAX)
+                - i64::try_from(crate::totp::now()).unwrap_or(i64::MAX);
+            self.skew.store(skew, Ordering::Relaxed);
+        }
+    }
+
+    /// The registrar's clock minus ours, in seconds (±1 s), as its last
+    /// answer with a `Date` showed; `None` before any.
+    pub fn clock_skew(&self) -> Option<i64> {
+        Some(self.skew.load(Ordering::Relaxed)).filter(|&s| s != NO_SKEW)
+    }
+
+    /// `GET /.well-known/rendezvous/health`: is the registrar up? Also
+    /// measures [`Registrar::clock_skew`] without spending a token.
+    pub fn health(&self) -> Result<()> {
+        let resp = self.exchange("GET", "/.well-known/rendezvous/health")?;
+        match resp.status {
+            200 => Ok(()),
+            s => Err(Error::Other(format!("registrar health answered {s}"))),
+        }
     }
 
     fn triple(&self, method: &str, target: &str, auth: AuthFailure) -> Result<Triple> {

@@ -85,6 +85,9 @@ pub enum Error {
     Protocol(String),
     /// Authentication failed (no secret inside).
     Auth(AuthFailure),
+    /// The registrar's clock (its `Date` header) minus ours, in seconds, is
+    /// too large for a TOTP code to match.
+    ClockSkew(i64),
     /// The command line is wrong (exit status 2).
     Usage(String),
     /// A runtime failure with its own message ("certificate exists").
@@ -133,6 +136,13 @@ impl fmt::Display for Error {
             } => write!(f, "{}: {msg}", path.display()),
             Error::Protocol(m) => write!(f, "protocol error: {m}"),
             Error::Auth(a) => write!(f, "authentication failed: {a}"),
+            Error::ClockSkew(s) => write!(
+                f,
+                "the local clock is {} s {} the registrar's (its Date header), \
+                 so TOTP codes cannot match: set the clock (NTP)",
+                s.unsigned_abs(),
+                if *s > 0 { "behind" } else { "ahead of" }
+            ),
             Error::Usage(m) => write!(f, "{m}"),
             Error::Other(m) => write!(f, "{m}"),
         }

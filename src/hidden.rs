@@ -174,12 +174,43 @@ impl Agent {
         if let Some(t) = &st.triple {
             return Ok((t.clone(), st.generation));
         }
+        self.check_clock()?;
         let token = self.next_token(&mut st)?;
-        let t = self.registrar.register(&self.uuid, &token)?;
+        let t = self
+            .registrar
+            .register(&self.uuid, &token)
+            .map_err(|e| self.explain(e))?;
         log::info!(target: T, "registered uuid={} rendezvous={}:{}", self.uuid, t.host, t.port);
         st.generation += 1;
         st.triple = Some(t.clone());
         Ok((t, st.generation))
+    }
+
+    /// Before spending a token: if the registrar's last `Date` showed a
+    /// clock difference no token can bridge (the server accepts one step
+    /// either way; `Date` has 1 s resolution), measure again with a health
+    /// request, which costs no token, and refuse while it persists. A wrong
+    /// local clock then never runs into the failure lockout.
+    fn check_clock(&self) -> Result<()> {
+        let limit = i64::try_from(2 * self.params.step + 2).unwrap_or(i64::MAX);
+        let hopeless = |s: Option<i64>| s.filter(|s| s.abs() >= limit);
+        if hopeless(self.registrar.clock_skew()).is_some() {
+            self.registrar.health()?;
+            if let Some(s) = hopeless(self.registrar.clock_skew()) {
+                return Err(Error::ClockSkew(s));
+            }
+        }
+        Ok(())
+    }
+
+    /// A refused token while the registrar's clock is more than a step away
+    /// from ours: the clock, not the secret, is the likely cause; say so.
+    fn explain(&self, e: Error) -> Error {
+        let step = i64::try_from(self.params.step).unwrap_or(i64::MAX);
+        match (&e, self.registrar.clock_skew()) {
+            (Error::Auth(AuthFailure::BadToken), Some(s)) if s.abs() > step => Error::ClockSkew(s),
+            _ => e,
+        }
     }
 
     /// A token for a step not used yet. A token is good once per step, and
@@ -334,6 +365,12 @@ impl Agent {
         let mut resp = httparse::Response::new(&mut headers);
         resp.parse(&head)
             .map_err(|_| Error::Protocol("malformed CONNECT response".into()))?;
+        self.registrar.note_date(
+            resp.headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("date"))
+                .and_then(|h| std::str::from_utf8(h.value).ok()),
+        );
         match resp.code {
             Some(200) => {}
             Some(401) => return Err(Error::Auth(auth)),
@@ -379,9 +416,11 @@ impl Agent {
             let (conn, _) = self.connect_park(&format!("cookie={c}"), AuthFailure::BadCookie)?;
             return Ok((conn, generation));
         }
+        self.check_clock()?;
         let token = self.next_token(&mut st)?;
-        let (conn, cookie) =
-            self.connect_park(&format!("response={token}"), AuthFailure::BadToken)?;
+        let (conn, cookie) = self
+            .connect_park(&format!("response={token}"), AuthFailure::BadToken)
+            .map_err(|e| self.explain(e))?;
         log::info!(target: T, "registered uuid={} proto=http", self.uuid);
         st.generation += 1;
         st.cookie = Some(cookie);
@@ -509,6 +548,109 @@ pub fn expose(settings: &Settings, opts: ExposeOpts) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::ServerUrl;
+    use crate::tls::Trust;
+    use std::io::BufRead;
+    use std::net::TcpListener;
+    use std::sync::atomic::AtomicI64;
+
+    /// A registrar whose clock is `offset` seconds off ours. It serves
+    /// `conns` connections, then ends: health answers 200, a token 401 while
+    /// its clock is off and a triple once it is right. It records each
+    /// request line (with the token masked).
+    fn fake_registrar(
+        conns: usize,
+        offset: Arc<AtomicI64>,
+    ) -> (std::net::SocketAddr, thread::JoinHandle<Vec<String>>) {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let h = thread::spawn(move || {
+            let mut lines = Vec::new();
+            for _ in 0..conns {
+                let (s, _) = l.accept().expect("accept");
+                s.set_read_timeout(Some(Duration::from_secs(10)))
+                    .expect("timeout");
+                let mut r = std::io::BufReader::new(&s);
+                let mut line = String::new();
+                r.read_line(&mut line).expect("request line");
+                let mut h = String::new();
+                while r.read_line(&mut h).is_ok_and(|n| n > 2) {
+                    h.clear();
+                }
+                let off = offset.load(Ordering::SeqCst);
+                let date = crate::http::http_date(totp::now().saturating_add_signed(off));
+                let (status, body) = if line.contains("response=") && off != 0 {
+                    (401, crate::http::error_body(false, "authentication failed"))
+                } else if line.contains("response=") {
+                    let t = r#"{"host":"127.0.0.1","port":9,"cookie":"Rx","ttl":600}"#;
+                    (200, format!(r#"{{"result":{t}}}"#))
+                } else {
+                    (200, r#"{"result":{"status":"ok"}}"#.to_string())
+                };
+                let mut w = &s;
+                let _ = write!(
+                    w,
+                    "HTTP/1.1 {status} X\r\nDate: {date}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let masked = match line.find("response=") {
+                    Some(i) => format!("{}response=…", &line[..i]),
+                    None => line.trim_end().to_string(),
+                };
+                lines.push(masked);
+            }
+            lines
+        });
+        (addr, h)
+    }
+
+    #[test]
+    fn a_wrong_clock_is_named_and_spends_one_token_only() {
+        let offset = Arc::new(AtomicI64::new(3600));
+        let (addr, fake) = fake_registrar(4, offset.clone());
+        let settings = Settings {
+            server: ServerUrl::parse(&format!("http://{addr}")).expect("url"),
+            uuid: Uuid::new_v4(),
+            trust: Trust::WebPki,
+            params: Params::default(),
+            secret: Some(Secret::new(b"12345678901234567890".to_vec())),
+        };
+        let agent = Agent::new(
+            &settings,
+            ExposeOpts {
+                to: "127.0.0.1:9".into(),
+                ..ExposeOpts::default()
+            },
+        )
+        .expect("agent");
+        // The registrar is an hour ahead: the token is refused, and the
+        // error names the clock.
+        let e = agent.triple().expect_err("refused");
+        assert!(
+            matches!(e, Error::ClockSkew(s) if (3595..=3605).contains(&s)),
+            "{e:?}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("behind the registrar's") && text.contains("NTP"),
+            "{text}"
+        );
+        // Again: no token is spent, only the clock is measured.
+        assert!(matches!(agent.triple(), Err(Error::ClockSkew(_))));
+        // The clock is fixed: registration goes through.
+        offset.store(0, Ordering::SeqCst);
+        let t = agent.triple().expect("registered").0;
+        assert_eq!(t.cookie, "Rx");
+        let lines = fake.join().expect("fake registrar");
+        let health = "GET /.well-known/rendezvous/health HTTP/1.1";
+        assert!(lines[0].starts_with("PUT /?uuid=") && lines[0].ends_with("response=…"));
+        assert_eq!(lines[1], health);
+        assert_eq!(lines[2], health);
+        assert!(lines[3].starts_with("PUT /?uuid=") && lines[3].ends_with("response=…"));
+        assert!(Error::ClockSkew(-100)
+            .to_string()
+            .contains("100 s ahead of"));
+    }
 
     #[test]
     fn backoff_grows_to_a_minute_with_jitter() {
