@@ -1655,7 +1655,9 @@ impl Report {
     }
 
     /// The bounds (and generous ones where it gives none).
-    fn check(&self) {
+    /// `kill_close_within`: how soon every mobile connection of a killed
+    /// agent must be closed (the 1 s in `make soak`).
+    fn check(&self, kill_close_within: Duration) {
         assert_eq!(self.mismatches, 0, "mismatches: {:?}", self.failures);
         assert_eq!(self.bad_headers, 0, "headers garbled on the way");
         assert!(self.failures.is_empty(), "failures: {:#?}", self.failures);
@@ -1677,9 +1679,7 @@ impl Report {
             self.fd
         );
         assert!(
-            // Promptly (the measured figure is ~150 ms), with room for a
-            // loaded 2-core CI machine; without propagation it would never close.
-            self.kill_close_max <= Duration::from_secs(3),
+            self.kill_close_max <= kill_close_within,
             "agent kill: {:?}",
             self.kill_close_max
         );
@@ -2264,7 +2264,10 @@ fn soak_fast() {
         load_within: Duration::from_secs(40),
     });
     r.print();
-    r.check();
+    // The full soak holds the 1 s; this subset runs in `make test`, in a
+    // debug build on a possibly loaded CI machine, so it allows 3 s (the
+    // measured figure is about 150 ms; without propagation it never closes).
+    r.check(Duration::from_secs(3));
 }
 
 #[test]
@@ -2288,7 +2291,7 @@ fn soak_full() {
         load_within: Duration::from_secs(120),
     });
     r.print();
-    r.check();
+    r.check(Duration::from_secs(1));
 }
 
 // ---- the accept loop under a low RLIMIT_NOFILE -------------------------------
