@@ -1,7 +1,8 @@
 //! The man pages stay true to the binaries: every `--flag` in each
 //! subcommand's `--help` appears as `Fl -flag` in its page and in its
 //! SYNOPSIS, and the pages lint clean with groff (and mandoc, when installed)
-//! and render with `man -l`.
+//! and render with `man -l`; every message the programs log at warn (and
+//! the client's at info) is explained in DIAGNOSTICS.
 
 mod common;
 
@@ -163,6 +164,77 @@ fn pages_render_with_man_l() {
         assert!(
             text.contains("NAME") && text.contains("DESCRIPTION"),
             "{name}: {text}"
+        );
+    }
+}
+
+/// The literal text before the first placeholder of every `log::LEVEL!`
+/// message in `files` (messages that start with a placeholder are skipped).
+fn log_prefixes(files: &[&str], levels: &[&str]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for f in files {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(f);
+        let src = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        for level in levels {
+            let call = format!("log::{level}!(");
+            for (i, _) in src.match_indices(&call) {
+                let mut rest = src[i + call.len()..].trim_start();
+                if let Some(t) = rest.strip_prefix("target:") {
+                    // Skip the target (a constant or a string literal).
+                    let Some(comma) = t.find(',') else { continue };
+                    rest = &t[comma + 1..];
+                }
+                let Some(q) = rest.find('"') else { continue };
+                let lit = &rest[q + 1..];
+                let lit = &lit[..lit.find('"').unwrap_or(lit.len())];
+                let prefix = lit.split('{').next().unwrap_or("").trim();
+                if prefix.len() >= 6 {
+                    out.push((format!("{f}: {level}"), prefix.to_string()));
+                }
+            }
+        }
+    }
+    assert!(!out.is_empty(), "no log messages found in {files:?}");
+    out
+}
+
+/// The DIAGNOSTICS section of a page, as text (mdoc escapes undone).
+fn diagnostics(page_name: &str) -> String {
+    page(page_name)
+        .split(".Sh DIAGNOSTICS")
+        .nth(1)
+        .and_then(|r| r.split("\n.Sh ").next())
+        .unwrap_or_else(|| panic!("{page_name}: no DIAGNOSTICS"))
+        .replace("\\(aq", "'")
+        .replace("\\-", "-")
+}
+
+/// Every warning the programs can log is explained in DIAGNOSTICS, and so is
+/// every info message of the client (the daemon's info lines are its
+/// per-connection log, described under LOGGING).
+#[test]
+fn every_warning_is_in_diagnostics() {
+    let client = diagnostics("rendezvous.1");
+    for (at, msg) in log_prefixes(&["hidden.rs", "mobile.rs"], &["warn", "info"]) {
+        assert!(
+            client.contains(&msg),
+            "{at}: {msg:?} not in rendezvous(1) DIAGNOSTICS"
+        );
+    }
+    let daemon = diagnostics("rendezvousd.8");
+    let server = [
+        "server.rs",
+        "accept.rs",
+        "registrar.rs",
+        "rendezvous.rs",
+        "connect.rs",
+        "registry.rs",
+        "relay.rs",
+    ];
+    for (at, msg) in log_prefixes(&server, &["warn", "error"]) {
+        assert!(
+            daemon.contains(&msg),
+            "{at}: {msg:?} not in rendezvousd(8) DIAGNOSTICS"
         );
     }
 }
