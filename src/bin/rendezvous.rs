@@ -116,6 +116,21 @@ struct Totp {
     digits: Option<u32>,
 }
 
+/// The connection flags that `expose`, `connect` and `lookup` share, moved
+/// out of a subcommand's parsed arguments (argh has no flatten).
+macro_rules! client_flags {
+    ($cmd:ident, $secret_file:expr) => {
+        ClientFlags {
+            config: $cmd.config,
+            server: $cmd.server,
+            uuid: $cmd.uuid,
+            ca: $cmd.ca,
+            pin_sha256: $cmd.pin_sha256,
+            secret_file: $secret_file,
+        }
+    };
+}
+
 fn run(top: Top) -> Result<(), Error> {
     match top.cmd {
         Cmd::Totp(t) => {
@@ -127,14 +142,7 @@ fn run(top: Top) -> Result<(), Error> {
             admin::totp_now(&secret, params, &mut std::io::stdout().lock())
         }
         Cmd::Expose(e) => {
-            let flags = ClientFlags {
-                config: e.config,
-                server: e.server,
-                uuid: e.uuid,
-                ca: e.ca,
-                pin_sha256: e.pin_sha256,
-                secret_file: e.secret_file,
-            };
+            let flags = client_flags!(e, e.secret_file);
             let settings = Settings::resolve(&flags, true)?;
             let protocol = match e.protocol.as_deref().unwrap_or("generic") {
                 "generic" => hidden::Protocol::Generic,
@@ -153,14 +161,7 @@ fn run(top: Top) -> Result<(), Error> {
             hidden::expose(&settings, opts)
         }
         Cmd::Connect(c) => {
-            let flags = ClientFlags {
-                config: c.config,
-                server: c.server,
-                uuid: c.uuid,
-                ca: c.ca,
-                pin_sha256: c.pin_sha256,
-                secret_file: None,
-            };
+            let flags = client_flags!(c, None);
             let settings = Settings::resolve(&flags, false)?;
             match c.listen {
                 Some(addr) => mobile::connect_listen(&settings, &addr),
@@ -168,14 +169,7 @@ fn run(top: Top) -> Result<(), Error> {
             }
         }
         Cmd::Lookup(l) => {
-            let flags = ClientFlags {
-                config: l.config,
-                server: l.server,
-                uuid: l.uuid,
-                ca: l.ca,
-                pin_sha256: l.pin_sha256,
-                secret_file: None,
-            };
+            let flags = client_flags!(l, None);
             let settings = Settings::resolve(&flags, false)?;
             mobile::lookup(&settings, &mut std::io::stdout().lock())
         }
