@@ -98,7 +98,7 @@ cross-check: cross
 	     "$$(RENDEZVOUS_SECRET=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ $(CARGO) run -q --bin rendezvous -- totp)"
 	@echo "cross-check: $(TARGET) binaries run under qemu and agree with the native build"
 
-# The full load-and-fault run (tests/soak.rs; its fast subset is in `make test`).
+# The full load-and-fault run (tests/soak/; its fast subset is in `make test`).
 soak:
 	$(CARGO) test --release --test soak -- --ignored --nocapture --test-threads=1
 
