@@ -528,20 +528,12 @@ fn soak(opts: SoakOpts) -> Report {
     let restart = Instant::now();
     victim_g = start_agent(&vic_g, reg, service.addr, &secret);
     victim_h = start_agent(&vic_h, reg, service.addr, &secret);
-    let (c1, c2) = (ctx.clone(), ctx.clone());
-    let (ug, uh) = (vic_g.uuid, vic_h.uuid);
-    let pg = spawn("probe", move || {
-        recover(&c1, false, ug, restart, Duration::from_secs(20))
-    })
-    .expect("probe");
-    let ph = spawn("probe", move || {
-        recover(&c2, true, uh, restart, Duration::from_secs(20))
-    })
-    .expect("probe");
-    let dl = Instant::now() + Duration::from_secs(60);
-    report.kill_serve_again = (
-        join_by(pg, dl).expect("generic victim serves again"),
-        join_by(ph, dl).expect("http victim serves again"),
+    report.kill_serve_again = recover_both(
+        &ctx,
+        (vic_g.uuid, vic_h.uuid),
+        restart,
+        Duration::from_secs(20),
+        "victim serves again",
     );
 
     // Fault: parked sockets closed from the hidden side are reaped.
@@ -665,20 +657,12 @@ fn soak(opts: SoakOpts) -> Report {
     srv = srv2;
     let up = Instant::now();
     report.restart_down = up - killed;
-    let (c1, c2) = (ctx.clone(), ctx.clone());
-    let (ug, uh) = (main_g.uuid, main_h.uuid);
-    let pg = spawn("probe", move || {
-        recover(&c1, false, ug, up, Duration::from_secs(20))
-    })
-    .expect("probe");
-    let ph = spawn("probe", move || {
-        recover(&c2, true, uh, up, Duration::from_secs(20))
-    })
-    .expect("probe");
-    let dl = Instant::now() + Duration::from_secs(60);
-    report.restart_recover = (
-        join_by(pg, dl).expect("generic agent recovers"),
-        join_by(ph, dl).expect("http agent recovers"),
+    report.restart_recover = recover_both(
+        &ctx,
+        (main_g.uuid, main_h.uuid),
+        up,
+        Duration::from_secs(20),
+        "agent recovers",
     );
 
     // Fault: SIGTERM with parked sockets and active pairs.

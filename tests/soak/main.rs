@@ -1481,3 +1481,23 @@ fn recover(ctx: &Ctx, http: bool, uuid: Uuid, since: Instant, within: Duration) 
     }
     panic!("no pair through {uuid} (http {http}) within {within:?}: {last}");
 }
+
+/// Probe a generic and an HTTP-specific agent at once until a pair through
+/// each works: how long after `since` each was. `what` says, in a failure,
+/// what was expected of them ("agent recovers").
+fn recover_both(
+    ctx: &Arc<Ctx>,
+    (generic, http): (Uuid, Uuid),
+    since: Instant,
+    within: Duration,
+    what: &str,
+) -> (Duration, Duration) {
+    let (c1, c2) = (ctx.clone(), ctx.clone());
+    let pg = spawn("probe", move || recover(&c1, false, generic, since, within)).expect("probe");
+    let ph = spawn("probe", move || recover(&c2, true, http, since, within)).expect("probe");
+    let dl = Instant::now() + Duration::from_secs(60);
+    (
+        join_by(pg, dl).unwrap_or_else(|e| panic!("generic {what}: {e}")),
+        join_by(ph, dl).unwrap_or_else(|e| panic!("http {what}: {e}")),
+    )
+}

@@ -68,18 +68,13 @@ fn agents_recover_from_two_server_restarts_in_one_totp_step() {
         srv = s;
         let up = Instant::now();
         let step_left = 30 - rendezvous::totp::now() % 30;
-        let (c1, c2) = (ctx.clone(), ctx.clone());
-        let pg = spawn("probe", move || {
-            recover(&c1, false, ug, up, Duration::from_secs(40))
-        })
-        .expect("probe");
-        let ph = spawn("probe", move || {
-            recover(&c2, true, uh, up, Duration::from_secs(40))
-        })
-        .expect("probe");
-        let dl = Instant::now() + Duration::from_secs(60);
-        let dg = join_by(pg, dl).expect("generic agent recovers");
-        let dh = join_by(ph, dl).expect("http agent recovers");
+        let (dg, dh) = recover_both(
+            &ctx,
+            (ug, uh),
+            up,
+            Duration::from_secs(40),
+            "agent recovers",
+        );
         times.push((dg, dh, step_left));
     }
     eprintln!("recovery after each restart (generic, http, secs left in the TOTP step at restart): {times:?}");
