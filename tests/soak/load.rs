@@ -378,14 +378,7 @@ fn soak(opts: SoakOpts) -> Report {
     let board = Arc::new(Board::default());
     let service = Service::start(board.clone());
     let (mut srv, reg, rv) = start_server(&state, "127.0.0.1:0", "127.0.0.1:0");
-    let ctx = Arc::new(Ctx {
-        reg,
-        board: board.clone(),
-        next_id: AtomicU64::new(1),
-        next_src: AtomicUsize::new(0),
-        live: AtomicUsize::new(0),
-        peak_live: AtomicUsize::new(0),
-    });
+    let ctx = Ctx::new(reg, board.clone());
     let agent_g = start_agent(&main_g, reg, service.addr, &secret);
     let agent_h = start_agent(&main_h, reg, service.addr, &secret);
     let mut victim_g = start_agent(&vic_g, reg, service.addr, &secret);

@@ -912,6 +912,18 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// Mobile clients of the registrar at `reg`, checked against `board`.
+    fn new(reg: SocketAddr, board: Arc<Board>) -> Arc<Ctx> {
+        Arc::new(Ctx {
+            reg,
+            board,
+            next_id: AtomicU64::new(1),
+            next_src: AtomicUsize::new(0),
+            live: AtomicUsize::new(0),
+            peak_live: AtomicUsize::new(0),
+        })
+    }
+
     fn id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }

@@ -33,14 +33,7 @@ fn agents_recover_from_two_server_restarts_in_one_totp_step() {
         thread::sleep(Duration::from_secs(left) + Duration::from_millis(200));
     }
     let (srv, reg, rv) = start_server(&state, "127.0.0.1:0", "127.0.0.1:0");
-    let ctx = Arc::new(Ctx {
-        reg,
-        board: board.clone(),
-        next_id: AtomicU64::new(1),
-        next_src: AtomicUsize::new(0),
-        live: AtomicUsize::new(0),
-        peak_live: AtomicUsize::new(0),
-    });
+    let ctx = Ctx::new(reg, board.clone());
     let g = AgentSpec {
         name: "agent-generic",
         uuid: ug,
