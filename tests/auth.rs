@@ -12,15 +12,7 @@ fn lock_is_per_address_and_the_uuid_cap_spares_the_last_good_address() {
     avoid_step_edge();
     let ts = TestServer::start(Opts::default());
     let reg = ts.registrar();
-    let put = |src: [u8; 4], tok: &str| {
-        request_from(
-            src,
-            reg,
-            "PUT",
-            &format!("/?uuid={}&response={tok}", ts.uuid),
-        )
-        .status
-    };
+    let put = |src: [u8; 4], tok: &str| ts.put_token_from(src, tok).status;
     // A good registration from 127.0.0.1 makes it the last good address.
     assert_eq!(put([127, 0, 0, 1], &token_at(0)), 200);
     let cookie = {
@@ -84,16 +76,7 @@ fn lock_is_per_address_and_the_uuid_cap_spares_the_last_good_address() {
 fn last_good_address_registers_after_the_cap() {
     avoid_step_edge();
     let ts = TestServer::start(Opts::default());
-    let reg = ts.registrar();
-    let put = |src: [u8; 4], tok: &str| {
-        request_from(
-            src,
-            reg,
-            "PUT",
-            &format!("/?uuid={}&response={tok}", ts.uuid),
-        )
-        .status
-    };
+    let put = |src: [u8; 4], tok: &str| ts.put_token_from(src, tok).status;
     assert_eq!(put([127, 0, 0, 1], &token_at(-1)), 200);
     for src in [[127, 0, 0, 5], [127, 0, 0, 6]] {
         for _ in 0..10 {

@@ -191,14 +191,7 @@ fn head_limits() {
 fn tokens_wrong_replayed_and_skewed() {
     avoid_step_edge();
     let ts = TestServer::start(Opts::default());
-    let put = |tok: &str| {
-        request(
-            ts.registrar(),
-            "PUT",
-            &format!("/?uuid={}&response={tok}", ts.uuid),
-            &[],
-        )
-    };
+    let put = |tok: &str| ts.put_token(tok);
     let wrong = wrong_token();
     assert_eq!(put(wrong).status, 401);
     assert_eq!(put("12345").status, 401, "wrong length");
@@ -222,14 +215,7 @@ fn tokens_wrong_replayed_and_skewed() {
 fn ten_failures_lock_the_address_with_retry_after() {
     avoid_step_edge();
     let ts = TestServer::start(Opts::default());
-    let put = |tok: &str| {
-        request(
-            ts.registrar(),
-            "PUT",
-            &format!("/?uuid={}&response={tok}", ts.uuid),
-            &[],
-        )
-    };
+    let put = |tok: &str| ts.put_token(tok);
     let wrong = wrong_token();
     for _ in 0..10 {
         assert_eq!(put(wrong).status, 401);

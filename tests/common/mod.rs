@@ -210,6 +210,17 @@ impl TestServer {
         self.server().rendezvous_addr().expect("rendezvous enabled")
     }
 
+    /// `PUT ?uuid=&response=tok` for this server's user, from `src`.
+    pub fn put_token_from(&self, src: [u8; 4], tok: &str) -> ClientResponse {
+        let target = format!("/?uuid={}&response={tok}", self.uuid);
+        request_from(src, self.registrar(), "PUT", &target)
+    }
+
+    /// `PUT ?uuid=&response=tok` for this server's user, from 127.0.0.1.
+    pub fn put_token(&self, tok: &str) -> ClientResponse {
+        self.put_token_from([127, 0, 0, 1], tok)
+    }
+
     /// Register with a fresh token and return the R cookie.
     pub fn register(&self) -> String {
         register_at(self.registrar(), &self.uuid)
