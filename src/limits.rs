@@ -99,6 +99,11 @@ pub const DEFAULT_PIPE: usize = 64 * 1024;
 /// tiny pipes for every new pair. 32 pipes of 1 MiB are half of that; the
 /// other pairs keep the default 64 KiB (16 pages each).
 pub const MAX_BIG_PIPES: usize = 32;
+/// A read this large on a generic pair's direction means data is arriving
+/// faster than it is forwarded (typing and requests come in far smaller
+/// reads; a full default pipe holds 64 KiB, or about 23 KiB of 1,448-byte
+/// segments from an Ethernet NIC): its pipe is enlarged then, if a slot is free.
+pub const BACKLOG: usize = 16 * 1024;
 /// A TLS leg's socket read: one full record (16 KiB plus overhead).
 pub const TLS_READ_BUF: usize = 16 * 1024 + 512;
 

@@ -86,7 +86,7 @@ mod splice {
     use rustix::io::Errno;
     use rustix::pipe::{fcntl_setpipe_size, pipe_with, splice, PipeFlags, SpliceFlags};
 
-    use crate::limits::{DEFAULT_PIPE, MAX_BIG_PIPES, PIPE_SIZE};
+    use crate::limits::{BACKLOG, DEFAULT_PIPE, MAX_BIG_PIPES, PIPE_SIZE};
 
     static BIG_PIPES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -95,18 +95,27 @@ mod splice {
         pub(super) size: usize,
     }
 
+    /// What asking for a bigger pipe gave.
+    enum Grow {
+        Grown(BigPipe),
+        /// All [`MAX_BIG_PIPES`] are taken: ask again at the next backlog.
+        NoSlot,
+        /// The kernel said no (the user's pipe budget): do not ask again.
+        Refused,
+    }
+
     impl BigPipe {
         /// Enlarge `pipe` to [`PIPE_SIZE`] if a slot is free and the kernel agrees.
-        fn try_grow(pipe: &rustix::fd::OwnedFd) -> Option<BigPipe> {
+        fn try_grow(pipe: &rustix::fd::OwnedFd) -> Grow {
             if BIG_PIPES.fetch_add(1, Ordering::AcqRel) >= MAX_BIG_PIPES {
                 BIG_PIPES.fetch_sub(1, Ordering::AcqRel);
-                return None;
+                return Grow::NoSlot;
             }
             match fcntl_setpipe_size(pipe, PIPE_SIZE) {
-                Ok(size) => Some(BigPipe { size }),
+                Ok(size) => Grow::Grown(BigPipe { size }),
                 Err(_) => {
                     BIG_PIPES.fetch_sub(1, Ordering::AcqRel);
-                    None
+                    Grow::Refused
                 }
             }
         }
@@ -125,44 +134,66 @@ mod splice {
 
     /// Relay `src` to `dst` until EOF (then half-close `dst`) or an error
     /// (then shut both down). `Err(())` means splice is unavailable and
-    /// nothing was moved: use the copy loop instead.
-    pub(super) fn pump(src: &TcpStream, dst: &TcpStream, counter: &AtomicU64) -> Result<(), ()> {
+    /// nothing was moved: use the copy loop instead. `Ok(true)` when the
+    /// pipe was enlarged on the way.
+    ///
+    /// The pipe starts at the kernel's default and is enlarged only when one
+    /// read takes [`BACKLOG`] bytes or more, that is when data arrives faster
+    /// than it is forwarded: the enlarged pipes, a limited number, go to the
+    /// bulk transfers, not to the first pairs to start (an idle SSH session
+    /// would otherwise hold one for hours), and a pair that stays small pays
+    /// for no `fcntl` when it starts.
+    pub(super) fn pump(src: &TcpStream, dst: &TcpStream, counter: &AtomicU64) -> Result<bool, ()> {
         let (pr, pw) = pipe_with(PipeFlags::CLOEXEC).map_err(|_| ())?;
-        let _big = BigPipe::try_grow(&pw);
-        let size = _big.as_ref().map_or(DEFAULT_PIPE, |b| b.size);
+        let mut big: Option<BigPipe> = None;
+        let mut may_grow = true;
+        let mut size = DEFAULT_PIPE;
         let mut first = true;
+        let done = |big: &Option<BigPipe>| Ok(big.is_some());
         loop {
             let n = match splice(src, None, &pw, None, size, SpliceFlags::MOVE) {
                 Ok(0) => {
                     let _ = dst.shutdown(Shutdown::Write);
-                    return Ok(());
+                    return done(&big);
                 }
                 Ok(n) => n,
                 Err(Errno::INTR) => continue,
                 Err(Errno::INVAL) | Err(Errno::NOSYS) if first => return Err(()),
                 Err(_) => {
                     close_both(src, dst);
-                    return Ok(());
+                    return done(&big);
                 }
             };
             first = false;
-            // Drain the pipe completely before reading again, so at EOF it is empty.
+            // Drain the pipe completely before reading again, so at EOF it is
+            // empty (and an enlargement below never has to move data).
             let mut left = n;
             while left > 0 {
                 match splice(&pr, None, dst, None, left, SpliceFlags::MOVE) {
                     Ok(0) => {
                         close_both(src, dst);
-                        return Ok(());
+                        return done(&big);
                     }
                     Ok(k) => left -= k,
                     Err(Errno::INTR) => {}
                     Err(_) => {
                         close_both(src, dst);
-                        return Ok(());
+                        return done(&big);
                     }
                 }
             }
             counter.fetch_add(n as u64, Ordering::Relaxed);
+            if may_grow && n >= BACKLOG {
+                match BigPipe::try_grow(&pw) {
+                    Grow::Grown(b) => {
+                        size = b.size;
+                        big = Some(b);
+                        may_grow = false;
+                    }
+                    Grow::NoSlot => {}
+                    Grow::Refused => may_grow = false,
+                }
+            }
         }
     }
 }
@@ -511,5 +542,105 @@ mod tests {
             assert_eq!((t.up, t.down), (7, 15));
         });
         assert_eq!(pairs.active(), 0);
+    }
+
+    /// Run one spliced direction from `x` to `y` while `drive` talks to both
+    /// ends; returns whether its pipe was enlarged.
+    #[cfg(target_os = "linux")]
+    fn pumped(drive: impl FnOnce(&mut TcpStream, &mut TcpStream)) -> bool {
+        let (mut client, x) = pair();
+        let (y, mut server) = pair();
+        let counter = AtomicU64::new(0);
+        thread::scope(|s| {
+            let h = s.spawn(|| splice::pump(&x, &y, &counter));
+            drive(&mut client, &mut server);
+            h.join().expect("pump").expect("splice works on TCP")
+        })
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn small_exchanges_keep_the_default_pipe() {
+        let grown = pumped(|client, server| {
+            for i in 0..50u8 {
+                client.write_all(&[i; 100]).expect("write");
+                let mut got = [0u8; 100];
+                server.read_exact(&mut got).expect("read");
+                assert_eq!(got, [i; 100]);
+            }
+            client.shutdown(Shutdown::Write).expect("half-close");
+            let mut rest = Vec::new();
+            server.read_to_end(&mut rest).expect("EOF");
+            assert!(rest.is_empty());
+        });
+        assert!(!grown, "a pair of small exchanges took an enlarged pipe");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_bulk_transfer_enlarges_its_pipe() {
+        use ring::digest::{digest, SHA256};
+        // Whether this user may have a pipe of PIPE_SIZE at all (an
+        // unprivileged user past fs.pipe-user-pages-soft may not).
+        let (_r, w) = rustix::pipe::pipe().expect("pipe");
+        let can_grow = rustix::pipe::fcntl_setpipe_size(&w, crate::limits::PIPE_SIZE).is_ok();
+        let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+        let grown = pumped(|client, server| {
+            thread::scope(|s| {
+                s.spawn(|| {
+                    client.write_all(&data).expect("write");
+                    client.shutdown(Shutdown::Write).expect("half-close");
+                });
+                let mut got = Vec::new();
+                server.read_to_end(&mut got).expect("read");
+                assert_eq!(
+                    digest(&SHA256, &got).as_ref(),
+                    digest(&SHA256, &data).as_ref()
+                );
+            });
+        });
+        assert_eq!(grown, can_grow, "8 MiB at full speed");
+    }
+
+    /// More idle pairs than there are enlarged pipes do not keep a later bulk
+    /// transfer on the default pipe.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn idle_pairs_leave_the_enlarged_pipes_to_bulk() {
+        let (_r, w) = rustix::pipe::pipe().expect("pipe");
+        let can_grow = rustix::pipe::fcntl_setpipe_size(&w, crate::limits::PIPE_SIZE).is_ok();
+        let n = crate::limits::MAX_BIG_PIPES + 8;
+        let counter = AtomicU64::new(0);
+        thread::scope(|s| {
+            let mut idle = Vec::new();
+            for _ in 0..n {
+                let (client, x) = pair();
+                let (y, mut server) = pair();
+                let counter = &counter;
+                let h = s.spawn(move || splice::pump(&x, &y, counter));
+                client.write_all(b"x").expect("write");
+                let mut b = [0u8; 1];
+                server.read_exact(&mut b).expect("read");
+                idle.push((client, server, h));
+            }
+            let data = vec![0x5au8; 8 << 20];
+            let grown = pumped(|client, server| {
+                thread::scope(|s| {
+                    s.spawn(|| {
+                        client.write_all(&data).expect("write");
+                        client.shutdown(Shutdown::Write).expect("half-close");
+                    });
+                    let mut got = Vec::new();
+                    server.read_to_end(&mut got).expect("read");
+                    assert!(got == data, "bytes differ");
+                });
+            });
+            assert_eq!(grown, can_grow, "bulk after {n} idle pairs");
+            for (client, _server, h) in idle {
+                client.shutdown(Shutdown::Write).expect("half-close");
+                let grown = h.join().expect("pump").expect("splice");
+                assert!(!grown, "an idle pair took an enlarged pipe");
+            }
+        });
     }
 }
