@@ -102,6 +102,22 @@ pub struct ClientFlags {
     pub secret_file: Option<PathBuf>,
 }
 
+/// Warn when a provisioning file that holds a secret can be read by group or
+/// others, as the daemon does for its users file and key. Not an error: the
+/// file may come from a read-only medium, and the operator decides.
+fn warn_if_exposed(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        log::warn!(target: "rendezvous::client",
+            "provisioning file {} holds a secret and is accessible by group or others (mode {mode:04o}); run chmod 600",
+            path.display());
+    }
+}
+
 /// Everything a client needs, resolved: flags override the provisioning file.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -121,7 +137,13 @@ impl Settings {
     /// Resolve flags and the provisioning file.
     pub fn resolve(flags: &ClientFlags, need_secret: bool) -> Result<Settings> {
         let prov = match &flags.config {
-            Some(p) => Provision::load(p)?,
+            Some(p) => {
+                let prov = Provision::load(p)?;
+                if prov.secret.is_some() {
+                    warn_if_exposed(p);
+                }
+                prov
+            }
             None => Provision::default(),
         };
         let server_text = flags

@@ -11,6 +11,7 @@ use rendezvous::provision::Provision;
 use rendezvous::tls::{parse_fingerprint, Trust};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -151,6 +152,27 @@ fn user_add_serve_expose_connect_over_pinned_tls() {
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("json");
     assert!(v["cookie"].as_str().expect("cookie").starts_with('I'));
     assert_eq!(v["port"], srv.listening("rendezvous").port());
+    assert!(!stderr(&o).contains("accessible"), "{}", stderr(&o));
+
+    // A provisioning file others can read: a warning naming it, not the secret.
+    let secret = std::fs::read_to_string(&prov)
+        .expect("provisioning file")
+        .lines()
+        .find_map(|l| l.strip_prefix("secret = ").map(str::to_string))
+        .expect("a secret line");
+    std::fs::set_permissions(&prov, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let o = run(rendezvous()
+        .args(["lookup", "--config"])
+        .arg(&prov)
+        .args(["--server", &url]));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let warned = format!(
+        "provisioning file {} holds a secret and is accessible by group or others (mode 0644); run chmod 600",
+        prov.display()
+    );
+    assert!(stderr(&o).contains(&warned), "{}", stderr(&o));
+    assert!(!stderr(&o).contains(&secret), "the secret was logged");
+    std::fs::set_permissions(&prov, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 
     // A wrong pin fails clearly with exit 1; a malformed one is a usage error.
     let o = run(rendezvous().args(["lookup", "--config"]).arg(&prov).args([

@@ -215,7 +215,7 @@ fn diagnostics(page_name: &str) -> String {
 #[test]
 fn every_warning_is_in_diagnostics() {
     let client = diagnostics("rendezvous.1");
-    for (at, msg) in log_prefixes(&["hidden.rs", "mobile.rs"], &["warn", "info"]) {
+    for (at, msg) in log_prefixes(&["hidden.rs", "mobile.rs", "client.rs"], &["warn", "info"]) {
         assert!(
             client.contains(&msg),
             "{at}: {msg:?} not in rendezvous(1) DIAGNOSTICS"
