@@ -40,6 +40,15 @@ pub const COOKIE_TTL: Duration = Duration::from_secs(600);
 pub const POOL_MAX: usize = 16;
 /// Default `--max-connections`: concurrent accepted sockets, all listeners together.
 pub const MAX_CONNECTIONS: usize = 4096;
+/// The largest `--pair-timeout`, `--handshake-timeout` and `--drain-timeout`
+/// (an hour). Larger values would mean "forever"; an `Instant` plus one near
+/// `u64::MAX` seconds overflows, so they are refused, not clamped.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The largest `--cookie-ttl` (a week).
+pub const MAX_COOKIE_TTL: Duration = Duration::from_secs(7 * 86_400);
+/// The largest `--pool-max`. A pool's channel is allocated whole when a UUID
+/// first registers, so its size must stay modest.
+pub const MAX_POOL_MAX: usize = 1024;
 /// Concurrent connections from one source address that have not yet sent
 /// their first request head or cookie line (slowloris bound per address).
 pub const MAX_UNAUTH_PER_ADDR: usize = 128;

@@ -72,6 +72,42 @@ impl Config {
             metrics_from: crate::metrics::Cidr::loopback(),
         }
     }
+
+    /// Refuse values outside the ranges rendezvousd(8) gives, naming the
+    /// option: no deadline computed from them can overflow, and no pool is
+    /// larger than memory allows.
+    pub fn validate(&self) -> Result<()> {
+        let secs = |flag: &str, d: Duration, min: u64, max: Duration| {
+            // The command line takes whole seconds; the library may go below one.
+            if (min > 0 && d.is_zero()) || d > max {
+                Err(Error::Usage(format!(
+                    "--{flag} must be from {min} to {} seconds",
+                    max.as_secs()
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        secs("pair-timeout", self.pair_timeout, 1, limits::MAX_TIMEOUT)?;
+        secs(
+            "handshake-timeout",
+            self.handshake_timeout,
+            1,
+            limits::MAX_TIMEOUT,
+        )?;
+        secs("drain-timeout", self.drain_timeout, 0, limits::MAX_TIMEOUT)?;
+        secs("cookie-ttl", self.cookie_ttl, 1, limits::MAX_COOKIE_TTL)?;
+        if !(1..=limits::MAX_POOL_MAX).contains(&self.pool_max) {
+            return Err(Error::Usage(format!(
+                "--pool-max must be from 1 to {}",
+                limits::MAX_POOL_MAX
+            )));
+        }
+        if self.max_connections == 0 {
+            return Err(Error::Usage("--max-connections must be at least 1".into()));
+        }
+        Ok(())
+    }
 }
 
 /// What every connection thread shares.
@@ -157,6 +193,7 @@ impl Server {
         registrar: TcpListener,
         rendezvous: Option<TcpListener>,
     ) -> Result<Server> {
+        cfg.validate()?;
         ensure_dir(&cfg.paths.dir)?;
         let table = load_users(&cfg.paths.users)?;
         log::info!(target: "rendezvous::server", "users loaded n={}", table.len());
@@ -349,6 +386,7 @@ fn raise_nofile_limit() {
 /// `rendezvousd serve`: bind, start, then wait for signals: SIGHUP reloads,
 /// SIGTERM or SIGINT shuts down (exit 0).
 pub fn serve(cfg: Config) -> Result<()> {
+    cfg.validate()?;
     raise_nofile_limit();
     let signals = crate::signals::listen()?;
     let registrar = bind(&cfg.registrar, "bind registrar")?;
@@ -371,4 +409,42 @@ pub fn serve(cfg: Config) -> Result<()> {
     crate::notify::notify("STOPPING=1");
     server.shutdown();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        Config::new(StatePaths::resolve(
+            Some(std::path::Path::new("/nonexistent")),
+            None,
+            None,
+            None,
+        ))
+    }
+
+    #[test]
+    fn validate_takes_the_bounds_and_the_defaults() {
+        assert!(cfg().validate().is_ok(), "defaults");
+        let mut c = cfg();
+        c.pair_timeout = limits::MAX_TIMEOUT;
+        c.handshake_timeout = limits::MAX_TIMEOUT;
+        c.drain_timeout = Duration::ZERO;
+        c.cookie_ttl = limits::MAX_COOKIE_TTL;
+        c.pool_max = limits::MAX_POOL_MAX;
+        c.max_connections = 1;
+        assert!(c.validate().is_ok(), "largest and smallest allowed");
+        // The library may use less than a second (the tests do).
+        c.pair_timeout = Duration::from_millis(500);
+        assert!(c.validate().is_ok(), "sub-second");
+        c.pair_timeout = Duration::ZERO;
+        assert!(matches!(c.validate(), Err(Error::Usage(m)) if m.contains("--pair-timeout")));
+        let mut c = cfg();
+        c.drain_timeout = limits::MAX_TIMEOUT + Duration::from_nanos(1);
+        assert!(matches!(c.validate(), Err(Error::Usage(m)) if m.contains("--drain-timeout")));
+        let mut c = cfg();
+        c.pool_max = limits::MAX_POOL_MAX + 1;
+        assert!(matches!(c.validate(), Err(Error::Usage(m)) if m.contains("--pool-max")));
+    }
 }

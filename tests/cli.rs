@@ -251,3 +251,71 @@ fn ca_with_pin_is_a_usage_error() {
     let o = run(rendezvous().args(["connect"]));
     assert_eq!(o.status.code(), Some(2), "no server, no uuid");
 }
+
+/// `serve` refuses an option outside its range (rendezvousd(8)) before it
+/// binds anything, naming the option; a huge value meant as "forever" would
+/// otherwise overflow a deadline on every connection.
+#[test]
+fn serve_refuses_out_of_range_options() {
+    let dir = TempDir::new("cli-ranges");
+    let huge = u64::MAX.to_string();
+    let cases = [
+        (
+            "--pair-timeout",
+            "0",
+            "--pair-timeout must be from 1 to 3600 seconds",
+        ),
+        (
+            "--pair-timeout",
+            huge.as_str(),
+            "--pair-timeout must be from 1 to 3600 seconds",
+        ),
+        (
+            "--handshake-timeout",
+            "3601",
+            "--handshake-timeout must be from 1 to 3600 seconds",
+        ),
+        (
+            "--drain-timeout",
+            huge.as_str(),
+            "--drain-timeout must be from 0 to 3600 seconds",
+        ),
+        (
+            "--cookie-ttl",
+            "0",
+            "--cookie-ttl must be from 1 to 604800 seconds",
+        ),
+        (
+            "--cookie-ttl",
+            "604801",
+            "--cookie-ttl must be from 1 to 604800 seconds",
+        ),
+        ("--pool-max", "0", "--pool-max must be from 1 to 1024"),
+        (
+            "--pool-max",
+            "1000000000",
+            "--pool-max must be from 1 to 1024",
+        ),
+        (
+            "--max-connections",
+            "0",
+            "--max-connections must be at least 1",
+        ),
+    ];
+    for (flag, value, message) in cases {
+        let o = run(rendezvousd()
+            .args(["serve", "--plaintext", "--registrar", "127.0.0.1:0"])
+            .args(["--rendezvous", "127.0.0.1:0", flag, value, "--state-dir"])
+            .arg(dir.join("state")));
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}: {}", stderr(&o));
+        assert_eq!(
+            stderr(&o).trim(),
+            format!("rendezvousd: {message}"),
+            "{flag} {value}"
+        );
+    }
+    assert!(
+        !dir.join("state").exists(),
+        "a refused command line created the state folder"
+    );
+}

@@ -244,33 +244,14 @@ fn serve(s: Serve) -> Result<(), Error> {
     cfg.public_host = s.public_host;
     cfg.public_port = s.public_port;
     cfg.plaintext = s.plaintext;
-    let secs = |v: Option<u64>, d: Duration, flag: &str| -> Result<Duration, Error> {
-        match v {
-            None => Ok(d),
-            Some(0) => Err(Error::Usage(format!("--{flag} must be at least 1"))),
-            Some(n) => Ok(Duration::from_secs(n)),
-        }
-    };
-    cfg.pair_timeout = secs(s.pair_timeout, cfg.pair_timeout, "pair-timeout")?;
-    cfg.handshake_timeout = secs(
-        s.handshake_timeout,
-        cfg.handshake_timeout,
-        "handshake-timeout",
-    )?;
-    cfg.cookie_ttl = secs(s.cookie_ttl, cfg.cookie_ttl, "cookie-ttl")?;
-    if let Some(d) = s.drain_timeout {
-        cfg.drain_timeout = Duration::from_secs(d);
-    }
-    match s.pool_max {
-        Some(0) => return Err(Error::Usage("--pool-max must be at least 1".into())),
-        Some(n) => cfg.pool_max = n,
-        None => {}
-    }
-    match s.max_connections {
-        Some(0) => return Err(Error::Usage("--max-connections must be at least 1".into())),
-        Some(n) => cfg.max_connections = n,
-        None => {}
-    }
+    // Ranges are checked by Config::validate, which names the option.
+    let secs = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_secs);
+    cfg.pair_timeout = secs(s.pair_timeout, cfg.pair_timeout);
+    cfg.handshake_timeout = secs(s.handshake_timeout, cfg.handshake_timeout);
+    cfg.cookie_ttl = secs(s.cookie_ttl, cfg.cookie_ttl);
+    cfg.drain_timeout = secs(s.drain_timeout, cfg.drain_timeout);
+    cfg.pool_max = s.pool_max.unwrap_or(cfg.pool_max);
+    cfg.max_connections = s.max_connections.unwrap_or(cfg.max_connections);
     if !s.metrics_from.is_empty() {
         cfg.metrics_from = s
             .metrics_from
