@@ -104,6 +104,47 @@ fn rendezvous_flags_are_documented() {
     );
 }
 
+/// The other direction: every `--flag` a page names is a flag of one of the
+/// programs (a page may name the other program's flags).
+#[test]
+fn every_flag_a_page_names_exists() {
+    let subcommands: [(&str, &[&str]); 9] = [
+        ("rendezvousd", &["serve"]),
+        ("rendezvousd", &["user", "add"]),
+        ("rendezvousd", &["user", "list"]),
+        ("rendezvousd", &["user", "remove"]),
+        ("rendezvousd", &["cert"]),
+        ("rendezvous", &["expose"]),
+        ("rendezvous", &["connect"]),
+        ("rendezvous", &["lookup"]),
+        ("rendezvous", &["totp"]),
+    ];
+    let mut known = vec!["help".to_string()];
+    for (prog, sub) in subcommands {
+        let mut c = if prog == "rendezvousd" {
+            rendezvousd()
+        } else {
+            rendezvous()
+        };
+        let o = run(c.args(sub).arg("--help"));
+        assert_eq!(o.status.code(), Some(0), "{prog} {sub:?} --help");
+        known.extend(flags(&stdout(&o)));
+    }
+    for name in PAGES {
+        let text = page(name);
+        for (i, _) in text.match_indices("Fl -") {
+            let f: String = text[i + 4..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            assert!(
+                known.contains(&f),
+                "{name}: names --{f}, which no subcommand has"
+            );
+        }
+    }
+}
+
 #[test]
 fn pages_lint_clean() {
     for name in PAGES {
@@ -211,7 +252,7 @@ fn diagnostics(page_name: &str) -> String {
 
 /// Every warning the programs can log is explained in DIAGNOSTICS, and so is
 /// every info message of the client (the daemon's info lines are its
-/// per-connection log, described under LOGGING).
+/// per-connection log, described with RUST_LOG under ENVIRONMENT in rendezvousd(8)).
 #[test]
 fn every_warning_is_in_diagnostics() {
     let client = diagnostics("rendezvous.1");
