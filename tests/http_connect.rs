@@ -398,34 +398,37 @@ fn websocket_echo() -> SocketAddr {
 }
 
 #[test]
-fn websocket_through_uuid_query() {
+fn websocket_through_uuid_or_rendezvous_query() {
     let ts = TestServer::start(tls_opts());
-    let _agent = expose_http(&ts, websocket_echo(), 1);
-    let mut m = tls_connect(&ts);
-    write!(
+    let _agent = expose_http(&ts, websocket_echo(), 2);
+    // Both query names a browser's WebSocket API can carry the UUID in.
+    for param in ["uuid", "rendezvous"] {
+        let mut m = tls_connect(&ts);
+        write!(
         m,
-        "GET /chat?uuid={} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        "GET /chat?{param}={} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         ts.uuid
     )
     .expect("send");
-    let head = read_head(&mut m);
-    assert_eq!(status(&head), 101, "{head}");
-    assert_eq!(
-        header(&head, "sec-websocket-accept"),
-        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
-    );
-    for msg in ["hello", "frames flow both ways"] {
-        let mask = [1u8, 2, 3, 4];
-        let mut frame = vec![0x81, 0x80 | msg.len() as u8];
-        frame.extend_from_slice(&mask);
-        frame.extend(msg.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        m.write_all(&frame).expect("send frame");
-        let mut h = [0u8; 2];
-        m.read_exact(&mut h).expect("frame head");
-        assert_eq!(h[0], 0x81);
-        let mut payload = vec![0u8; (h[1] & 0x7f) as usize];
-        m.read_exact(&mut payload).expect("payload");
-        assert_eq!(payload, msg.as_bytes());
+        let head = read_head(&mut m);
+        assert_eq!(status(&head), 101, "?{param}=: {head}");
+        assert_eq!(
+            header(&head, "sec-websocket-accept"),
+            Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        );
+        for msg in ["hello", "frames flow both ways"] {
+            let mask = [1u8, 2, 3, 4];
+            let mut frame = vec![0x81, 0x80 | msg.len() as u8];
+            frame.extend_from_slice(&mask);
+            frame.extend(msg.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+            m.write_all(&frame).expect("send frame");
+            let mut h = [0u8; 2];
+            m.read_exact(&mut h).expect("frame head");
+            assert_eq!(h[0], 0x81);
+            let mut payload = vec![0u8; (h[1] & 0x7f) as usize];
+            m.read_exact(&mut payload).expect("payload");
+            assert_eq!(payload, msg.as_bytes());
+        }
     }
 }
 

@@ -182,6 +182,18 @@ fn head_limits() {
     let big = format!("X-Big: {}", "a".repeat(16 * 1024));
     let r = request(ts.registrar(), "GET", "/", &[&big]);
     assert_eq!(r.status, 431);
+    // Exactly 16 KiB including the final blank line is served; one byte more is not.
+    let exact = |len: usize| {
+        let start = "GET /.well-known/rendezvous/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: ";
+        let end = "\r\nConnection: close\r\n\r\n";
+        let head = format!("{start}{}{end}", "p".repeat(len - start.len() - end.len()));
+        assert_eq!(head.len(), len);
+        let mut s = connect(ts.registrar());
+        s.write_all(head.as_bytes()).expect("send");
+        read_response(&mut s).expect("response").status
+    };
+    assert_eq!(exact(16 * 1024), 200, "a head of exactly 16 KiB");
+    assert_eq!(exact(16 * 1024 + 1), 431, "a head of 16 KiB + 1");
     let mut s = connect(ts.registrar());
     s.write_all(b"this is not http\r\n\r\n").expect("send");
     assert_eq!(read_response(&mut s).expect("response").status, 400);
