@@ -486,3 +486,39 @@ fn wait_live(rx: &Receiver<Parked>, deadline: Instant) -> Result<Parked, TakeErr
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An `R` cookie lives `cookie_ttl` from its last use, not from its
+    /// issue; once lapsed it is gone for good.
+    #[test]
+    fn a_cookie_lives_its_ttl_from_its_last_use() {
+        let ttl = Duration::from_secs(600);
+        let reg = Registry::new(RegistryConfig {
+            cookie_ttl: ttl,
+            pool_max: 4,
+        });
+        let uuid = Uuid::new_v4();
+        let t0 = Instant::now();
+        let c = reg
+            .register_with_token(uuid, |_| Ok(1))
+            .expect("registered");
+        let s = Duration::from_secs;
+        let mut inner = reg.lock();
+        assert_eq!(reg.renew(&mut inner, &c, t0 + s(599)), Some(uuid));
+        // Past the first expiry (t0 + 600 s): the use above renewed it.
+        assert_eq!(reg.renew(&mut inner, &c, t0 + s(1100)), Some(uuid));
+        // More than a TTL after the last use: lapsed, and stays so.
+        assert_eq!(reg.renew(&mut inner, &c, t0 + s(1100) + ttl + s(1)), None);
+        assert_eq!(reg.renew(&mut inner, &c, t0 + s(1100)), None);
+        // An I cookie is never renewed as an R cookie.
+        let i = inner
+            .regs
+            .get(&uuid)
+            .map(|r| r.initiator)
+            .expect("registration");
+        assert_eq!(reg.renew(&mut inner, &i, t0), None);
+    }
+}

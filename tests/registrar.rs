@@ -290,3 +290,66 @@ fn every_answer_carries_a_date() {
         assert!(t + 60 >= now && t <= now + 60, "{date} vs {now}");
     }
 }
+
+/// A cookie refresh after the cookie's TTL is refused (401), and a new token
+/// registers again.
+#[test]
+fn an_expired_cookie_is_refused() {
+    let ts = TestServer::start(Opts {
+        cookie_ttl: Duration::from_secs(1),
+        ..Opts::default()
+    });
+    let base = format!("/?uuid={}", ts.uuid);
+    let r = ts.register();
+    std::thread::sleep(Duration::from_millis(1500));
+    let f = request(ts.registrar(), "PUT", &format!("{base}&cookie={r}"), &[]);
+    assert_eq!(f.status, 401);
+    assert_eq!(json(&f)["error"]["permanent"], false);
+    let again = request(
+        ts.registrar(),
+        "PUT",
+        &format!("{base}&response={}", token_at(1)),
+        &[],
+    );
+    assert_eq!(again.status, 200, "a new token registers again");
+}
+
+/// The triple names `--public-host` and `--public-port` when given, else the
+/// client's `Host` without its port and the rendezvous listener's port.
+#[test]
+fn triples_name_the_public_host_and_port() {
+    let ts = TestServer::start(Opts {
+        public_host: Some("rv.example.net".into()),
+        public_port: Some(443),
+        ..Opts::default()
+    });
+    let base = format!("/?uuid={}", ts.uuid);
+    let put = request(
+        ts.registrar(),
+        "PUT",
+        &format!("{base}&response={}", token_at(0)),
+        &[],
+    );
+    assert_eq!(put.status, 200);
+    let get = request(ts.registrar(), "GET", &base, &[]);
+    for r in [&put, &get] {
+        let v = json(r);
+        assert_eq!(v["result"]["host"], "rv.example.net");
+        assert_eq!(v["result"]["port"], 443);
+    }
+
+    let ts = TestServer::start(Opts::default());
+    let base = format!("/?uuid={}", ts.uuid);
+    ts.register();
+    let mut s = connect(ts.registrar());
+    s.write_all(
+        format!("GET {base} HTTP/1.1\r\nHost: gw.example.org:8898\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .expect("send");
+    let r = read_response(&mut s).expect("response");
+    assert_eq!(r.status, 200);
+    let v = json(&r);
+    assert_eq!(v["result"]["host"], "gw.example.org");
+    assert_eq!(v["result"]["port"], ts.rendezvous().port());
+}

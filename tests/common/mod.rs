@@ -139,6 +139,7 @@ pub struct Opts {
     pub max_connections: usize,
     pub cookie_ttl: Duration,
     pub public_host: Option<String>,
+    pub public_port: Option<u16>,
     pub metrics_from: Option<Vec<rendezvous::metrics::Cidr>>,
 }
 
@@ -153,6 +154,7 @@ impl Default for Opts {
             max_connections: 4096,
             cookie_ttl: Duration::from_secs(600),
             public_host: None,
+            public_port: None,
             metrics_from: None,
         }
     }
@@ -179,6 +181,7 @@ impl TestServer {
         cfg.max_connections = opts.max_connections;
         cfg.cookie_ttl = opts.cookie_ttl;
         cfg.public_host = opts.public_host;
+        cfg.public_port = opts.public_port;
         if let Some(m) = opts.metrics_from {
             cfg.metrics_from = m;
         }
