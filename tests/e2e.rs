@@ -316,7 +316,7 @@ fn connect_exits_when_the_remote_closes_even_with_stdin_open() {
 }
 
 #[test]
-fn serve_warns_about_a_users_file_others_can_read() {
+fn serve_warns_about_a_users_file_or_key_others_can_read_and_stops_on_sigint() {
     use std::os::unix::fs::PermissionsExt;
     let dir = TempDir::new("e2e-mode");
     let state = dir.join("state");
@@ -346,4 +346,21 @@ fn serve_warns_about_a_users_file_others_can_read() {
             .any(|l| l.contains("key.pem") && l.contains("accessible")),
         "the generated key is 0600: {log}"
     );
+
+    // A key others can read is named at the next reload.
+    let key = state.join("key.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let mut srv = srv;
+    srv.signal("HUP");
+    let line = srv.wait_line("key.pem is accessible by group or others");
+    assert!(
+        line.contains("WARN") && line.contains("(mode 0640); run chmod 600"),
+        "{line}"
+    );
+    srv.wait_line("certificate reloaded");
+
+    // SIGINT is an orderly shutdown too: exit 0.
+    srv.signal("INT");
+    assert_eq!(srv.wait_exit(Duration::from_secs(20)), Some(0));
+    srv.wait_line("shutdown finished");
 }
