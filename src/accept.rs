@@ -295,3 +295,28 @@ impl Drop for AcceptLoop {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::MAX_UNAUTH_PER_ADDR;
+
+    /// The handshake cap counts per source address: one address at its cap
+    /// does not keep another out, and a connection past its head frees a
+    /// place. (Synthetic addresses: the socket tests use 127.0.0.1 only.)
+    #[test]
+    fn the_handshake_cap_is_per_address() {
+        let conns = Arc::new(Conns::default());
+        let a = IpAddr::from([192, 0, 2, 1]);
+        let b = IpAddr::from([192, 0, 2, 2]);
+        let mut held: Vec<PreAuth> = (0..MAX_UNAUTH_PER_ADDR)
+            .map(|i| conns.try_unauth(a).unwrap_or_else(|| panic!("place {i}")))
+            .collect();
+        assert!(conns.try_unauth(a).is_none(), "one too many from a");
+        let from_b = conns.try_unauth(b);
+        assert!(from_b.is_some(), "b is not held back by a");
+        drop(held.pop());
+        assert!(conns.try_unauth(a).is_some(), "a place freed");
+        assert_eq!(conns.refused_by_limit().1, 1, "one refusal counted");
+    }
+}

@@ -1,96 +1,63 @@
-//! Guessing limits across source addresses (127.0.0.x loopback sources):
-//! ten failures lock one (UUID, address) pair only; the per-UUID cap per step
-//! spares the address of the last good registration; a live R cookie
-//! registers during a lock.
+//! Guessing limits through the registrar, from 127.0.0.1 (the tests use no
+//! other address): ten failures lock the (UUID, address) pair with 429 and
+//! `Retry-After`, even for the right token; a live R cookie still registers;
+//! the lock shows in the metrics. That a lock spares other addresses, and
+//! that the per-UUID cap spares the last good address, are unit tests of
+//! `authn::Limiter` with synthetic addresses.
 
 mod common;
 
 use common::*;
+use std::sync::atomic::Ordering;
 
 #[test]
-fn lock_is_per_address_and_the_uuid_cap_spares_the_last_good_address() {
+fn ten_failures_lock_the_address_but_not_cookie_authentication() {
     avoid_step_edge();
     let ts = TestServer::start(Opts::default());
-    let reg = ts.registrar();
-    let put = |src: [u8; 4], tok: &str| ts.put_token_from(src, tok).status;
-    // A good registration from 127.0.0.1 makes it the last good address.
-    assert_eq!(put([127, 0, 0, 1], &token_at(0)), 200);
-    let cookie = {
-        let r = request_from(
-            [127, 0, 0, 1],
-            reg,
-            "PUT",
-            &format!("/?uuid={}&response={}", ts.uuid, token_at(1)),
-        );
-        assert_eq!(r.status, 200);
-        json(&r)["result"]["cookie"]
-            .as_str()
-            .expect("cookie")
-            .to_string()
-    };
-    // Ten failures from .2 lock .2 only.
-    for _ in 0..10 {
-        assert_eq!(put([127, 0, 0, 2], wrong_token()), 401);
+    let r = ts.put_token(&token_at(0));
+    assert_eq!(r.status, 200);
+    let cookie = json(&r)["result"]["cookie"]
+        .as_str()
+        .expect("cookie")
+        .to_string();
+    for i in 0..10 {
+        assert_eq!(ts.put_token(wrong_token()).status, 401, "failure {i}");
     }
-    assert_eq!(put([127, 0, 0, 2], wrong_token()), 429, ".2 locked");
-    assert_eq!(
-        put([127, 0, 0, 3], wrong_token()),
-        401,
-        ".3 is not locked by .2's failures"
-    );
-    // Nine more from .3: 20 failures this step, the per-UUID cap.
-    for _ in 0..9 {
-        put([127, 0, 0, 3], wrong_token());
-    }
-    let r = request_from(
-        [127, 0, 0, 4],
-        reg,
-        "PUT",
-        &format!("/?uuid={}&response={}", ts.uuid, wrong_token()),
-    );
-    assert_eq!(r.status, 429, "a fresh address is refused past the cap");
+    let r = ts.put_token(wrong_token());
+    assert_eq!(r.status, 429, "locked after ten failures");
     let retry: u64 = r
         .header("retry-after")
         .expect("Retry-After")
         .parse()
         .expect("seconds");
-    assert!((1..=30).contains(&retry), "retry after the step: {retry}");
-    // The last good address still gets through (the replay floor is step+1,
-    // so it is refused as a replay, not as locked out: 401, not 429).
+    let base = rendezvous::limits::LOCK_BASE.as_secs();
+    assert!((1..=base).contains(&retry), "retry after the lock: {retry}");
     assert_eq!(
-        put([127, 0, 0, 1], wrong_token()),
-        401,
-        "last good address is not capped"
+        ts.put_token(&token_at(1)).status,
+        429,
+        "the right token is refused while locked"
     );
-    // A live R cookie registers during the lock, from anywhere.
-    let r = request_from(
-        [127, 0, 0, 2],
-        reg,
+    // A live R cookie registers during the lock.
+    let r = request(
+        ts.registrar(),
         "PUT",
         &format!("/?uuid={}&cookie={cookie}", ts.uuid),
+        &[],
     );
     assert_eq!(r.status, 200, "cookie authentication is never locked");
-}
-
-#[test]
-fn last_good_address_registers_after_the_cap() {
-    avoid_step_edge();
-    let ts = TestServer::start(Opts::default());
-    let put = |src: [u8; 4], tok: &str| ts.put_token_from(src, tok).status;
-    assert_eq!(put([127, 0, 0, 1], &token_at(-1)), 200);
-    for src in [[127, 0, 0, 5], [127, 0, 0, 6]] {
-        for _ in 0..10 {
-            put(src, wrong_token());
-        }
-    }
-    assert_eq!(
-        put([127, 0, 0, 7], &token_at(0)),
-        429,
-        "capped for others, even with the right token"
+    let m = &ts.server().shared().metrics;
+    assert_eq!(m.lockouts_total.load(Ordering::Relaxed), 1);
+    assert_eq!(m.auth_locked_out.load(Ordering::Relaxed), 2);
+    assert_eq!(m.auth_bad_token.load(Ordering::Relaxed), 10);
+    let r = request(
+        ts.registrar(),
+        "GET",
+        "/.well-known/rendezvous/metrics",
+        &[],
     );
-    assert_eq!(
-        put([127, 0, 0, 1], &token_at(0)),
-        200,
-        "the last good address registers"
+    let text = String::from_utf8_lossy(&r.body);
+    assert!(
+        text.lines().any(|l| l == "rendezvous_lockouts_total 1"),
+        "{text}"
     );
 }

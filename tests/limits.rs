@@ -139,26 +139,30 @@ fn connections_in_handshake_are_capped_per_address() {
         ..Opts::default()
     });
     let cap = rendezvous::limits::MAX_UNAUTH_PER_ADDR;
-    let held: Vec<TcpStream> = (0..cap)
-        .map(|_| connect_from([127, 0, 0, 9], ts.registrar()))
-        .collect();
+    let mut held: Vec<TcpStream> = (0..cap).map(|_| connect(ts.registrar())).collect();
     wait_until("all in handshake", || {
         ts.server().shared().conns.open() == cap
     });
-    let mut extra = connect_from([127, 0, 0, 9], ts.registrar());
+    let mut extra = connect(ts.registrar());
     let mut b = [0u8; 1];
     assert_eq!(
         extra.read(&mut b).unwrap_or(0),
         0,
         "one too many from that address"
     );
-    // Another address is served.
-    let r = request_from(
-        [127, 0, 0, 10],
-        ts.registrar(),
+    // A connection that sends its head no longer counts: the address may
+    // open one more. (That the cap is per address, sparing the others, is a
+    // unit test of accept::Conns with synthetic addresses: the tests use
+    // 127.0.0.1 only.)
+    let mut first = held.remove(0);
+    send(
+        &mut first,
         "GET",
         "/.well-known/rendezvous/health",
+        &["Connection: keep-alive"],
     );
+    assert_eq!(read_response(&mut first).expect("response").status, 200);
+    let r = request(ts.registrar(), "GET", "/.well-known/rendezvous/health", &[]);
     assert_eq!(r.status, 200);
     drop(held);
 }

@@ -143,23 +143,56 @@ fn metrics_after_real_exchanges() {
 
 #[test]
 fn metrics_only_from_allowed_ranges() {
-    let ts = TestServer::start(Opts {
+    let path = "/.well-known/rendezvous/metrics";
+    // The tests connect from 127.0.0.1 only: allowed by a range holding it,
+    // refused (the path does not exist) by one that does not.
+    let other = TestServer::start(Opts {
         metrics_from: Some(vec!["127.0.0.2/32".parse().expect("cidr")]),
         ..Opts::default()
     });
-    let path = "/.well-known/rendezvous/metrics";
-    assert_eq!(
-        request_from([127, 0, 0, 1], ts.registrar(), "GET", path).status,
-        404
-    );
-    assert_eq!(
-        request_from([127, 0, 0, 2], ts.registrar(), "GET", path).status,
-        200
-    );
+    assert_eq!(request(other.registrar(), "GET", path, &[]).status, 404);
+    let exact = TestServer::start(Opts {
+        metrics_from: Some(vec![
+            "10.0.0.0/8".parse().expect("cidr"),
+            "127.0.0.1/32".parse().expect("cidr"),
+        ]),
+        ..Opts::default()
+    });
+    assert_eq!(request(exact.registrar(), "GET", path, &[]).status, 200);
     // The default is loopback only.
     let def = TestServer::start(Opts::default());
+    assert_eq!(request(def.registrar(), "GET", path, &[]).status, 200);
+}
+
+/// A connection refused at `--max-connections` is counted.
+#[test]
+fn refused_connections_are_counted() {
+    let ts = TestServer::start(Opts {
+        max_connections: 3,
+        handshake_timeout: std::time::Duration::from_secs(30),
+        ..Opts::default()
+    });
+    let held: Vec<_> = (0..3).map(|_| connect(ts.registrar())).collect();
+    wait_until("all three open", || ts.server().shared().conns.open() == 3);
+    let mut extra = connect(ts.registrar());
+    let mut b = [0u8; 1];
+    assert_eq!(extra.read(&mut b).unwrap_or(0), 0, "refused at the cap");
+    drop(held);
+    wait_until("slots freed", || ts.server().shared().conns.open() == 0);
+    let r = request(
+        ts.registrar(),
+        "GET",
+        "/.well-known/rendezvous/metrics",
+        &[],
+    );
+    assert_eq!(r.status, 200);
+    let m = parse(&String::from_utf8(r.body.clone()).expect("utf-8"));
     assert_eq!(
-        request_from([127, 0, 0, 3], def.registrar(), "GET", path).status,
-        200
+        m.get("rendezvous_refused_connections_total{limit=\"max-connections\"}"),
+        Some(&1.0)
+    );
+    assert_eq!(
+        m.get("rendezvous_refused_connections_total{limit=\"per-address\"}"),
+        Some(&0.0)
     );
 }

@@ -213,15 +213,10 @@ impl TestServer {
         self.server().rendezvous_addr().expect("rendezvous enabled")
     }
 
-    /// `PUT ?uuid=&response=tok` for this server's user, from `src`.
-    pub fn put_token_from(&self, src: [u8; 4], tok: &str) -> ClientResponse {
-        let target = format!("/?uuid={}&response={tok}", self.uuid);
-        request_from(src, self.registrar(), "PUT", &target)
-    }
-
     /// `PUT ?uuid=&response=tok` for this server's user, from 127.0.0.1.
     pub fn put_token(&self, tok: &str) -> ClientResponse {
-        self.put_token_from([127, 0, 0, 1], tok)
+        let target = format!("/?uuid={}&response={tok}", self.uuid);
+        request(self.registrar(), "PUT", &target, &[])
     }
 
     /// Register with a fresh token and return the R cookie.
@@ -478,25 +473,6 @@ pub fn avoid_step_edge() {
     if left < 5 {
         std::thread::sleep(Duration::from_secs(left + 1));
     }
-}
-
-/// A connection from another loopback source address (127.0.0.x).
-pub fn connect_from(src: [u8; 4], addr: SocketAddr) -> TcpStream {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    s.bind(&SocketAddr::from((src, 0)).into())
-        .expect("bind source");
-    s.connect(&addr.into()).expect("connect");
-    let s: TcpStream = s.into();
-    s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    s
-}
-
-/// One request from a given source address.
-pub fn request_from(src: [u8; 4], addr: SocketAddr, method: &str, target: &str) -> ClientResponse {
-    let mut s = connect_from(src, addr);
-    send(&mut s, method, target, &[]);
-    read_response(&mut s).expect("response")
 }
 
 /// Deterministic test data (xorshift), different per seed.

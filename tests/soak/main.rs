@@ -905,7 +905,8 @@ struct Ctx {
     reg: SocketAddr,
     board: Arc<Board>,
     next_id: AtomicU64,
-    next_src: AtomicUsize,
+    /// Connections between their connect and their first answer.
+    establishing: (Mutex<usize>, Condvar),
     /// Pairs established and not finished.
     live: AtomicUsize,
     peak_live: AtomicUsize,
@@ -918,7 +919,7 @@ impl Ctx {
             reg,
             board,
             next_id: AtomicU64::new(1),
-            next_src: AtomicUsize::new(0),
+            establishing: (Mutex::new(0), Condvar::new()),
             live: AtomicUsize::new(0),
             peak_live: AtomicUsize::new(0),
         })
@@ -928,21 +929,41 @@ impl Ctx {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Mobile clients come from 60 loopback addresses, as many phones would:
-    /// the server caps connections still in their handshake per address (32),
-    /// and a burst of a thousand from one address would hit that cap.
-    fn src(&self) -> [u8; 4] {
-        let n = self.next_src.fetch_add(1, Ordering::Relaxed);
-        [127, 0, 0, 2 + (n % 60) as u8]
+    /// Wait for a place among the [`ESTABLISHING`] connections allowed
+    /// between their connect and their first answer. The soak's mobile
+    /// clients all come from 127.0.0.1 (the tests use no other address), and
+    /// the server caps connections still in their handshake per address
+    /// (128), as a thousand phones from a thousand addresses would not meet.
+    /// Only the start is paced: the pairs then relay all at once.
+    fn admit(&self) -> Admitted<'_> {
+        let (m, cv) = &self.establishing;
+        let mut n = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *n >= ESTABLISHING {
+            n = cv
+                .wait(n)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *n += 1;
+        Admitted(&self.establishing)
     }
 }
 
-fn tcp_from(src: [u8; 4], addr: SocketAddr) -> io::Result<TcpStream> {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-    s.bind(&SocketAddr::from((src, 0)).into())?;
-    s.connect_timeout(&addr.into(), Duration::from_secs(10))?;
-    let s: TcpStream = s.into();
+/// See [`Ctx::admit`]; well under the server's per-address cap of 128.
+const ESTABLISHING: usize = 64;
+
+/// A place among the establishing connections, given back on drop.
+struct Admitted<'a>(&'a (Mutex<usize>, Condvar));
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        let (m, cv) = self.0;
+        *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner) -= 1;
+        cv.notify_one();
+    }
+}
+
+fn tcp(addr: SocketAddr) -> io::Result<TcpStream> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
     s.set_read_timeout(Some(IO_LONG))?;
     s.set_write_timeout(Some(IO_LONG))?;
     let _ = s.set_nodelay(true);
@@ -950,8 +971,8 @@ fn tcp_from(src: [u8; 4], addr: SocketAddr) -> io::Result<TcpStream> {
 }
 
 /// `GET ?uuid=`: the rendezvous address and the `I` cookie.
-fn lookup(reg: SocketAddr, src: [u8; 4], uuid: &Uuid) -> Result<(SocketAddr, String), String> {
-    let mut s = tcp_from(src, reg).map_err(|e| format!("connect registrar: {e}"))?;
+fn lookup(reg: SocketAddr, uuid: &Uuid) -> Result<(SocketAddr, String), String> {
+    let mut s = tcp(reg).map_err(|e| format!("connect registrar: {e}"))?;
     write!(
         s,
         "GET /?uuid={uuid} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
@@ -974,8 +995,8 @@ fn lookup(reg: SocketAddr, src: [u8; 4], uuid: &Uuid) -> Result<(SocketAddr, Str
 }
 
 /// Send the cookie line and wait (up to `wait`) for `+OK`.
-fn dial(rv: SocketAddr, src: [u8; 4], cookie: &str, wait: Duration) -> Result<TcpStream, String> {
-    let mut s = tcp_from(src, rv).map_err(|e| format!("connect rendezvous: {e}"))?;
+fn dial(rv: SocketAddr, cookie: &str, wait: Duration) -> Result<TcpStream, String> {
+    let mut s = tcp(rv).map_err(|e| format!("connect rendezvous: {e}"))?;
     s.write_all(format!("{cookie}\n").as_bytes())
         .map_err(|e| format!("send cookie: {e}"))?;
     s.set_read_timeout(Some(wait))
@@ -1013,12 +1034,12 @@ fn establish(
     uuid: &Uuid,
     wait: Duration,
 ) -> Result<TcpStream, String> {
-    let src = ctx.src();
+    let _admitted = ctx.admit();
     if !http {
-        let (rv, cookie) = lookup(ctx.reg, src, uuid)?;
-        return dial(rv, src, &cookie, wait);
+        let (rv, cookie) = lookup(ctx.reg, uuid)?;
+        return dial(rv, &cookie, wait);
     }
-    let mut s = tcp_from(src, ctx.reg).map_err(|e| format!("connect registrar: {e}"))?;
+    let mut s = tcp(ctx.reg).map_err(|e| format!("connect registrar: {e}"))?;
     let auth = data_encoding::BASE64.encode(format!("{uuid}:").as_bytes());
     write!(
         s,
