@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 struct Pair {
     _dir: TempDir,
     cert: std::path::PathBuf,
+    key: std::path::PathBuf,
     fp: String,
     config: std::sync::Arc<rustls::ServerConfig>,
 }
@@ -38,6 +39,7 @@ fn pair() -> Pair {
     Pair {
         _dir: dir,
         cert,
+        key,
         fp,
         config,
     }
@@ -231,4 +233,63 @@ fn tls_leg_reads_records_split_across_socket_reads() {
     }
     let got = reader.join().expect("reader");
     assert_eq!(got, data);
+}
+
+/// A server that presents one certificate and signs with another key.
+#[derive(Debug)]
+struct Impostor(std::sync::Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for Impostor {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<std::sync::Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// A pin (or the certificate as CA) names a certificate, but the server must
+/// still prove it holds the certificate's key: a copy of the certificate
+/// alone, with another key signing the handshake, is refused, in TLS 1.3 and
+/// in TLS 1.2.
+#[test]
+fn a_copied_certificate_without_its_key_is_refused() {
+    let victim = pair();
+    let thief = pair();
+    let provider = tls::provider();
+    let certs = tls::load_certs(&victim.cert).expect("victim's certificate");
+    let key = tls::load_key(&thief.key).expect("thief's key");
+    let signer = provider
+        .key_provider
+        .load_private_key(key)
+        .expect("signing key");
+    let impostor = std::sync::Arc::new(Impostor(std::sync::Arc::new(
+        rustls::sign::CertifiedKey::new(certs, signer),
+    )));
+    let pin = tls::parse_fingerprint(&victim.fp).expect("pin parses");
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        for trust in [Trust::Pin(pin), Trust::Ca(victim.cert.clone())] {
+            let config = rustls::ServerConfig::builder_with_provider(provider.clone())
+                .with_protocol_versions(&[version])
+                .expect("versions")
+                .with_no_client_auth()
+                .with_cert_resolver(impostor.clone());
+            let (port, h) = echo_once(std::sync::Arc::new(config));
+            let err = client(port, &trust, "localhost")
+                .expect_err("a handshake signed with another key must fail");
+            let msg = err.to_string();
+            assert!(
+                msg.to_ascii_lowercase().contains("signature"),
+                "{version:?} {trust:?}: {msg}"
+            );
+            assert!(h.join().expect("server thread").is_err(), "no echo");
+        }
+    }
+    // The real owner still gets through (the pin and the CA are right).
+    let (port, h) = echo_once(victim.config.clone());
+    assert_eq!(
+        client(port, &Trust::Pin(pin), "localhost").expect("owner"),
+        b"hello\n"
+    );
+    h.join().expect("server thread").expect("server side");
 }
