@@ -353,3 +353,38 @@ fn triples_name_the_public_host_and_port() {
     assert_eq!(v["result"]["host"], "gw.example.org");
     assert_eq!(v["result"]["port"], ts.rendezvous().port());
 }
+
+/// The step and digits come from the user's line in the users file: a user
+/// with 60 s and 8 digits registers with such a code, and a code of the
+/// default length is refused for it (while the 30 s/6-digit user next to it
+/// still registers with its own).
+#[test]
+fn step_and_digits_come_from_the_users_file() {
+    use rendezvous::totp::{self, Params};
+    let ts = TestServer::start(Opts::default());
+    let long = uuid::Uuid::new_v4();
+    let users = ts.dir.join("users");
+    let mut text = std::fs::read_to_string(&users).expect("users");
+    text.push_str(&format!("{long} {SECRET_B32} 60 8 long codes\n"));
+    rendezvous::users::write_atomic(&users, text.as_bytes(), 0o600).expect("write");
+    ts.server().reload();
+    let params = Params {
+        step: 60,
+        digits: 8,
+    };
+    let put = |uuid: &uuid::Uuid, tok: &str| {
+        request(
+            ts.registrar(),
+            "PUT",
+            &format!("/?uuid={uuid}&response={tok}"),
+            &[],
+        )
+        .status
+    };
+    let six = token_at(0);
+    assert_eq!(put(&long, &six), 401, "a 6-digit code for an 8-digit user");
+    let eight = totp::generate(&secret(), params, totp::now());
+    assert_eq!(eight.len(), 8);
+    assert_eq!(put(&long, &eight), 200, "its own 8-digit, 60 s code");
+    assert_eq!(put(&ts.uuid, &six), 200, "the 30 s/6-digit user");
+}
