@@ -78,7 +78,7 @@ impl Write for Conn {
 }
 
 /// Which rule a request head matched.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     /// 1: `CONNECT uuid:ID?…` — a hidden server (HTTP-specific).
     HiddenConnect,
@@ -94,29 +94,59 @@ pub enum Route {
     Challenge,
 }
 
-/// Apply the dispatch rules, in order.
-pub fn route(head: &Head) -> Route {
-    if head.method.eq_ignore_ascii_case("CONNECT") {
-        return Route::HiddenConnect;
-    }
-    if let Some(auth) = head.header("authorization") {
+/// Rule 1: a `CONNECT` (its target is checked by the handler: 403 if it is
+/// not `uuid:ID`).
+fn is_hidden_connect(head: &Head) -> bool {
+    head.method.eq_ignore_ascii_case("CONNECT")
+}
+
+/// Rule 2: `Authorization: Basic …` or `Digest …` (the UUID inside is
+/// checked by the handler: 400 if malformed).
+fn has_mobile_authorization(head: &Head) -> bool {
+    head.header("authorization").is_some_and(|auth| {
         let scheme = auth.split_whitespace().next().unwrap_or("");
-        if scheme.eq_ignore_ascii_case("basic") || scheme.eq_ignore_ascii_case("digest") {
-            return Route::MobileAuthorization;
-        }
+        scheme.eq_ignore_ascii_case("basic") || scheme.eq_ignore_ascii_case("digest")
+    })
+}
+
+/// Rule 3: `Upgrade:` with a `uuid=` or `rendezvous=` query parameter (a
+/// browser's WebSocket API cannot set `Authorization`).
+fn is_mobile_upgrade(head: &Head) -> bool {
+    head.header("upgrade").is_some() && {
+        let query = head.query();
+        query.iter().any(|(n, _)| n == "uuid" || n == "rendezvous")
     }
-    let query = head.query();
-    let has = |k: &str| query.iter().any(|(n, _)| n == k);
-    if head.header("upgrade").is_some() && (has("uuid") || has("rendezvous")) {
-        return Route::MobileUpgrade;
-    }
-    if head.path().starts_with("/.well-known/rendezvous/") {
-        return Route::WellKnown;
-    }
-    if has("uuid") {
-        return Route::Api;
-    }
-    Route::Challenge
+}
+
+/// Rule 4: the server's own endpoints.
+fn is_well_known(head: &Head) -> bool {
+    head.path().starts_with("/.well-known/rendezvous/")
+}
+
+/// Rule 5: a `uuid=` query parameter: the generic registrar API.
+fn names_uuid(head: &Head) -> bool {
+    head.query().iter().any(|(n, _)| n == "uuid")
+}
+
+/// A dispatch rule: whether a head is its kind.
+type Rule = fn(&Head) -> bool;
+
+/// Rules 1 to 5, in order; the first that matches decides.
+const RULES: [(Rule, Route); 5] = [
+    (is_hidden_connect, Route::HiddenConnect),
+    (has_mobile_authorization, Route::MobileAuthorization),
+    (is_mobile_upgrade, Route::MobileUpgrade),
+    (is_well_known, Route::WellKnown),
+    (names_uuid, Route::Api),
+];
+
+/// Apply the dispatch rules, in order; rule 6 (the 401 challenge) takes
+/// whatever the others leave.
+pub fn route(head: &Head) -> Route {
+    RULES
+        .iter()
+        .find(|(matches, _)| matches(head))
+        .map_or(Route::Challenge, |(_, r)| *r)
 }
 
 /// Serve one registrar connection until it closes.
@@ -467,6 +497,76 @@ pub fn authenticate(
                 log::warn!(target: T, "auth lockout engaged uuid={uuid} peer={ip} secs={}", period.as_secs());
             }
             Err(Response::error(401, false, "authentication failed"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::HeadReader;
+
+    fn head(text: &str) -> Head {
+        HeadReader::new()
+            .feed(text.replace('\n', "\r\n").as_bytes())
+            .expect("well-formed")
+            .expect("complete")
+    }
+
+    /// Where two rules could both apply, the earlier one decides.
+    #[test]
+    fn the_first_matching_rule_decides() {
+        let u = "35b1f781-d9a7-4fd2-8331-ffb56d9c1a6e";
+        let cases = [
+            // 1 before 2 and 5.
+            (
+                format!("CONNECT uuid:{u}?uuid={u} HTTP/1.1\nAuthorization: Basic eA==\n\n"),
+                Route::HiddenConnect,
+            ),
+            // 1 whatever the target: the handler answers 403.
+            (
+                "CONNECT example.com:443 HTTP/1.1\n\n".to_string(),
+                Route::HiddenConnect,
+            ),
+            // 2 before 3, 4 and 5.
+            (
+                format!("GET /.well-known/rendezvous/health?uuid={u} HTTP/1.1\nAuthorization: Digest username=\"{u}\"\nUpgrade: websocket\n\n"),
+                Route::MobileAuthorization,
+            ),
+            // Another scheme is not rule 2.
+            (
+                format!("GET /?uuid={u} HTTP/1.1\nAuthorization: Bearer x\n\n"),
+                Route::Api,
+            ),
+            // 3 before 4 and 5, by either parameter.
+            (
+                format!("GET /.well-known/rendezvous/x?uuid={u} HTTP/1.1\nUpgrade: websocket\n\n"),
+                Route::MobileUpgrade,
+            ),
+            (
+                format!("GET /chat?rendezvous={u} HTTP/1.1\nUpgrade: websocket\n\n"),
+                Route::MobileUpgrade,
+            ),
+            // Upgrade without a UUID is not rule 3.
+            (
+                "GET /chat HTTP/1.1\nUpgrade: websocket\n\n".to_string(),
+                Route::Challenge,
+            ),
+            // 4 before 5.
+            (
+                format!("GET /.well-known/rendezvous/health?uuid={u} HTTP/1.1\n\n"),
+                Route::WellKnown,
+            ),
+            (format!("PUT /?uuid={u}&response=1 HTTP/1.1\n\n"), Route::Api),
+            // `rendezvous=` alone is not rule 5.
+            (
+                format!("GET /?rendezvous={u} HTTP/1.1\n\n"),
+                Route::Challenge,
+            ),
+            ("GET / HTTP/1.1\n\n".to_string(), Route::Challenge),
+        ];
+        for (text, want) in cases {
+            assert_eq!(route(&head(&text)), want, "{text}");
         }
     }
 }
