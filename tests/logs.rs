@@ -1,7 +1,9 @@
 //! The log never holds a secret: full generic and HTTP-specific exchanges
-//! (agent, mobile client, failures) at trace level with a capturing logger,
-//! then every line is searched for every token, cookie, secret,
-//! Authorization value and raw query string used.
+//! (a generic and an HTTP-specific agent, mobile clients, failures) at trace
+//! level with a capturing logger, then every line is searched for every
+//! token, cookie, secret, Authorization value and raw query string used, and
+//! for any UUID-shaped text other than the users' UUIDs (which catches the
+//! agents' own cookies, which the test never sees).
 
 mod common;
 
@@ -41,6 +43,25 @@ fn read_head<S: Read>(s: &mut S) -> String {
     String::from_utf8_lossy(&head).into_owned()
 }
 
+/// Every UUID-shaped run (8-4-4-4-12 hex digits) in `line`. Cookies are `R`
+/// or `I` followed by one, so a cookie anywhere in a line shows up here.
+fn uuids_in(line: &str) -> Vec<&str> {
+    let b = line.as_bytes();
+    let shape = |w: &[u8]| {
+        w.iter().enumerate().all(|(i, c)| {
+            if [8, 13, 18, 23].contains(&i) {
+                *c == b'-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
+    };
+    (0..b.len().saturating_sub(35))
+        .filter(|&i| shape(&b[i..i + 36]))
+        .map(|i| &line[i..i + 36])
+        .collect()
+}
+
 /// True when `needle` occurs in `hay` not surrounded by more digits (tokens
 /// are digits; a byte count may contain the same run by chance).
 fn contains_token(hay: &str, needle: &str) -> bool {
@@ -71,6 +92,7 @@ fn no_secret_reaches_the_log() {
         ..Opts::default()
     });
     let cert = ts.dir.join("cert.pem");
+    let user1 = ts.uuid;
     let url = format!("https://127.0.0.1:{}", ts.registrar().port());
     let mut secrets: Vec<String> = vec![SECRET_B32.to_string()];
     // Every code the agent or the test may have sent this run.
@@ -197,8 +219,69 @@ fn no_secret_reaches_the_log() {
     .expect("send");
     assert!(read_head(&mut h2).starts_with("HTTP/1.1 401"));
 
+    // An HTTP-specific agent, as a second user (its own secret, so its
+    // tokens do not collide with the ones above): it CONNECTs with a token,
+    // then grows its pool with its cookie (Rendezvous-Cookie); a mobile
+    // client's request reaches the service (an echo) through it.
+    const SECRET2: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+    let user2 = uuid::Uuid::new_v4();
+    let users = ts.dir.join("users");
+    let mut text = std::fs::read_to_string(&users).expect("users");
+    text.push_str(&format!("{user2} {SECRET2} 30 6 http agent\n"));
+    rendezvous::users::write_atomic(&users, text.as_bytes(), 0o600).expect("write");
+    ts.server().reload();
+    secrets.push(SECRET2.to_string());
+    let secret2 = rendezvous::secret::Secret::from_base32(SECRET2).expect("base32");
+    let now = rendezvous::totp::now();
+    tokens.extend(
+        (0..4).map(|k| rendezvous::totp::generate(&secret2, Default::default(), now + k * 30 - 30)),
+    );
+    std::env::set_var("RENDEZVOUS_SECRET", SECRET2);
+    let settings2 = Settings::resolve(
+        &ClientFlags {
+            uuid: Some(user2.to_string()),
+            ..flags.clone()
+        },
+        true,
+    )
+    .expect("settings");
+    let http_agent = Agent::new(
+        &settings2,
+        ExposeOpts {
+            to: echo_server().to_string(),
+            pool: 2,
+            protocol: Protocol::Http,
+        },
+    )
+    .expect("agent");
+    let a3 = http_agent.clone();
+    let http_runner = std::thread::spawn(move || a3.run());
+    wait_until("http agent parked", || {
+        ts.server().shared().registry.stats().parked_http == 2
+    });
+    let basic2 = data_encoding::BASE64.encode(format!("{user2}:").as_bytes());
+    secrets.push(basic2.clone());
+    let mut m = open();
+    let request = format!(
+        "GET /through-the-agent HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {basic2}\r\n\r\n"
+    );
+    m.write_all(request.as_bytes()).expect("send");
+    // The echo sends the forwarded head back: the agent relayed it.
+    let echoed = read_head(&mut m);
+    assert!(echoed.starts_with("GET /through-the-agent"), "{echoed}");
+    assert!(!echoed.contains("Authorization"), "{echoed}");
+    drop(m);
+    wait_until("http agent refilled", || {
+        ts.server().shared().registry.stats().parked_http == 2
+    });
+
     agent.stop();
+    http_agent.stop();
     runner.join().expect("agent thread").expect("agent ran");
+    http_runner
+        .join()
+        .expect("http agent thread")
+        .expect("http agent ran");
     drop(ts);
 
     let lines = LINES.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -213,13 +296,25 @@ fn no_secret_reaches_the_log() {
     assert!(lines
         .iter()
         .any(|l| l.contains("pair done") && l.contains("proto=http")));
+    let ts_uuid = user1.to_string();
     let mut cookies_seen: Vec<String> = secrets
         .iter()
         .filter(|s| s.starts_with('R') || s.starts_with('I'))
         .map(|c| c[1..].to_string())
         .collect();
     secrets.append(&mut cookies_seen);
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("registered") && l.contains("proto=http")));
     for line in &lines {
+        // The users' UUIDs are public; any other UUID-shaped text would be a
+        // cookie (the agents' own included, which this test never sees).
+        for u in uuids_in(line) {
+            assert!(
+                u == ts_uuid || u == user2.to_string(),
+                "a cookie or unknown UUID {u:?} in log line {line:?}"
+            );
+        }
         for s in &secrets {
             assert!(
                 !line.contains(s.as_str()),
