@@ -310,3 +310,123 @@ fn reload_keeps_the_table_when_the_users_file_is_gone_or_broken() {
     );
     assert!(users.exists());
 }
+
+/// A registrar stand-in on 127.0.0.1 that counts lookups and answers each
+/// one by asking the real registrar at that moment. It stops when dropped.
+struct CountingRegistrar {
+    addr: std::net::SocketAddr,
+    lookups: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl CountingRegistrar {
+    fn start(real: std::net::SocketAddr, uuid: uuid::Uuid) -> CountingRegistrar {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.set_nonblocking(true).expect("nonblocking");
+        let addr = l.local_addr().expect("addr");
+        let lookups = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (n, halt) = (lookups.clone(), stop.clone());
+        let thread = thread::spawn(move || {
+            while !halt.load(Ordering::Relaxed) {
+                let Ok((mut s, _)) = l.accept() else {
+                    thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(IO_TIMEOUT));
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).is_ok_and(|k| k == 1) {
+                    head.push(b[0]);
+                }
+                n.fetch_add(1, Ordering::SeqCst);
+                let r = request(real, "GET", &format!("/?uuid={uuid}"), &[]);
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    r.status,
+                    r.body.len()
+                );
+                let _ = s.write_all(&r.body);
+            }
+        });
+        CountingRegistrar {
+            addr,
+            lookups,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn lookups(&self) -> usize {
+        self.lookups.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for CountingRegistrar {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `connect --listen`'s dialer caches the triple: a second connection asks
+/// the registrar nothing. Once the registration is gone and back (a new `I`
+/// cookie), the cached triple meets `-ERR not registered`, and one new
+/// lookup gets the connection through.
+#[test]
+fn the_dialer_caches_the_triple_and_refreshes_it_when_refused() {
+    use rendezvous::client::{ClientFlags, Settings};
+    use rendezvous::mobile::Dialer;
+    let ts = TestServer::start(Opts::default());
+    let fake = CountingRegistrar::start(ts.registrar(), ts.uuid);
+    let settings = Settings::resolve(
+        &ClientFlags {
+            server: Some(format!("http://{}", fake.addr)),
+            uuid: Some(ts.uuid.to_string()),
+            ..ClientFlags::default()
+        },
+        false,
+    )
+    .expect("settings");
+    let dialer = Dialer::new(&settings).expect("dialer");
+    // One paired exchange: the hidden side reads +OK and the byte.
+    let through = |dialer: &Dialer| {
+        let r = ts.extra_r_cookie();
+        let mut hidden = park(ts.rendezvous(), &r);
+        wait_until("parked", || {
+            ts.server().shared().registry.stats().parked_generic == 1
+        });
+        let mut m = dialer.dial().expect("paired");
+        m.write_all(b"x").expect("write");
+        let mut got = [0u8; 5];
+        hidden.read_exact(&mut got).expect("read");
+        assert_eq!(&got, b"+OK\nx");
+    };
+    through(&dialer);
+    assert_eq!(fake.lookups(), 1);
+    through(&dialer);
+    assert_eq!(
+        fake.lookups(),
+        1,
+        "the second connection used the cached triple"
+    );
+
+    // The registration goes (the user is removed) and comes back: a new I cookie.
+    let old_i = ts.lookup();
+    let users = ts.dir.join("users");
+    let text = std::fs::read_to_string(&users).expect("users");
+    rendezvous::users::write_atomic(&users, b"", 0o600).expect("write");
+    ts.server().reload();
+    rendezvous::users::write_atomic(&users, text.as_bytes(), 0o600).expect("write");
+    ts.server().reload();
+    through(&dialer);
+    assert_ne!(ts.lookup(), old_i, "a new registration");
+    assert_eq!(fake.lookups(), 2, "refused once, looked up once more");
+}
