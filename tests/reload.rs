@@ -68,3 +68,29 @@ fn reload_under_load_never_shows_a_half_loaded_table() {
     assert_eq!(unknown, 0, "a request saw a table without the user");
     assert_eq!(known, u64::from(sent), "every request found the user");
 }
+
+/// SIGHUP's certificate half: after the pair on disk is replaced and the
+/// server reloaded, new connections get the new certificate (a client pinned
+/// to the old one is refused, one pinned to the new one gets through).
+#[test]
+fn reload_serves_the_new_certificate() {
+    use rendezvous::client::{Registrar, ServerUrl};
+    use rendezvous::tls::{self, Trust};
+    let ts = TestServer::start(Opts {
+        plaintext: false,
+        ..Opts::default()
+    });
+    let (cert, key) = tls::state_pair(ts.dir.path());
+    let pin = |fp: &str| Trust::Pin(tls::parse_fingerprint(fp).expect("fingerprint"));
+    let url =
+        ServerUrl::parse(&format!("https://127.0.0.1:{}", ts.registrar().port())).expect("url");
+    let health = |trust: &Trust| Registrar::new(url.clone(), trust).and_then(|r| r.health());
+    let old = tls::file_fingerprint(&cert).expect("old fingerprint");
+    health(&pin(&old)).expect("the old certificate before the reload");
+    let new = tls::write_self_signed(&cert, &key, &["127.0.0.1".into()], true).expect("new pair");
+    assert_ne!(new, old);
+    ts.server().reload();
+    let err = health(&pin(&old)).expect_err("the old pin after the reload");
+    assert!(err.to_string().contains("pinned SHA-256"), "{err}");
+    health(&pin(&new)).expect("the new certificate after the reload");
+}
