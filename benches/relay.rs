@@ -188,7 +188,8 @@ fn start_server(dir: &Path, tls: bool, extra: &[&str]) -> Server {
         "--rendezvous",
         "127.0.0.1:0",
     ])
-    .args(["--pool-max", "4000", "--max-connections", "16000"])
+    // The memory figures park 1,000 sockets under one UUID: the largest pool allowed.
+    .args(["--pool-max", "1024", "--max-connections", "16000"])
     .arg("--state-dir")
     .arg(&state)
     .args(extra);
