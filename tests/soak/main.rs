@@ -40,6 +40,7 @@ mod common;
 mod load;
 mod nofile;
 mod restarts;
+mod tls;
 
 use common::*;
 use std::collections::HashMap;
