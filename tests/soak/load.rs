@@ -219,9 +219,11 @@ impl Report {
     }
 
     /// The bounds (and generous ones where it gives none).
-    /// `kill_close_within`: how soon every mobile connection of a killed
-    /// agent must be closed (the 1 s in `make soak`).
-    fn check(&self, kill_close_within: Duration) {
+    /// `kill_within`: how soon after the SIGKILL every mobile connection of
+    /// the killed agent must be closed (the 1 s in `make soak`);
+    /// `back_within`: how soon descriptors and threads return to baseline
+    /// after the load (the "a few seconds").
+    fn check(&self, kill_within: Duration, back_within: Duration) {
         assert_eq!(self.mismatches, 0, "mismatches: {:?}", self.failures);
         assert_eq!(self.bad_headers, 0, "headers garbled on the way");
         assert!(self.failures.is_empty(), "failures: {:#?}", self.failures);
@@ -231,8 +233,9 @@ impl Report {
         );
         assert_eq!(self.peak_pairs, self.pairs, "all pairs were open at once");
         assert!(
-            near((self.fd.0, self.threads.0), self.fd.2, self.threads.2) && self.back_secs <= 10.0,
-            "descriptors/threads back to baseline within 10 s: fds {:?} threads {:?} back in {} s",
+            near((self.fd.0, self.threads.0), self.fd.2, self.threads.2)
+                && self.back_secs <= back_within.as_secs_f64(),
+            "descriptors/threads back to baseline within {back_within:?}: fds {:?} threads {:?} back in {} s",
             self.fd,
             self.threads,
             self.back_secs
@@ -242,12 +245,13 @@ impl Report {
             "the peak saw the load: {:?}",
             self.fd
         );
+        // From the SIGKILL itself, so this also bounds the close as the
+        // hidden side saw it (kill_close_max).
         assert!(
-            self.kill_close_max <= kill_close_within,
-            "agent kill: {:?}",
-            self.kill_close_max
+            self.kill_victims > 0 && self.kill_e2e_max <= kill_within,
+            "agent kill: slowest mobile close {:?} after SIGKILL",
+            self.kill_e2e_max
         );
-        assert!(self.kill_victims > 0 && self.kill_e2e_max <= Duration::from_secs(10));
         let ten = Duration::from_secs(10);
         assert!(self.kill_serve_again.0 <= ten && self.kill_serve_again.1 <= ten);
         assert!(self.parked_reap_max <= Duration::from_secs(15));
@@ -776,7 +780,7 @@ fn soak_fast() {
     // The full soak holds the 1 s; this subset runs in `make test`, in a
     // debug build on a possibly loaded CI machine, so it allows 3 s (the
     // measured figure is about 150 ms; without propagation it never closes).
-    r.check(Duration::from_secs(3));
+    r.check(Duration::from_secs(5), Duration::from_secs(10));
 }
 
 #[test]
@@ -800,5 +804,5 @@ fn soak_full() {
         load_within: Duration::from_secs(120),
     });
     r.print();
-    r.check(Duration::from_secs(1));
+    r.check(Duration::from_secs(1), Duration::from_secs(5));
 }
