@@ -1004,6 +1004,10 @@ fn main() {
         "KiB",
         format!("{mem_n} parked"),
     );
+    // Keep some parked TLS connections for idle TLS-to-TLS pairs below; the
+    // reaper closes the rest before the CPU window.
+    let tls_idle_n = if o.quick { 50 } else { 100 };
+    let tls_hidden: Vec<_> = tls_parked.drain(..tls_idle_n).collect();
     drop(tls_parked);
     // Idle pairs: consume the parked plain sockets.
     let th1 = threads(pid);
@@ -1022,6 +1026,28 @@ fn main() {
     settle();
     let rss3 = status_kib(pid, "VmRSS:");
     let th2 = threads(pid);
+    // Idle TLS-to-TLS pairs: a mobile client over TLS with Basic credentials
+    // takes each kept parked connection (the oldest, first parked above and
+    // never read, goes to the first client); each hidden side reads its head.
+    let basic = data_encoding::BASE64.encode(format!("{UUID}:").as_bytes());
+    let mut tls_mobile = Vec::new();
+    for _ in 0..=tls_idle_n {
+        let mut c = tls_client(&m);
+        write!(
+            c,
+            "GET /idle HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {basic}\r\n\r\n"
+        )
+        .expect("send");
+        tls_mobile.push(c);
+    }
+    let mut tls_pairs = 0;
+    for mut h in tls_hidden {
+        let _ = h.sock.set_read_timeout(Some(Duration::from_secs(10)));
+        if read_head(&mut h).starts_with("GET /idle") {
+            tls_pairs += 1;
+        }
+        tls_mobile.push(h);
+    }
     // One reaper pass first: it closes the TLS connections dropped above.
     thread::sleep(rendezvous::limits::REAP_INTERVAL + Duration::from_secs(1));
     let c0 = cpu_secs(pid);
@@ -1044,8 +1070,13 @@ fn main() {
         "rendezvousd CPU while all that idles",
         idle_cpu,
         "%",
-        "5 s window, 10 ms ticks".into(),
+        format!(
+            "5 s window, 10 ms ticks; {} idle pairs and {tls_pairs} idle TLS-to-TLS pairs",
+            pairs.len()
+        ),
     );
+    assert_eq!(tls_pairs, tls_idle_n, "every kept TLS connection paired");
+    drop(tls_mobile);
     drop(pairs);
     drop(parked);
     drop(m);
