@@ -33,7 +33,13 @@ pub fn parse_args<T: FromArgs>() -> Result<T, ExitCode> {
                 Err(ExitCode::SUCCESS)
             }
             Err(()) => {
-                eprintln!("{}\nRun {cmd} --help for more information.", early.output);
+                // eprintln! would panic on a closed stderr (exit 101, not 2).
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{}\nRun {cmd} --help for more information.",
+                    early.output
+                );
                 Err(ExitCode::from(2))
             }
         },
@@ -56,7 +62,9 @@ pub fn finish(prog: &str, result: Result<(), Error>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{prog}: {e}");
+            // Not eprintln!: a closed stderr must not turn exit 1 or 2 into a panic.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "{prog}: {e}");
             ExitCode::from(e.exit_code())
         }
     }

@@ -8,7 +8,12 @@ use ring::rand::{SecureRandom, SystemRandom};
 /// and nonce we make would be predictable), so it aborts the process loudly.
 pub fn fill(buf: &mut [u8]) {
     if SystemRandom::new().fill(buf).is_err() {
-        eprintln!("rendezvous: the system random source failed");
+        // writeln!, not eprintln!: the abort must happen even if stderr is closed.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "rendezvous: the system random source failed"
+        );
         std::process::abort();
     }
 }

@@ -319,3 +319,32 @@ fn serve_refuses_out_of_range_options() {
         "a refused command line created the state folder"
     );
 }
+
+/// With standard error a pipe nobody reads (a log reader that died), errors
+/// still exit 2 (usage) and 1 (runtime), not 101 from a panic while printing
+/// them. (A closed descriptor is not the case: std ignores EBADF on stderr.)
+#[test]
+fn a_broken_stderr_pipe_keeps_the_exit_status() {
+    let dir = TempDir::new("cli-broken-stderr");
+    let status = |args: &[&str]| {
+        // The read end is closed before the child starts: its first write
+        // to stderr gets EPIPE (Rust ignores SIGPIPE).
+        let (r, w) = rustix::pipe::pipe().expect("pipe");
+        drop(r);
+        rendezvousd()
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::from(w))
+            .status()
+            .expect("run")
+            .code()
+    };
+    assert_eq!(status(&["bogus"]), Some(2), "usage error");
+    let missing = uuid::Uuid::new_v4().to_string();
+    let state = dir.path().display().to_string();
+    assert_eq!(
+        status(&["user", "remove", &missing, "--state-dir", &state]),
+        Some(1),
+        "runtime error"
+    );
+}
