@@ -33,7 +33,7 @@ pub fn parse_args<T: FromArgs>() -> Result<T, ExitCode> {
                 Err(ExitCode::SUCCESS)
             }
             Err(()) => {
-                // eprintln! would panic on a closed stderr (exit 101, not 2).
+                // eprintln! would panic on a broken stderr pipe (exit 101, not 2).
                 use std::io::Write;
                 let _ = writeln!(
                     std::io::stderr(),
@@ -62,7 +62,7 @@ pub fn finish(prog: &str, result: Result<(), Error>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // Not eprintln!: a closed stderr must not turn exit 1 or 2 into a panic.
+            // Not eprintln!: a broken stderr pipe must not turn exit 1 or 2 into a panic.
             use std::io::Write;
             let _ = writeln!(std::io::stderr(), "{prog}: {e}");
             ExitCode::from(e.exit_code())

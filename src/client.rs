@@ -106,12 +106,7 @@ pub struct ClientFlags {
 /// others, as the daemon does for its users file and key. Not an error: the
 /// file may come from a read-only medium, and the operator decides.
 fn warn_if_exposed(path: &std::path::Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let Ok(meta) = std::fs::metadata(path) else {
-        return;
-    };
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
+    if let Some(mode) = crate::users::loose_mode(path) {
         log::warn!(target: "rendezvous::client",
             "provisioning file {} holds a secret and is accessible by group or others (mode {mode:04o}); run chmod 600",
             path.display());

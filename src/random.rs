@@ -8,7 +8,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 /// and nonce we make would be predictable), so it aborts the process loudly.
 pub fn fill(buf: &mut [u8]) {
     if SystemRandom::new().fill(buf).is_err() {
-        // writeln!, not eprintln!: the abort must happen even if stderr is closed.
+        // writeln!, not eprintln!: the abort must happen even if stderr is a broken pipe.
         use std::io::Write;
         let _ = writeln!(
             std::io::stderr(),

@@ -187,14 +187,18 @@ pub fn load(path: &Path) -> Result<Users> {
     Users::parse(&text, path)
 }
 
+/// The file's mode when group or others have any access to it.
+pub fn loose_mode(path: &Path) -> Option<u32> {
+    let mode = fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
 /// A warning for the operator when the file is readable by group or others.
 pub fn mode_warning(path: &Path) -> Option<String> {
-    let mode = fs::metadata(path).ok()?.permissions().mode();
-    (mode & 0o077 != 0).then(|| {
+    loose_mode(path).map(|mode| {
         format!(
-            "{} is accessible by group or others (mode {:04o}); run chmod 600",
-            path.display(),
-            mode & 0o7777
+            "{} is accessible by group or others (mode {mode:04o}); run chmod 600",
+            path.display()
         )
     })
 }
