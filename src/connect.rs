@@ -248,7 +248,7 @@ pub fn hidden_connect(
         ConnectAuth::Cookie(text) => {
             match Cookie::parse(&text).filter(|c| shared.registry.responder_uuid(c) == Some(uuid)) {
                 Some(c) => {
-                    shared.limiter.success(uuid, peer.ip());
+                    shared.security.cookie_success(uuid, peer.ip());
                     c
                 }
                 None => {

@@ -423,7 +423,7 @@ fn api(shared: &Shared, head: &Head, peer: SocketAddr, sock: &TcpStream, id: u64
     if let Some(text) = cookie {
         return match Cookie::parse(text).filter(|c| shared.registry.refresh(uuid, c).is_ok()) {
             Some(c) => {
-                shared.limiter.success(uuid, peer.ip());
+                shared.security.cookie_success(uuid, peer.ip());
                 log::debug!(target: T, "conn={id} cookie refreshed uuid={uuid}");
                 triple(&c, true)
             }
@@ -458,30 +458,37 @@ pub fn authenticate(
     let now = totp::now();
     let step = user.params.step_of(now);
     let to_next = Duration::from_secs(user.params.secs_to_next_step(now));
-    if let Err(refusal) = shared.limiter.check(uuid, ip, step, to_next) {
-        Metrics::bump(&shared.metrics.auth_locked_out);
-        log::info!(target: T, "conn={id} auth refused uuid={uuid} peer={ip} reason=locked-out");
-        return Err(Response::error(429, false, "too many failures; try later")
-            .with_header("Retry-After", refusal.retry_after().to_string()));
-    }
+    // The attempt is reserved here and settled below, so guesses sent at
+    // once count as if they came one after another.
+    let attempt = match shared.security.begin(uuid, ip, step, to_next) {
+        Ok(a) => a,
+        Err(refusal) => {
+            Metrics::bump(&shared.metrics.auth_locked_out);
+            log::info!(target: T, "conn={id} auth refused uuid={uuid} peer={ip} reason={}", refusal.reason());
+            return Err(Response::error(429, false, "too many failures; try later")
+                .with_header("Retry-After", refusal.retry_after().to_string()));
+        }
+    };
     // The token is checked under the registry lock against the table in use
     // at that moment, not the one read above: a reload swaps the table and
     // then (under the same lock) drops removed users' registrations, so a
     // user removed or re-keyed meanwhile can never register on the old entry.
-    let result = shared.registry.register_with_token(uuid, |floor| {
+    let result = shared.registry.register_with(uuid, || {
         let users = shared.users();
-        let user = users.get(&uuid).ok_or(AuthFailure::BadToken)?;
-        totp::verify(&user.secret, user.params, token, now, floor)
+        let user = users.get(&uuid);
+        attempt.commit(|floor| match user {
+            Some(user) => totp::verify(&user.secret, user.params, token, now, floor),
+            None => Err(AuthFailure::BadToken),
+        })
     });
     match result {
         Ok(cookie) => {
             Metrics::bump(&shared.metrics.registrations_total);
-            shared.limiter.success(uuid, ip);
             log::info!(target: T, "conn={id} registration ok uuid={uuid} peer={ip}");
             Ok(cookie)
         }
-        Err(why) => {
-            let reason = match why {
+        Err(failed) => {
+            let reason = match failed.why {
                 AuthFailure::Replay => {
                     Metrics::bump(&shared.metrics.auth_replay);
                     "replay"
@@ -492,7 +499,7 @@ pub fn authenticate(
                 }
             };
             log::info!(target: T, "conn={id} Failed totp for uuid {uuid} from {ip} reason={reason}");
-            if let Some(period) = shared.limiter.failure(uuid, ip, step) {
+            if let Some(period) = failed.locked {
                 Metrics::bump(&shared.metrics.lockouts_total);
                 log::warn!(target: T, "auth lockout engaged uuid={uuid} peer={ip} secs={}", period.as_secs());
             }

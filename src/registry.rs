@@ -3,7 +3,7 @@
 //! with their expiry, and one pool of parked sockets per protocol — a bounded
 //! crossbeam channel, oldest first. Responders park without a thread;
 //! initiators wait on the channel outside the lock. Cookies are independent
-//! random values; the TOTP replay floor per UUID outlives registrations.
+//! random values. Replay floors live in the security state (`authn`).
 
 use crate::accept::ConnSlot;
 use crate::error::AuthFailure;
@@ -144,7 +144,6 @@ impl Registration {
 struct Inner {
     regs: HashMap<Uuid, Registration>,
     cookies: HashMap<Cookie, Uuid>,
-    floors: HashMap<Uuid, u64>,
     closed: bool,
 }
 
@@ -199,17 +198,17 @@ impl Registry {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Authenticate with a token and issue a new `R` cookie. `check` gets the
-    /// UUID's replay floor and returns the accepted step; it runs under the
-    /// lock, so two requests with one token cannot both pass.
-    pub fn register_with_token(
+    /// Issue a new `R` cookie for `uuid` once `authorize` (the token check)
+    /// passes. `authorize` runs under the registry lock, so a reload that
+    /// swaps the users table and drops removed users' registrations (under
+    /// the same lock) cannot interleave with it.
+    pub fn register_with<E>(
         &self,
         uuid: Uuid,
-        check: impl FnOnce(Option<u64>) -> Result<u64, AuthFailure>,
-    ) -> Result<Cookie, AuthFailure> {
+        authorize: impl FnOnce() -> Result<(), E>,
+    ) -> Result<Cookie, E> {
         let mut inner = self.lock();
-        let step = check(inner.floors.get(&uuid).copied())?;
-        inner.floors.insert(uuid, step);
+        authorize()?;
         let now = Instant::now();
         let stale = inner.regs.get(&uuid).is_some_and(|r| !r.live(now));
         if stale {
@@ -503,7 +502,7 @@ mod tests {
         let uuid = Uuid::new_v4();
         let t0 = Instant::now();
         let c = reg
-            .register_with_token(uuid, |_| Ok(1))
+            .register_with(uuid, || Ok::<(), ()>(()))
             .expect("registered");
         let s = Duration::from_secs;
         let mut inner = reg.lock();

@@ -3,7 +3,7 @@
 //! and the reaper, reload (SIGHUP) and shutdown with a drain (SIGTERM/SIGINT).
 
 use crate::accept::{AcceptLoop, Conns};
-use crate::authn::Limiter;
+use crate::authn::SecurityState;
 use crate::error::{Error, IoResultExt, Result};
 use crate::limits;
 use crate::registry::{Registry, RegistryConfig};
@@ -116,8 +116,8 @@ pub struct Shared {
     pub cfg: Config,
     /// Registrations and pools.
     pub registry: Registry,
-    /// Guessing limits.
-    pub limiter: Limiter,
+    /// Replay floors, guessing limits and last good addresses.
+    pub security: SecurityState,
     /// Connection count and ids.
     pub conns: Arc<Conns>,
     /// Pairs relaying now.
@@ -207,7 +207,7 @@ impl Server {
                 cookie_ttl: cfg.cookie_ttl,
                 pool_max: cfg.pool_max.max(1),
             }),
-            limiter: Limiter::new(),
+            security: SecurityState::new(),
             conns: Arc::new(Conns::default()),
             pairs: ActivePairs::new(),
             metrics: Default::default(),
@@ -248,7 +248,7 @@ impl Server {
                     rx.recv_timeout(limits::REAP_INTERVAL)
                 {
                     let swept = s.registry.sweep();
-                    s.limiter.sweep();
+                    s.security.sweep();
                     if swept != Default::default() {
                         log::debug!(target: "rendezvous::registry",
                             "reaper swept cookies={} dead={} lapsed={}", swept.cookies, swept.dead, swept.lapsed);

@@ -128,6 +128,7 @@ pub struct TestServer {
     pub server: Option<Server>,
     pub dir: TempDir,
     pub uuid: uuid::Uuid,
+    pub cfg: Config,
 }
 
 pub struct Opts {
@@ -193,12 +194,28 @@ impl TestServer {
         if !opts.rendezvous {
             cfg.rendezvous = None;
         }
-        let server = Server::start(cfg, reg, rv).expect("server starts");
+        let server = Server::start(cfg.clone(), reg, rv).expect("server starts");
         TestServer {
             server: Some(server),
             dir,
             uuid,
+            cfg,
         }
+    }
+
+    /// Stop the server (as SIGTERM does) and start a new one on the same
+    /// state folder, on new ports.
+    pub fn restart(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            s.shutdown();
+        }
+        let reg = TcpListener::bind("127.0.0.1:0").expect("bind registrar");
+        let rv = self
+            .cfg
+            .rendezvous
+            .is_some()
+            .then(|| TcpListener::bind("127.0.0.1:0").expect("bind rendezvous"));
+        self.server = Some(Server::start(self.cfg.clone(), reg, rv).expect("server restarts"));
     }
 
     pub fn server(&self) -> &Server {
@@ -230,7 +247,7 @@ impl TestServer {
         let shared = self.server().shared();
         shared
             .registry
-            .register_with_token(self.uuid, |floor| Ok(floor.unwrap_or(0)))
+            .register_with(self.uuid, || Ok::<(), ()>(()))
             .expect("register")
             .expose()
     }
