@@ -54,6 +54,10 @@ pub const MAX_POOL_MAX: usize = 1024;
 pub const MAX_UNAUTH_PER_ADDR: usize = 128;
 /// How often the reaper sweeps expired cookies and dead parked sockets.
 pub const REAP_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the server writes its security state (replay floors, locks,
+/// last good addresses) when it changed: a crash loses at most this much,
+/// and a busy server writes the file at most once per interval.
+pub const STATE_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 /// TCP keepalive idle time on parked sockets.
 pub const PARKED_KEEPALIVE: Duration = Duration::from_secs(60);
 

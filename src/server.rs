@@ -155,6 +155,22 @@ pub struct Server {
     reaper: Option<(Sender<()>, thread::JoinHandle<()>)>,
 }
 
+/// Write the security state to the state folder if it changed. A failure
+/// is logged (rate-limited) and retried at the next change.
+fn save_security(shared: &Shared) {
+    if !shared.security.take_dirty() {
+        return;
+    }
+    if let Err(e) = shared.security.save(&shared.cfg.paths.state) {
+        static W: std::sync::OnceLock<crate::accept::RateLimit> = std::sync::OnceLock::new();
+        if W.get_or_init(|| crate::accept::RateLimit::new(Duration::from_secs(60)))
+            .ready()
+        {
+            log::warn!(target: "rendezvous::server", "cannot save the security state: {e}");
+        }
+    }
+}
+
 fn load_users(path: &Path) -> Result<Users> {
     if !path.exists() {
         users::update(path, |_| Ok(()))?;
@@ -198,6 +214,10 @@ impl Server {
         let table = load_users(&cfg.paths.users)?;
         log::info!(target: "rendezvous::server", "users loaded n={}", table.len());
         let tls_config = load_tls(&cfg)?;
+        let (security, warning) = SecurityState::load(&cfg.paths.state);
+        if let Some(w) = warning {
+            log::warn!(target: "rendezvous::server", "{w}");
+        }
         let rendezvous_port = match &rendezvous {
             Some(l) => Some(l.local_addr().op("rendezvous listener address")?.port()),
             None => None,
@@ -207,7 +227,7 @@ impl Server {
                 cookie_ttl: cfg.cookie_ttl,
                 pool_max: cfg.pool_max.max(1),
             }),
-            security: SecurityState::new(),
+            security,
             conns: Arc::new(Conns::default()),
             pairs: ActivePairs::new(),
             metrics: Default::default(),
@@ -244,9 +264,15 @@ impl Server {
         let reaper = thread::Builder::new()
             .name("reaper".into())
             .spawn(move || {
+                let mut last_sweep = std::time::Instant::now();
                 while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
-                    rx.recv_timeout(limits::REAP_INTERVAL)
+                    rx.recv_timeout(limits::STATE_SAVE_INTERVAL)
                 {
+                    save_security(&s);
+                    if last_sweep.elapsed() < limits::REAP_INTERVAL {
+                        continue;
+                    }
+                    last_sweep = std::time::Instant::now();
                     let swept = s.registry.sweep();
                     s.security.sweep();
                     if swept != Default::default() {
@@ -254,6 +280,7 @@ impl Server {
                             "reaper swept cookies={} dead={} lapsed={}", swept.cookies, swept.dead, swept.lapsed);
                     }
                 }
+                save_security(&s);
             })
             .op("start reaper thread")?;
         Ok(Server {
@@ -300,6 +327,9 @@ impl Server {
                 let dropped = self
                     .shared
                     .registry
+                    .retain_users(|u| table.get(u).is_some());
+                self.shared
+                    .security
                     .retain_users(|u| table.get(u).is_some());
                 log::info!(target: "rendezvous::server", "users reloaded n={}", table.len());
                 if dropped > 0 {

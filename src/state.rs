@@ -1,5 +1,5 @@
 //! The state folder: where it is (`--state-dir`, `$RENDEZVOUS_STATE_DIR`, or
-//! `/var/lib/rendezvous`), what lives in it (`users`, `cert.pem`, `key.pem`),
+//! `/var/lib/rendezvous`), what lives in it (`users`, `cert.pem`, `key.pem`, `state`),
 //! and creating it with mode 0700.
 
 use crate::error::{IoResultExt, Result};
@@ -22,6 +22,9 @@ pub struct StatePaths {
     pub cert: PathBuf,
     /// The private key (PEM).
     pub key: PathBuf,
+    /// The security state the server keeps across restarts (replay floors,
+    /// locks, last good addresses).
+    pub state: PathBuf,
 }
 
 impl StatePaths {
@@ -41,6 +44,7 @@ impl StatePaths {
             users: users.map_or_else(|| dir.join("users"), Path::to_path_buf),
             cert: cert.map_or_else(|| dir.join("cert.pem"), Path::to_path_buf),
             key: key.map_or_else(|| dir.join("key.pem"), Path::to_path_buf),
+            state: dir.join("state"),
             dir,
         }
     }

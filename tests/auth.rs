@@ -132,3 +132,63 @@ fn concurrent_guesses_are_bounded_by_the_allowance() {
     let m = &ts.server().shared().metrics;
     assert!(m.auth_bad_token.load(Ordering::Relaxed) <= 10);
 }
+
+/// The security state outlives a restart: the token used just before is a
+/// replay after it, and a lock holds across it.
+#[test]
+fn replay_floor_and_lock_survive_a_restart() {
+    avoid_step_edge();
+    let mut ts = TestServer::start(Opts::default());
+    let token = token_at(0);
+    assert_eq!(ts.put_token(&token).status, 200);
+    for _ in 0..10 {
+        ts.put_token(wrong_token());
+    }
+    assert_eq!(ts.put_token(&token_at(1)).status, 429);
+    ts.restart();
+    let path = ts.dir.join("state");
+    assert_eq!(mode(&path), 0o600, "state file mode");
+    let r = ts.put_token(&token);
+    assert_eq!(r.status, 429, "the lock survived the restart");
+    // The floor: checked directly, as the lock refuses every token now.
+    let floor = ts.server().shared().security.floor(&ts.uuid);
+    let step = rendezvous::totp::now() / 30;
+    assert!(
+        floor.is_some_and(|f| f + 1 >= step),
+        "floor {floor:?} at step {step}"
+    );
+}
+
+/// A replayed token after a restart is refused (without a lock in the way).
+#[test]
+fn replay_after_a_restart_is_refused() {
+    avoid_step_edge();
+    let mut ts = TestServer::start(Opts::default());
+    let token = token_at(0);
+    assert_eq!(ts.put_token(&token).status, 200);
+    ts.restart();
+    let r = ts.put_token(&token);
+    assert_eq!(r.status, 401, "a replay after the restart");
+    assert_eq!(
+        ts.server()
+            .shared()
+            .metrics
+            .auth_replay
+            .load(Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        ts.put_token(&token_at(1)).status,
+        200,
+        "the next step works"
+    );
+}
+
+/// A torn state file is logged and ignored: the server starts.
+#[test]
+fn a_torn_state_file_does_not_stop_the_server() {
+    let mut ts = TestServer::start(Opts::default());
+    std::fs::write(ts.dir.join("state"), b"{\"version\":1,\"flo").expect("write");
+    ts.restart();
+    assert_eq!(ts.put_token(&token_at(0)).status, 200);
+}
