@@ -1,8 +1,11 @@
 //! The accept loop: one thread per listener that only accepts. It enforces
 //! `--max-connections` (a slot per socket, held until the socket closes, parked
-//! or not), backs off on errors such as EMFILE instead of exiting, names each
-//! connection thread `conn-<id>` with a small explicit stack, and is woken for
-//! shutdown by a connection to itself. No TLS and no reads happen here.
+//! or not) and, per source address, a cap on connections that have proved no
+//! credential yet; at the global cap it closes the registrar connection idle
+//! longest between keep-alive requests before it refuses anybody. It backs off
+//! on errors such as EMFILE instead of exiting, names each connection thread
+//! `conn-<id>` with a small explicit stack, and is woken for shutdown by a
+//! connection to itself. No TLS and no reads happen here.
 
 use crate::limits::MAX_UNAUTH_PER_ADDR;
 use std::collections::HashMap;
@@ -20,7 +23,11 @@ pub struct Conns {
     next_id: AtomicU64,
     refused: AtomicU64,
     refused_per_addr: AtomicU64,
+    reclaimed: AtomicU64,
     unauth: std::sync::Mutex<HashMap<IpAddr, usize>>,
+    /// Registrar connections idle between keep-alive requests: when they
+    /// went idle, and a handle to close them with.
+    idle: std::sync::Mutex<HashMap<u64, (Instant, TcpStream)>>,
 }
 
 impl Conns {
@@ -41,6 +48,47 @@ impl Conns {
             self.refused.load(Ordering::Relaxed),
             self.refused_per_addr.load(Ordering::Relaxed),
         )
+    }
+
+    /// Idle keep-alive connections closed to make room at the global cap.
+    pub fn reclaimed(&self) -> u64 {
+        self.reclaimed.load(Ordering::Relaxed)
+    }
+
+    /// Mark connection `id` idle between keep-alive requests until the guard
+    /// drops: at the global cap it may be closed to make room for a new one.
+    /// `None` if its socket cannot be shared (it is then never reclaimed).
+    pub fn idle(self: &Arc<Self>, id: u64, sock: &TcpStream) -> Option<IdleGuard> {
+        let handle = sock.try_clone().ok()?;
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id, (Instant::now(), handle));
+        Some(IdleGuard {
+            conns: self.clone(),
+            id,
+        })
+    }
+
+    /// Close the connection idle longest, if there is one. Its thread sees
+    /// the socket closed and ends, freeing its slot.
+    fn reclaim_idle(&self) -> bool {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(oldest) = idle
+            .iter()
+            .min_by_key(|(_, (since, _))| *since)
+            .map(|(id, _)| *id)
+        else {
+            return false;
+        };
+        if let Some((_, sock)) = idle.remove(&oldest) {
+            let _ = sock.shutdown(std::net::Shutdown::Both);
+        }
+        self.reclaimed.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// A fresh connection id.
@@ -69,7 +117,6 @@ impl Conns {
         let mut cur = self.open.load(Ordering::Relaxed);
         loop {
             if cur >= max {
-                self.refused.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
             match self
@@ -80,6 +127,43 @@ impl Conns {
                 Err(now) => cur = now,
             }
         }
+    }
+
+    /// A slot past the cap, for a connection let in because an idle one was
+    /// closed: the count is back under the cap once that one's thread ends.
+    fn force_slot(self: &Arc<Self>) -> ConnSlot {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        ConnSlot(self.clone())
+    }
+
+    /// Take a slot: under the cap, or by closing the idle connection idle
+    /// longest. `None` (counted as refused) when neither is possible.
+    fn admit(self: &Arc<Self>, max: usize) -> Option<ConnSlot> {
+        if let Some(slot) = self.try_slot(max) {
+            return Some(slot);
+        }
+        if self.reclaim_idle() {
+            return Some(self.force_slot());
+        }
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+/// A connection marked idle between keep-alive requests; unmarked on drop.
+#[derive(Debug)]
+pub struct IdleGuard {
+    conns: Arc<Conns>,
+    id: u64,
+}
+
+impl Drop for IdleGuard {
+    fn drop(&mut self) {
+        self.conns
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.id);
     }
 }
 
@@ -93,8 +177,10 @@ impl Drop for ConnSlot {
     }
 }
 
-/// A connection from `ip` that has not yet sent its first head or cookie
-/// line; counted against [`MAX_UNAUTH_PER_ADDR`] until dropped.
+/// A connection from `ip` that has proved no credential yet (TLS handshake,
+/// request heads, idle between keep-alive requests, the cookie line);
+/// counted against [`MAX_UNAUTH_PER_ADDR`] until dropped, which its owner
+/// does once the connection is parked or paired.
 #[derive(Debug)]
 pub struct PreAuth {
     conns: Arc<Conns>,
@@ -128,8 +214,8 @@ pub struct Accepted {
     pub id: u64,
     /// Its connection slot.
     pub slot: ConnSlot,
-    /// Its place in the per-address count of connections still in their
-    /// handshake; drop it once the first head or cookie line is in.
+    /// Its place in the per-address count of connections that proved no
+    /// credential; drop it once the connection is parked or paired.
     pub pre_auth: PreAuth,
 }
 
@@ -223,7 +309,7 @@ impl AcceptLoop {
                             continue;
                         }
                     };
-                    let Some(slot) = conns.try_slot(max_connections) else {
+                    let Some(slot) = conns.admit(max_connections) else {
                         if cap_warn.ready() {
                             log::warn!(target: "rendezvous::accept", "connection cap reached ({max_connections}); refusing peer={peer}");
                         }
@@ -232,7 +318,7 @@ impl AcceptLoop {
                     };
                     let Some(pre_auth) = conns.try_unauth(peer.ip()) else {
                         if addr_warn.ready() {
-                            log::warn!(target: "rendezvous::accept", "too many connections in handshake from peer={}; refusing", peer.ip());
+                            log::warn!(target: "rendezvous::accept", "too many unauthenticated connections from peer={}; refusing", peer.ip());
                         }
                         drop(stream);
                         continue;

@@ -7,7 +7,7 @@
 //! `Authorization`, followed by any body bytes already read; then the two
 //! connections are relayed. Only that first head is rewritten.
 
-use crate::accept::ConnSlot;
+use crate::accept::{ConnSlot, PreAuth};
 use crate::http::{parse_query, Head, HeadReader, Response};
 use crate::registrar::{authenticate, Conn};
 use crate::registry::{Parked, ParkedStream, Proto};
@@ -308,14 +308,16 @@ pub fn hidden_connect(
 
 /// Hand a mobile client's request to a waiting hidden server and relay.
 /// Returns a response to write (and the connection) when there is none.
+/// `pre_auth` is the connection's place among the unauthenticated ones of
+/// its address, given up once it is paired.
 pub fn mobile(
     shared: &Shared,
     head: &Head,
     uuid: Uuid,
     conn: Conn,
     reader: &mut HeadReader,
-    peer: SocketAddr,
-    id: u64,
+    (peer, id): (SocketAddr, u64),
+    pre_auth: &mut Option<PreAuth>,
 ) -> Option<(Conn, Response)> {
     let deadline = Instant::now() + shared.cfg.pair_timeout;
     let mut first = strip_authorization(&head.raw);
@@ -340,6 +342,7 @@ pub fn mobile(
         log::debug!(target: T, "conn={rconn} parked connection failed on write");
     };
     let _ = conn.tcp().set_read_timeout(None);
+    pre_auth.take();
     log::debug!(target: T, "conn={id} paired uuid={uuid} responder conn={rconn}");
     let initiator = into_leg(conn);
     let (responder, _rslot) = responder;

@@ -49,8 +49,12 @@ pub const MAX_COOKIE_TTL: Duration = Duration::from_secs(7 * 86_400);
 /// The largest `--pool-max`. A pool's channel is allocated whole when a UUID
 /// first registers, so its size must stay modest.
 pub const MAX_POOL_MAX: usize = 1024;
-/// Concurrent connections from one source address that have not yet sent
-/// their first request head or cookie line (slowloris bound per address).
+/// Concurrent connections from one source address that have proved no
+/// credential yet: in their TLS handshake, sending request heads, idle
+/// between keep-alive requests, or before their cookie line (the slowloris
+/// and slot-hoarding bound per address). Parked and paired connections do
+/// not count. 128 leaves a NAT or terminator of many honest clients room,
+/// while one address cannot hold the default `--max-connections` (4096).
 pub const MAX_UNAUTH_PER_ADDR: usize = 128;
 /// How often the reaper sweeps expired cookies and dead parked sockets.
 pub const REAP_INTERVAL: Duration = Duration::from_secs(5);

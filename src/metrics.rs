@@ -215,6 +215,17 @@ pub fn render(shared: &Shared) -> String {
         o,
         "rendezvous_refused_connections_total{{limit=\"per-address\"}} {per_addr}"
     );
+    family(
+        &mut o,
+        "rendezvous_idle_reclaimed_total",
+        "counter",
+        "Idle keep-alive registrar connections closed to make room at --max-connections.",
+    );
+    let _ = writeln!(
+        o,
+        "rendezvous_idle_reclaimed_total {}",
+        shared.conns.reclaimed()
+    );
     o
 }
 

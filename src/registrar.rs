@@ -178,8 +178,17 @@ pub fn handle(acc: Accepted, shared: &Shared) {
     };
     let mut reader = HeadReader::new();
     let mut deadline = deadline;
+    let mut first = true;
     loop {
-        let head = match reader.read_head(&mut conn, deadline) {
+        // Between keep-alive requests the connection may be closed to make
+        // room at the global cap (the one idle longest goes first).
+        let idle = (!first)
+            .then(|| shared.conns.idle(id, conn.tcp()))
+            .flatten();
+        let read = reader.read_head(&mut conn, deadline);
+        drop(idle);
+        first = false;
+        let head = match read {
             Ok(h) => h,
             Err(e) => {
                 if let Some(status) = e.status() {
@@ -192,8 +201,6 @@ pub fn handle(acc: Accepted, shared: &Shared) {
                 return;
             }
         };
-        // Past the handshake and the first head: no longer a slowloris candidate.
-        pre_auth.take();
         log::debug!(target: T, "conn={id} head {:?}", head.summary());
         let response = match route(&head) {
             r @ (Route::HiddenConnect | Route::MobileAuthorization | Route::MobileUpgrade) => {
@@ -215,18 +222,30 @@ pub fn handle(acc: Accepted, shared: &Shared) {
                             .header("authorization")
                             .and_then(connect::authorization_uuid)
                         {
-                            Some(uuid) => {
-                                connect::mobile(shared, &head, uuid, conn, &mut reader, peer, id)
-                            }
+                            Some(uuid) => connect::mobile(
+                                shared,
+                                &head,
+                                uuid,
+                                conn,
+                                &mut reader,
+                                (peer, id),
+                                &mut pre_auth,
+                            ),
                             None => {
                                 Some((conn, Response::error(400, true, "malformed authorization")))
                             }
                         }
                     }
                     _ => match upgrade_uuid(&head) {
-                        Some(uuid) => {
-                            connect::mobile(shared, &head, uuid, conn, &mut reader, peer, id)
-                        }
+                        Some(uuid) => connect::mobile(
+                            shared,
+                            &head,
+                            uuid,
+                            conn,
+                            &mut reader,
+                            (peer, id),
+                            &mut pre_auth,
+                        ),
                         None => Some((conn, Response::error(400, true, "malformed uuid"))),
                     },
                 };

@@ -504,3 +504,121 @@ pub fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+// ---- network namespaces ------------------------------------------------------
+
+/// A network namespace of the test's own (`ip netns add`), deleted on drop
+/// with everything in it. Needs root and iproute2; a test that uses one
+/// fails with the install command when either is missing, never skips.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "rdvt-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .stderr(Stdio::piped())
+            .output();
+        match ok {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => panic!(
+                "this test needs root to create a network namespace (ip netns add): {}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => panic!(
+                "this test needs ip(8) to create a network namespace: {e}; \
+                 install it with: apt-get install -y iproute2"
+            ),
+        }
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n NAME ARGS…`, which must succeed.
+    pub fn ip(&self, args: &[&str]) {
+        let o = Command::new("ip")
+            .arg("-n")
+            .arg(&self.name)
+            .args(args)
+            .output()
+            .expect("run ip");
+        assert!(
+            o.status.success(),
+            "ip -n {} {}: {}",
+            self.name,
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    /// Run `args` inside the namespace (`ip netns exec`), which must succeed.
+    pub fn exec(&self, args: &[&str]) -> String {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+            .expect("run ip netns exec");
+        assert!(
+            o.status.success(),
+            "in {}: {}: {}",
+            self.name,
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// A command that runs inside the namespace.
+    pub fn command(&self, program: &std::ffi::OsStr) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c.env_remove("RENDEZVOUS_STATE_DIR")
+            .env_remove("RENDEZVOUS_SECRET");
+        c
+    }
+
+    /// Move the calling thread into the namespace: the sockets it creates
+    /// from now on, and the threads it starts, live there.
+    pub fn enter(&self) {
+        let f = std::fs::File::open(format!("/run/netns/{}", self.name)).expect("open netns");
+        use std::os::fd::AsFd;
+        rustix::thread::move_into_link_name_space(
+            f.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .expect("setns");
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A TCP connection from `from` (an address of the current namespace).
+pub fn connect_from(from: std::net::IpAddr, to: SocketAddr) -> TcpStream {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(to),
+        socket2::Type::STREAM,
+        None,
+    )
+    .expect("socket");
+    sock.bind(&SocketAddr::new(from, 0).into())
+        .expect("bind source");
+    sock.connect(&to.into()).expect("connect");
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    s.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    s
+}
