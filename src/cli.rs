@@ -46,11 +46,37 @@ pub fn parse_args<T: FromArgs>() -> Result<T, ExitCode> {
     }
 }
 
-/// Start the logger: `RUST_LOG` (default `info`), and no timestamps when
-/// stderr is not a terminal (journald adds its own).
+/// The log filter: `RUST_LOG` (default `info`), with the dependencies whose
+/// warnings unauthenticated input can trigger kept at `error` unless
+/// `RUST_LOG` names them. rustls warns once per ClientHello with an illegal
+/// SNI, quoting up to 250 bytes of it: about 770 KiB of log a second from one
+/// client, which no rate limit of ours would see.
+pub fn log_filter(rust_log: Option<&str>) -> String {
+    let spec = rust_log.filter(|s| !s.trim().is_empty()).unwrap_or("info");
+    let quiet: Vec<&str> = QUIET_DEPENDENCIES
+        .iter()
+        .copied()
+        .filter(|d| !spec.contains(d))
+        .collect();
+    let mut out = spec.to_string();
+    for d in quiet {
+        out.push_str(&format!(",{d}=error"));
+    }
+    out
+}
+
+/// Dependencies that log at warn on what a peer sends (see [`log_filter`]).
+const QUIET_DEPENDENCIES: [&str; 1] = ["rustls"];
+
+/// Start the logger with [`log_filter`], and no timestamps when stderr is
+/// not a terminal (journald adds its own).
 pub fn init_logger() {
-    let env = env_logger::Env::default().default_filter_or("info");
-    let mut b = env_logger::Builder::from_env(env);
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    let mut b = env_logger::Builder::new();
+    b.parse_filters(&filter);
+    if let Ok(style) = std::env::var("RUST_LOG_STYLE") {
+        b.parse_write_style(&style);
+    }
     if !std::io::stderr().is_terminal() {
         b.format_timestamp(None);
     }
@@ -67,5 +93,18 @@ pub fn finish(prog: &str, result: Result<(), Error>) -> ExitCode {
             let _ = writeln!(std::io::stderr(), "{prog}: {e}");
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn rustls_stays_at_error_unless_named() {
+        assert_eq!(log_filter(None), "info,rustls=error");
+        assert_eq!(log_filter(Some("")), "info,rustls=error");
+        assert_eq!(log_filter(Some("debug")), "debug,rustls=error");
+        assert_eq!(log_filter(Some("info,rustls=debug")), "info,rustls=debug");
     }
 }

@@ -334,3 +334,91 @@ fn no_secret_reaches_the_log() {
         }
     }
 }
+
+/// A ClientHello whose SNI extension holds `name` as a host name.
+fn client_hello_with_sni(name: &[u8]) -> Vec<u8> {
+    let be16 = |n: usize| [(n >> 8) as u8, n as u8];
+    let mut sni = vec![0u8]; // host_name
+    sni.extend_from_slice(&be16(name.len()));
+    sni.extend_from_slice(name);
+    let mut list = be16(sni.len()).to_vec();
+    list.extend_from_slice(&sni);
+    let mut ext = vec![0, 0]; // server_name
+    ext.extend_from_slice(&be16(list.len()));
+    ext.extend_from_slice(&list);
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[7u8; 32]); // random
+    body.push(0); // session id
+    body.extend_from_slice(&[0, 2, 0x13, 0x01]); // TLS_AES_128_GCM_SHA256
+    body.extend_from_slice(&[1, 0]); // null compression
+    body.extend_from_slice(&be16(ext.len()));
+    body.extend_from_slice(&ext);
+    let mut hs = vec![1, 0];
+    hs.extend_from_slice(&be16(body.len()));
+    hs.extend_from_slice(&body);
+    let mut rec = vec![0x16, 3, 1];
+    rec.extend_from_slice(&be16(hs.len()));
+    rec.extend_from_slice(&hs);
+    rec
+}
+
+/// Dependencies' warnings that unauthenticated input triggers stay out of
+/// the log at the default level: 300 ClientHellos with an illegal SNI used
+/// to write 300 warn lines of attacker text (rustls), unlimited.
+#[test]
+fn illegal_sni_does_not_flood_the_log() {
+    let dir = TempDir::new("sni");
+    let mut c = rendezvousd();
+    c.args([
+        "serve",
+        "--registrar",
+        "127.0.0.1:0",
+        "--rendezvous",
+        "none",
+        "--state-dir",
+    ])
+    .arg(dir.path())
+    .env("RUST_LOG", "info")
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null());
+    let srv = Proc::spawn("serve", c);
+    let addr = srv.listening("registrar");
+    let before = srv.lines.lock().expect("lines").len();
+    let hello = client_hello_with_sni(&format!("{}!", "x".repeat(240)).into_bytes());
+    for _ in 0..300 {
+        let mut s = connect(addr);
+        s.write_all(&hello).expect("send hello");
+        let mut buf = [0u8; 512];
+        // The server answers with an alert, or closes.
+        let _ = s.read(&mut buf);
+    }
+    // A normal request afterwards: the server is well and its log is live.
+    let r = request_tls_health(addr, &dir.join("cert.pem"));
+    assert_eq!(r, 200);
+    let lines = srv.lines.lock().expect("lines")[before..].to_vec();
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("SNI") || l.contains("xxxx")),
+        "{}",
+        lines.join("\n")
+    );
+    assert!(
+        lines.len() <= 3,
+        "{} lines:\n{}",
+        lines.len(),
+        lines.join("\n")
+    );
+}
+
+fn request_tls_health(addr: std::net::SocketAddr, cert: &std::path::Path) -> u16 {
+    let cfg = tls::client_config(&Trust::Ca(cert.to_path_buf())).expect("config");
+    let sock = connect(addr);
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    let mut s = tls::connect(sock, cfg, "127.0.0.1", deadline).expect("handshake");
+    s.write_all(b"GET /.well-known/rendezvous/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    rendezvous::http::read_response(&mut s)
+        .expect("response")
+        .status
+}
