@@ -8,7 +8,7 @@
 use crate::accept::Accepted;
 use crate::connect;
 use crate::error::AuthFailure;
-use crate::http::{Head, HeadError, HeadReader, Response};
+use crate::http::{ChunkError, Chunked, Framing, Head, HeadError, HeadReader, Response};
 use crate::limits::{KEEPALIVE_IDLE, MAX_BODY_BYTES};
 use crate::metrics::Metrics;
 use crate::secret::{Cookie, Token};
@@ -202,6 +202,17 @@ pub fn handle(acc: Accepted, shared: &Shared) {
             }
         };
         log::debug!(target: T, "conn={id} head {:?}", head.summary());
+        // Where the body ends must be certain, or the next request's start
+        // is not (RFC 9112 §6.3): refuse and close.
+        let framing = match head.framing() {
+            Ok(f) => f,
+            Err(e) => {
+                log::debug!(target: T, "conn={id} peer={peer} closing: {}", e.reason());
+                let _ = Response::error(e.status(), true, e.reason()).write_to(&mut conn);
+                close(conn);
+                return;
+            }
+        };
         let response = match route(&head) {
             r @ (Route::HiddenConnect | Route::MobileAuthorization | Route::MobileUpgrade) => {
                 let handed = match r {
@@ -256,7 +267,7 @@ pub fn handle(acc: Accepted, shared: &Shared) {
                 conn = c;
                 response
             }
-            other => match discard_body(&head, &mut reader, &mut conn, deadline) {
+            other => match discard_body(framing, &mut reader, &mut conn, deadline) {
                 Err(r) => r,
                 Ok(()) => match other {
                     Route::WellKnown => well_known(shared, &head, peer),
@@ -291,37 +302,60 @@ fn close(mut conn: Conn) {
     let _ = conn.tcp().shutdown(std::net::Shutdown::Write);
 }
 
-/// Read and drop a request body (bounded); chunked bodies are refused.
+/// Read and drop a request body, `Content-Length` or chunked, at most
+/// [`MAX_BODY_BYTES`] of data by `deadline`. Bytes read past its end (a
+/// pipelined request) go back to `reader`.
 fn discard_body(
-    head: &Head,
+    framing: Framing,
     reader: &mut HeadReader,
     conn: &mut Conn,
     deadline: Instant,
 ) -> Result<(), Response> {
-    if head.header("transfer-encoding").is_some() {
-        return Err(Response::error(
-            411,
-            true,
-            "a chunked body is not accepted here",
-        ));
+    let too_large = || Response::error(413, true, "body too large");
+    match framing {
+        Framing::None => Ok(()),
+        Framing::Length(len) => {
+            let len = usize::try_from(len)
+                .ok()
+                .filter(|l| *l <= MAX_BODY_BYTES)
+                .ok_or_else(too_large)?;
+            let mut left = len - reader.consume(len);
+            let mut buf = [0u8; 4096];
+            while left > 0 {
+                let n = read_body(conn, &mut buf[..left.min(4096)], deadline)?;
+                left -= n;
+            }
+            Ok(())
+        }
+        Framing::Chunked => {
+            let mut dec = Chunked::new(MAX_BODY_BYTES as u64);
+            let mut bytes = reader.take_buffered();
+            let mut buf = [0u8; 4096];
+            loop {
+                let used = dec.feed(&bytes).map_err(|e| match e {
+                    ChunkError::TooLarge => too_large(),
+                    ChunkError::Malformed => Response::error(400, true, "malformed chunked body"),
+                })?;
+                if dec.done() {
+                    reader.unread(&bytes[used..]);
+                    return Ok(());
+                }
+                let n = read_body(conn, &mut buf, deadline)?;
+                bytes.clear();
+                bytes.extend_from_slice(&buf[..n]);
+            }
+        }
     }
-    let len = match head.header("content-length") {
-        None => 0,
-        Some(v) => v
-            .parse::<usize>()
-            .map_err(|_| Response::error(400, true, "malformed Content-Length"))?,
-    };
-    if len > MAX_BODY_BYTES {
-        return Err(Response::error(413, true, "body too large"));
-    }
-    let mut left = len - reader.consume(len);
-    let mut buf = [0u8; 4096];
-    while left > 0 {
+}
+
+/// One read of body bytes by `deadline`; `Ok(n)` with `n > 0`.
+fn read_body(conn: &mut Conn, buf: &mut [u8], deadline: Instant) -> Result<usize, Response> {
+    loop {
         let t = deadline.saturating_duration_since(Instant::now());
         if t.is_zero() || conn.tcp().set_read_timeout(Some(t)).is_err() {
             return Err(Response::error(408, true, "body timed out"));
         }
-        match conn.read(&mut buf[..left.min(4096)]) {
+        match conn.read(buf) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e)
                 if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
@@ -329,10 +363,9 @@ fn discard_body(
                 return Err(Response::error(408, true, "body timed out"))
             }
             Ok(0) | Err(_) => return Err(Response::error(400, true, "body cut short")),
-            Ok(n) => left -= n,
+            Ok(n) => return Ok(n),
         }
     }
-    Ok(())
 }
 
 fn challenge() -> Response {

@@ -43,8 +43,39 @@ fn head() {
                 let stripped = strip_authorization(&h.raw);
                 let text = String::from_utf8_lossy(&stripped).to_ascii_lowercase();
                 assert!(!text.contains("authorization:"), "{text:?}");
+                body_after(&h, &mut r);
             }
         }
+    }
+}
+
+/// What the registrar does after a head: its framing, and for a chunked
+/// body the decoder over the bytes that followed (as the fuzz target does).
+fn body_after(h: &rendezvous::http::Head, r: &mut HeadReader) {
+    use rendezvous::http::{Chunked, Framing};
+    let rest = r.take_buffered();
+    if let Ok(Framing::Chunked) = h.framing() {
+        let mut d = Chunked::new(rendezvous::limits::MAX_BODY_BYTES as u64);
+        if let Ok(used) = d.feed(&rest) {
+            assert!(used <= rest.len());
+        }
+    }
+}
+
+/// The hand-made framing inputs (issue: Content-Length twice, signed, with
+/// Transfer-Encoding) are refused, never taken as a body.
+#[test]
+fn hostile_framing_is_refused() {
+    for name in ["cl-twice", "cl-signed", "te-and-cl", "te-unknown"] {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/regressions/head")
+            .join(name);
+        let data = std::fs::read(&p).expect("input");
+        let h = HeadReader::new()
+            .feed(&data)
+            .expect("a head")
+            .expect("complete");
+        assert!(h.framing().is_err(), "{name}");
     }
 }
 

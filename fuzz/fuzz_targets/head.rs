@@ -1,5 +1,6 @@
 //! The request head reader fed in two pieces, then everything derived from a
-//! head: query, path, summary, keep-alive, routing, Authorization stripping.
+//! head: query, path, summary, keep-alive, routing, Authorization stripping,
+//! the body's framing and, when chunked, the decoder over what followed.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use rendezvous::http::HeadReader;
@@ -20,6 +21,12 @@ fuzz_target!(|data: &[u8]| {
         let _ = rendezvous::registrar::route(&h);
         let stripped = rendezvous::connect::strip_authorization(&h.raw);
         assert!(stripped.len() <= h.raw.len());
-        let _ = r.take_buffered();
+        let rest = r.take_buffered();
+        if let Ok(rendezvous::http::Framing::Chunked) = h.framing() {
+            let mut d = rendezvous::http::Chunked::new(64 * 1024);
+            if let Ok(used) = d.feed(&rest) {
+                assert!(used <= rest.len());
+            }
+        }
     }
 });
