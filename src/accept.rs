@@ -221,6 +221,7 @@ pub struct Accepted {
 
 /// A running accept loop.
 pub struct AcceptLoop {
+    name: &'static str,
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
@@ -345,10 +346,16 @@ impl AcceptLoop {
                 log::debug!(target: "rendezvous::accept", "accept loop {name} stopped");
             })?;
         Ok(AcceptLoop {
+            name,
             addr,
             stop,
             thread: Some(thread),
         })
+    }
+
+    /// The listener's name (`registrar`, `rendezvous`, `metrics`).
+    pub fn name(&self) -> &'static str {
+        self.name
     }
 
     /// The bound address.

@@ -1,6 +1,9 @@
 //! Counters for `/.well-known/rendezvous/metrics` (Prometheus text format),
-//! and the `--metrics-from` address ranges allowed to read them.
+//! the `--metrics-from` address ranges allowed to read them on the
+//! registrar, and the `--metrics-listen` listener that serves them alone.
 
+use crate::accept::Accepted;
+use crate::http::{HeadReader, Response};
 use crate::server::Shared;
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -31,6 +34,45 @@ impl Metrics {
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// The metrics as a response.
+pub fn response(shared: &Shared) -> Response {
+    let mut r = Response::result(serde_json::Value::Null);
+    r.body = render(shared).into_bytes();
+    r.with_header("Content-Type", "text/plain; version=0.0.4")
+}
+
+/// Serve one connection of the `--metrics-listen` listener: one request
+/// head (under the handshake timeout and the head limits), `GET` of the
+/// metrics path or `/metrics` answered, anything else 404, then close. It
+/// answers whoever can reach it: bind it where only the scraper can.
+pub fn handle(acc: Accepted, shared: &Shared) {
+    let Accepted {
+        mut stream,
+        id,
+        pre_auth,
+        slot: _slot,
+        ..
+    } = acc;
+    let deadline = std::time::Instant::now() + shared.cfg.handshake_timeout;
+    let response = match HeadReader::new().read_head(&mut stream, deadline) {
+        Ok(head) => match (head.method.as_str(), head.path()) {
+            ("GET", "/.well-known/rendezvous/metrics" | "/metrics") => response(shared),
+            _ => Response::error(404, true, "no such endpoint"),
+        },
+        Err(e) => match e.status() {
+            Some(status) => Response::error(status, true, e.reason()),
+            None => return,
+        },
+    };
+    drop(pre_auth);
+    let mut response = response;
+    response.close = true;
+    if response.write_to(&mut stream).is_err() {
+        log::debug!(target: "rendezvous::metrics", "conn={id} metrics response not sent");
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
 /// An address range, `ADDR/PREFIX` or a single address.

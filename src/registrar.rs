@@ -390,17 +390,17 @@ fn well_known(shared: &Shared, head: &Head, peer: SocketAddr) -> Response {
     match head.path() {
         "/.well-known/rendezvous/health" => Response::result(serde_json::json!({ "status": "ok" })),
         "/.well-known/rendezvous/metrics"
-            if shared
-                .cfg
-                .metrics_from
-                .iter()
-                .any(|c| c.contains(peer.ip())) =>
+            if shared.cfg.metrics_listen.is_none()
+                && shared
+                    .cfg
+                    .metrics_from
+                    .iter()
+                    .any(|c| c.contains(peer.ip())) =>
         {
-            let mut r = Response::result(serde_json::Value::Null);
-            r.body = crate::metrics::render(shared).into_bytes();
-            r.with_header("Content-Type", "text/plain; version=0.0.4")
+            crate::metrics::response(shared)
         }
-        // Outside --metrics-from the endpoint does not exist.
+        // Outside --metrics-from, or with a metrics listener of its own, the
+        // endpoint does not exist here.
         _ => Response::error(404, true, "no such endpoint"),
     }
 }

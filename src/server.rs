@@ -48,8 +48,11 @@ pub struct Config {
     pub cookie_ttl: Duration,
     /// How long active pairs may run after a shutdown begins.
     pub drain_timeout: Duration,
-    /// Who may read `/.well-known/rendezvous/metrics`.
+    /// Who may read `/.well-known/rendezvous/metrics` on the registrar.
     pub metrics_from: Vec<crate::metrics::Cidr>,
+    /// A listener of its own for the metrics (plain HTTP); when set, the
+    /// registrar's metrics path answers 404.
+    pub metrics_listen: Option<String>,
 }
 
 impl Config {
@@ -70,6 +73,7 @@ impl Config {
             cookie_ttl: limits::COOKIE_TTL,
             drain_timeout: limits::DRAIN_TIMEOUT,
             metrics_from: crate::metrics::Cidr::loopback(),
+            metrics_listen: None,
         }
     }
 
@@ -176,7 +180,10 @@ fn load_users(path: &Path) -> Result<Users> {
         users::update(path, |_| Ok(()))?;
         log::info!(target: "rendezvous::server", "created empty users file {}", path.display());
     }
-    if let Some(w) = users::mode_warning(path) {
+    for w in [users::mode_warning(path), users::link_warning(path)]
+        .into_iter()
+        .flatten()
+    {
         log::warn!(target: "rendezvous::server", "{w}");
     }
     users::load(path)
@@ -211,6 +218,9 @@ impl Server {
     ) -> Result<Server> {
         cfg.validate()?;
         ensure_dir(&cfg.paths.dir)?;
+        if let Some(w) = crate::state::mode_warning(&cfg.paths.dir) {
+            log::warn!(target: "rendezvous::server", "{w}");
+        }
         let table = load_users(&cfg.paths.users)?;
         log::info!(target: "rendezvous::server", "users loaded n={}", table.len());
         let tls_config = load_tls(&cfg)?;
@@ -259,6 +269,16 @@ impl Server {
             log::info!(target: "rendezvous::server", "listening on {} (rendezvous)", rv.local_addr());
             loops.push(rv);
         }
+        if let Some(addr) = &shared.cfg.metrics_listen {
+            let l = bind(addr, "bind metrics listener")?;
+            let s = shared.clone();
+            let ml = AcceptLoop::spawn("metrics", l, shared.conns.clone(), max, move |a| {
+                crate::metrics::handle(a, &s)
+            })
+            .op("start metrics accept thread")?;
+            log::info!(target: "rendezvous::server", "listening on {} (metrics, plain HTTP)", ml.local_addr());
+            loops.push(ml);
+        }
         let (tx, rx) = bounded::<()>(1);
         let s = shared.clone();
         let reaper = thread::Builder::new()
@@ -302,7 +322,18 @@ impl Server {
 
     /// The rendezvous listener's bound address, if enabled.
     pub fn rendezvous_addr(&self) -> Option<SocketAddr> {
-        self.loops.get(1).map(AcceptLoop::local_addr)
+        self.loops
+            .iter()
+            .find(|l| l.name() == "rendezvous")
+            .map(AcceptLoop::local_addr)
+    }
+
+    /// The metrics listener's bound address, if `--metrics-listen` was given.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.loops
+            .iter()
+            .find(|l| l.name() == "metrics")
+            .map(AcceptLoop::local_addr)
     }
 
     /// Reload the users file and the certificate (SIGHUP). A file with an
@@ -312,7 +343,13 @@ impl Server {
         // A users file that disappeared is an error here, not an empty table.
         match users::load(&cfg.paths.users) {
             Ok(table) => {
-                if let Some(w) = users::mode_warning(&cfg.paths.users) {
+                for w in [
+                    users::mode_warning(&cfg.paths.users),
+                    users::link_warning(&cfg.paths.users),
+                ]
+                .into_iter()
+                .flatten()
+                {
                     log::warn!(target: "rendezvous::server", "{w}");
                 }
                 // Swap first, then drop the removed users' registrations, then

@@ -62,3 +62,16 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
         .op("create state folder")?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).op("set state folder mode")
 }
+
+/// A warning for the operator when the state folder can be written by group
+/// or others: whoever can write it can replace the users file, the
+/// certificate pair or the security state.
+pub fn mode_warning(dir: &Path) -> Option<String> {
+    let mode = fs::metadata(dir).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o022 != 0).then(|| {
+        format!(
+            "state folder {} is writable by group or others (mode {mode:04o}); run chmod 700",
+            dir.display()
+        )
+    })
+}

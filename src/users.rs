@@ -203,6 +203,21 @@ pub fn mode_warning(path: &Path) -> Option<String> {
     })
 }
 
+/// A warning for the operator when the users file is a symbolic link:
+/// `serve` reads the link's target, but `user add` and `user remove` write
+/// a new file and rename it over the path, which replaces the link itself.
+pub fn link_warning(path: &Path) -> Option<String> {
+    fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.file_type().is_symlink())
+        .map(|_| {
+            format!(
+                "{} is a symbolic link: serve reads its target, but user add and user remove replace the link with a regular file",
+                path.display()
+            )
+        })
+}
+
 fn lock_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".lock");

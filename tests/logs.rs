@@ -422,3 +422,34 @@ fn request_tls_health(addr: std::net::SocketAddr, cert: &std::path::Path) -> u16
         .expect("response")
         .status
 }
+
+/// A state folder others can write, and a users file that is a symbolic
+/// link, are warned about at start.
+#[test]
+fn loose_state_folder_and_linked_users_file_are_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("loose");
+    let state = dir.join("state");
+    std::fs::create_dir(&state).expect("mkdir");
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o770)).expect("chmod");
+    let real = dir.join("users.real");
+    std::fs::write(&real, "").expect("users");
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::os::unix::fs::symlink(&real, state.join("users")).expect("symlink");
+    let mut c = rendezvousd();
+    c.args([
+        "serve",
+        "--plaintext",
+        "--registrar",
+        "127.0.0.1:0",
+        "--rendezvous",
+        "none",
+        "--state-dir",
+    ])
+    .arg(&state)
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null());
+    let srv = Proc::spawn("serve", c);
+    srv.wait_line("is writable by group or others (mode 0770); run chmod 700");
+    srv.wait_line("is a symbolic link: serve reads its target");
+}

@@ -196,3 +196,31 @@ fn refused_connections_are_counted() {
         Some(&0.0)
     );
 }
+
+/// `--metrics-listen`: the metrics on a plain-HTTP listener of their own
+/// (behind a terminator on the same host every registrar client comes from
+/// 127.0.0.1, which the default `--metrics-from` lets in); the registrar's
+/// path then answers 404 to everybody.
+#[test]
+fn metrics_on_their_own_listener() {
+    let ts = TestServer::start(Opts {
+        metrics_listen: Some("127.0.0.1:0".into()),
+        ..Opts::default()
+    });
+    let addr = ts.server().metrics_addr().expect("metrics listener");
+    for path in ["/.well-known/rendezvous/metrics", "/metrics"] {
+        let r = request(addr, "GET", path, &[]);
+        assert_eq!(r.status, 200, "{path}");
+        let text = String::from_utf8_lossy(&r.body);
+        assert!(text.contains("rendezvous_open_connections "), "{text}");
+        assert_eq!(r.header("connection"), Some("close"));
+    }
+    assert_eq!(request(addr, "GET", "/", &[]).status, 404);
+    let r = request(
+        ts.registrar(),
+        "GET",
+        "/.well-known/rendezvous/metrics",
+        &[],
+    );
+    assert_eq!(r.status, 404, "not on the registrar any more");
+}

@@ -74,6 +74,9 @@ struct Serve {
     /// address range allowed to read the metrics (repeatable; default loopback only)
     #[argh(option)]
     metrics_from: Vec<String>,
+    /// serve the metrics on their own plain-HTTP listener at this address (default off)
+    #[argh(option)]
+    metrics_listen: Option<String>,
 }
 
 #[derive(FromArgs)]
@@ -259,6 +262,7 @@ fn serve(s: Serve) -> Result<(), Error> {
             .map(|c| c.parse().map_err(Error::Usage))
             .collect::<Result<_, _>>()?;
     }
+    cfg.metrics_listen = s.metrics_listen;
     server::serve(cfg)
 }
 

@@ -142,6 +142,7 @@ pub struct Opts {
     pub public_host: Option<String>,
     pub public_port: Option<u16>,
     pub metrics_from: Option<Vec<rendezvous::metrics::Cidr>>,
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for Opts {
@@ -157,6 +158,7 @@ impl Default for Opts {
             public_host: None,
             public_port: None,
             metrics_from: None,
+            metrics_listen: None,
         }
     }
 }
@@ -186,6 +188,7 @@ impl TestServer {
         if let Some(m) = opts.metrics_from {
             cfg.metrics_from = m;
         }
+        cfg.metrics_listen = opts.metrics_listen;
         cfg.drain_timeout = Duration::from_secs(2);
         let reg = TcpListener::bind("127.0.0.1:0").expect("bind registrar");
         let rv = opts
