@@ -7,6 +7,7 @@ use crate::admin::read_secret;
 use crate::error::{AuthFailure, Error, IoResultExt, Result, Timeout};
 use crate::http::{read_response, ClientResponse};
 use crate::limits::{CLIENT_TIMEOUT, DEFAULT_REGISTRAR_PORT, MAX_STATUS_LINE};
+use crate::liveness::Keepalive;
 use crate::provision::Provision;
 use crate::registry::TakeError;
 use crate::secret::Secret;
@@ -100,6 +101,8 @@ pub struct ClientFlags {
     pub pin_sha256: Option<String>,
     /// `--secret-file` (expose only).
     pub secret_file: Option<PathBuf>,
+    /// `--keepalive` seconds (expose and connect).
+    pub keepalive: Option<u64>,
 }
 
 /// Warn when a provisioning file that holds a secret can be read by group or
@@ -126,6 +129,8 @@ pub struct Settings {
     pub params: Params,
     /// The secret, when `need_secret` was asked for.
     pub secret: Option<Secret>,
+    /// TCP keepalive and user timeout of the connections to the server.
+    pub keepalive: Keepalive,
 }
 
 impl Settings {
@@ -186,12 +191,24 @@ impl Settings {
         } else {
             Some(read_secret(None)?)
         };
+        let keepalive = match flags.keepalive {
+            Some(0) => return Err(Error::Usage("--keepalive must be at least 1 second".into())),
+            Some(k) if Duration::from_secs(k) > crate::limits::MAX_TIMEOUT => {
+                return Err(Error::Usage(format!(
+                    "--keepalive must be from 1 to {} seconds",
+                    crate::limits::MAX_TIMEOUT.as_secs()
+                )))
+            }
+            Some(k) => Keepalive::from_secs(k),
+            None => Keepalive::default(),
+        };
         Ok(Settings {
             server,
             uuid,
             trust,
             params,
             secret,
+            keepalive,
         })
     }
 }

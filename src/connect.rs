@@ -275,10 +275,7 @@ pub fn hidden_connect(
         return None;
     }
     let _ = conn.tcp().set_read_timeout(None);
-    let ka = socket2::TcpKeepalive::new()
-        .with_time(crate::limits::PARKED_KEEPALIVE)
-        .with_interval(std::time::Duration::from_secs(10));
-    let _ = socket2::SockRef::from(conn.tcp()).set_tcp_keepalive(&ka);
+    let _ = shared.cfg.keepalive.apply(conn.tcp());
     let stream = match conn {
         Conn::Plain(s) => ParkedStream::Tcp(s),
         Conn::Tls(s) => ParkedStream::Tls(s),
@@ -335,13 +332,19 @@ pub fn mobile(
         };
         let (rpeer, rconn, rslot) = (p.peer, p.conn, p.slot);
         let leg = parked_into_leg(p.stream);
-        // A parked connection can die between the peek and this write: take the next.
-        if leg.write_all(&first).is_ok() {
+        // The head counts as delivered only once the parked connection's
+        // peer acknowledged it (a NAT may have forgotten it silently); until
+        // then the head is still ours, to send to the next one.
+        if leg.write_all(&first).is_err() {
+            log::debug!(target: T, "conn={rconn} parked connection failed on write");
+            continue;
+        }
+        if crate::rendezvous::proven(shared, leg.socket(), rconn) {
             break ((leg, rslot), rpeer, rconn);
         }
-        log::debug!(target: T, "conn={rconn} parked connection failed on write");
     };
     let _ = conn.tcp().set_read_timeout(None);
+    let _ = shared.cfg.keepalive.apply(conn.tcp());
     pre_auth.take();
     log::debug!(target: T, "conn={id} paired uuid={uuid} responder conn={rconn}");
     let initiator = into_leg(conn);

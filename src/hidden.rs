@@ -4,22 +4,30 @@
 //! opened. Re-registers on `-ERR not registered` (a restarted server) or a
 //! refused cookie refresh; every other failure backs off exponentially with
 //! jitter, 1 s to 60 s. It never gives up.
+//!
+//! It watches its waiting connections, both protocols: TCP keepalive and a
+//! user timeout find one a NAT forgot, and it is replaced at once (logged,
+//! rate-limited); one older than `--park-max-age` is retired and replaced,
+//! with the cookie, never a token.
 
+use crate::accept::RateLimit;
 use crate::client::{ClientConn, DialError, Registrar, Settings, Triple};
 use crate::error::{AuthFailure, Error, Result};
-use crate::limits::{AGENT_POOL, BACKOFF_MAX, BACKOFF_MIN, CLIENT_TIMEOUT, PARKED_KEEPALIVE};
+use crate::limits::{
+    AGENT_POOL, BACKOFF_MAX, BACKOFF_MIN, CLIENT_TIMEOUT, PARK_MAX_AGE, PARK_SETTLED,
+};
+use crate::liveness::{self, Keepalive};
 use crate::registry::TakeError;
 use crate::relay;
 use crate::secret::Secret;
 use crate::totp::{self, Params};
-use socket2::{SockRef, TcpKeepalive};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 const T: &str = "rendezvous::hidden";
@@ -53,6 +61,8 @@ pub struct ExposeOpts {
     pub pool: usize,
     /// Generic or HTTP-specific.
     pub protocol: Protocol,
+    /// A waiting connection older than this is retired and replaced.
+    pub park_max_age: Duration,
 }
 
 impl Default for ExposeOpts {
@@ -61,6 +71,7 @@ impl Default for ExposeOpts {
             to: String::new(),
             pool: AGENT_POOL,
             protocol: Protocol::Generic,
+            park_max_age: PARK_MAX_AGE,
         }
     }
 }
@@ -86,6 +97,17 @@ pub struct Agent {
     stop: AtomicBool,
     waiting: Mutex<HashMap<u64, TcpStream>>,
     next: AtomicU64,
+    keepalive: Keepalive,
+    /// One `parked connection lost` line per minute at most.
+    lost_warn: RateLimit,
+}
+
+/// How a waiting connection ended.
+enum Waited<C> {
+    /// A mobile client arrived: relay.
+    Client(C),
+    /// It reached `--park-max-age` and was closed.
+    Retired,
 }
 
 impl Agent {
@@ -108,6 +130,8 @@ impl Agent {
             stop: AtomicBool::new(false),
             waiting: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
+            keepalive: settings.keepalive,
+            lost_warn: RateLimit::new(Duration::from_secs(60)),
         }))
     }
 
@@ -264,8 +288,9 @@ impl Agent {
                     continue;
                 }
             };
+            let parked_at = Instant::now();
             match self.wait_for_client(&triple) {
-                Ok(sock) => {
+                Ok(Waited::Client(sock)) => {
                     failures = 0;
                     let me = self.clone();
                     let spawned = thread::Builder::new()
@@ -276,6 +301,11 @@ impl Agent {
                         log::warn!(target: T, "cannot start a relay thread: {e}");
                     }
                 }
+                Ok(Waited::Retired) => {
+                    failures = 0;
+                    log::debug!(target: T, "waiting connection retired after {} s; replacing",
+                        parked_at.elapsed().as_secs());
+                }
                 Err(DialError::Refused(TakeError::NotRegistered)) => {
                     log::info!(target: T, "server forgot the registration; registering again");
                     self.invalidate(generation);
@@ -284,26 +314,53 @@ impl Agent {
                     }
                     failures = failures.saturating_add(1);
                 }
-                Err(e) => {
-                    if !self.stopped() {
-                        log::warn!(target: T, "{e}");
-                        self.nap(backoff(failures));
-                    }
-                    failures = failures.saturating_add(1);
-                }
+                Err(e) => self.lost(&e, parked_at, &mut failures),
             }
         }
     }
 
-    /// Park one connection at the rendezvous server until `+OK`.
-    fn wait_for_client(&self, triple: &Triple) -> std::result::Result<TcpStream, DialError> {
+    /// A waiting connection failed. One that had settled (a NAT forgot it,
+    /// keepalive found it dead, the server closed it) is replaced at once;
+    /// one that failed soon after it was opened backs off, so a server that
+    /// refuses or evicts at once is not hammered.
+    fn lost(&self, e: &dyn std::fmt::Display, parked_at: Instant, failures: &mut u32) {
+        if self.stopped() {
+            return;
+        }
+        let lived = parked_at.elapsed();
+        if lived >= PARK_SETTLED {
+            *failures = 0;
+            if self.lost_warn.ready() {
+                log::warn!(target: T, "waiting connection lost after {} s: {e}; replacing", lived.as_secs());
+            }
+            return;
+        }
+        log::warn!(target: T, "{e}");
+        self.nap(backoff(*failures));
+        *failures = failures.saturating_add(1);
+    }
+
+    /// How long this waiting connection may wait: `--park-max-age`, less up
+    /// to a tenth at random, so a pool opened at once is not retired at once.
+    fn park_age(&self) -> Duration {
+        let max = self.opts.park_max_age;
+        let cut = (crate::random::u64() % 1000) as f64 / 10_000.0;
+        max.mul_f64(1.0 - cut).max(Duration::from_secs(1))
+    }
+
+    /// Park one connection at the rendezvous server until `+OK`, or until
+    /// it reaches its age.
+    fn wait_for_client(
+        &self,
+        triple: &Triple,
+    ) -> std::result::Result<Waited<TcpStream>, DialError> {
         // dial() connects and sends the cookie; register the socket first so
         // stop() can close it while it waits.
         let sock = crate::client::connect_for_park(triple).map_err(DialError::Io)?;
-        let ka = TcpKeepalive::new()
-            .with_time(PARKED_KEEPALIVE)
-            .with_interval(Duration::from_secs(10));
-        let _ = SockRef::from(&sock).set_tcp_keepalive(&ka);
+        let _ = self.keepalive.apply(&sock);
+        liveness::quickack(&sock);
+        sock.set_read_timeout(Some(self.park_age()))
+            .map_err(|e| DialError::Io(Error::io("set timeout", e)))?;
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         if let Ok(clone) = sock.try_clone() {
             self.waiting
@@ -316,7 +373,17 @@ impl Agent {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&id);
-        r
+        match r {
+            Ok(sock) => Ok(Waited::Client(sock)),
+            // The read timeout is the age limit (EAGAIN); a dead connection
+            // is ETIMEDOUT, another kind.
+            Err(DialError::Io(Error::Io { source, .. }))
+                if source.kind() == std::io::ErrorKind::WouldBlock =>
+            {
+                Ok(Waited::Retired)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn serve(&self, remote: TcpStream) {
@@ -430,7 +497,7 @@ impl Agent {
     fn http_worker(self: Arc<Self>) {
         let mut failures = 0u32;
         while !self.stopped() {
-            let mut conn = match self.http_park() {
+            let conn = match self.http_park() {
                 Ok((c, _)) => c,
                 // The pool's cookie lapsed while idle: register again at once.
                 Err(Error::Auth(AuthFailure::BadCookie)) => continue,
@@ -444,28 +511,9 @@ impl Agent {
                 }
             };
             failures = 0;
-            // Wait for the mobile client's request.
-            let id = self.next.fetch_add(1, Ordering::Relaxed);
-            if let Ok(clone) = conn.tcp().try_clone() {
-                self.waiting
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(id, clone);
-            }
-            let mut first = vec![0u8; 16 * 1024];
-            let got = loop {
-                match conn.read(&mut first) {
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    other => break other,
-                }
-            };
-            self.waiting
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&id);
-            match got {
-                Ok(n) if n > 0 => {
-                    first.truncate(n);
+            let parked_at = Instant::now();
+            match self.wait_for_request(conn) {
+                Ok(Waited::Client((conn, first))) => {
                     let me = self.clone();
                     let spawned = thread::Builder::new()
                         .name("serve".into())
@@ -475,14 +523,58 @@ impl Agent {
                         log::warn!(target: T, "cannot start a relay thread: {e}");
                     }
                 }
-                _ => {
-                    // Closed while waiting (server restart, shutdown, eviction).
-                    if !self.stopped() {
-                        log::debug!(target: T, "parked CONNECT closed; opening another");
-                        self.nap(backoff(0));
-                    }
+                Ok(Waited::Retired) => {
+                    log::debug!(target: T, "parked CONNECT retired after {} s; replacing",
+                        parked_at.elapsed().as_secs());
                 }
+                // Closed or failed while waiting (a NAT forgot it, a server
+                // restart, shutdown, eviction).
+                Err(e) => self.lost(&e, parked_at, &mut failures),
             }
+        }
+    }
+
+    /// Wait on a parked `CONNECT` for the mobile client's request, at most
+    /// until it reaches its age; keepalive and the user timeout end the wait
+    /// on a connection that died silently.
+    fn wait_for_request(&self, mut conn: ClientConn) -> Result<Waited<(ClientConn, Vec<u8>)>> {
+        let _ = self.keepalive.apply(conn.tcp());
+        liveness::quickack(conn.tcp());
+        conn.tcp()
+            .set_read_timeout(Some(self.park_age()))
+            .map_err(|e| Error::io("set timeout", e))?;
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Ok(clone) = conn.tcp().try_clone() {
+            self.waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id, clone);
+        }
+        let mut first = vec![0u8; 16 * 1024];
+        let got = loop {
+            match conn.read(&mut first) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                other => break other,
+            }
+        };
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        match got {
+            Ok(n) if n > 0 => {
+                first.truncate(n);
+                let _ = conn.tcp().set_read_timeout(None);
+                Ok(Waited::Client((conn, first)))
+            }
+            Ok(_) => Err(Error::Protocol(
+                "parked CONNECT closed by the server".into(),
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let _ = conn.tcp().shutdown(Shutdown::Both);
+                Ok(Waited::Retired)
+            }
+            Err(e) => Err(Error::io("wait on parked CONNECT", e)),
         }
     }
 
@@ -614,6 +706,7 @@ mod tests {
             trust: Trust::WebPki,
             params: Params::default(),
             secret: Some(Secret::new(b"12345678901234567890".to_vec())),
+            keepalive: Keepalive::default(),
         };
         let agent = Agent::new(
             &settings,

@@ -62,8 +62,38 @@ pub const REAP_INTERVAL: Duration = Duration::from_secs(5);
 /// last good addresses) when it changed: a crash loses at most this much,
 /// and a busy server writes the file at most once per interval.
 pub const STATE_SAVE_INTERVAL: Duration = Duration::from_secs(1);
-/// TCP keepalive idle time on parked sockets.
-pub const PARKED_KEEPALIVE: Duration = Duration::from_secs(60);
+/// Default `--keepalive`: seconds of silence before TCP keepalive probes a
+/// parked, relayed or agent socket. Below the idle timeouts of common NATs
+/// and carrier-grade NATs (30-120 s; some home routers 60 s), so a probe
+/// refreshes the mapping before it expires. Probes follow every fifth of it
+/// (5 s), and `TCP_USER_TIMEOUT` is the idle time plus two of those (35 s):
+/// a peer that answers neither of two probes, or acknowledges no data for
+/// that long, is given up. A probe and its ACK are two 52-byte IP packets;
+/// one side probes per 25 s of silence, about 15 KB an hour per socket.
+pub const KEEPALIVE: Duration = Duration::from_secs(25);
+/// Unanswered keepalive probes before the kernel gives up (`TCP_KEEPCNT`;
+/// the user timeout above usually ends it first).
+pub const KEEPALIVE_PROBES: u32 = 3;
+/// The liveness proof waits this many smoothed RTTs of the parked socket for
+/// the acknowledgement of the bytes it sent it (`+OK`, or the forwarded head)...
+pub const ACK_PROOF_RTTS: u32 = 4;
+/// ...at least this long: a peer may delay its ACK (Linux by 40 ms or more,
+/// Windows and the BSDs by up to 200 ms) when nothing asks it not to. A
+/// live socket costs only its real ACK time; this much is lost only per dead
+/// socket tried.
+pub const ACK_PROOF_MIN: Duration = Duration::from_millis(250);
+/// ...and at most this long: an LTE link's RTT under load reaches a second;
+/// a socket slower than this is treated as dead, and the next one is tried.
+pub const ACK_PROOF_MAX: Duration = Duration::from_secs(2);
+/// A waiting connection of an agent that fails after it lived this long is
+/// replaced at once; one that fails sooner (a server refusing or evicting
+/// at once) waits out the backoff, so the agent never spins.
+pub const PARK_SETTLED: Duration = Duration::from_secs(10);
+/// Default `expose --park-max-age`: a parked connection older than this is
+/// retired and replaced, so a pool never keeps a socket a middlebox may
+/// have forgotten while keepalive could not tell. Re-parking uses the cookie,
+/// never a token.
+pub const PARK_MAX_AGE: Duration = Duration::from_secs(600);
 
 /// Client side: timeout for connecting and for each registrar exchange.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);

@@ -27,6 +27,12 @@ pub struct Metrics {
     pub auth_locked_out: AtomicU64,
     /// Locks engaged on a (UUID, address) pair.
     pub lockouts_total: AtomicU64,
+    /// Parked sockets whose first bytes were acknowledged (liveness proof).
+    pub proofs_acked: AtomicU64,
+    /// Parked sockets dropped because their first bytes were not acknowledged.
+    pub proofs_failed: AtomicU64,
+    /// Microseconds spent waiting for those acknowledgements, all together.
+    pub proof_micros: AtomicU64,
 }
 
 impl Metrics {
@@ -235,6 +241,33 @@ pub fn render(shared: &Shared) -> String {
         "Locks engaged on a (UUID, address) pair.",
     );
     let _ = writeln!(o, "rendezvous_lockouts_total {}", get(&m.lockouts_total));
+    family(
+        &mut o,
+        "rendezvous_liveness_proofs_total",
+        "counter",
+        "Parked sockets proven alive before pairing, by result: acked, or dropped unacknowledged.",
+    );
+    let _ = writeln!(
+        o,
+        "rendezvous_liveness_proofs_total{{result=\"acked\"}} {}",
+        get(&m.proofs_acked)
+    );
+    let _ = writeln!(
+        o,
+        "rendezvous_liveness_proofs_total{{result=\"dropped\"}} {}",
+        get(&m.proofs_failed)
+    );
+    family(
+        &mut o,
+        "rendezvous_liveness_proof_seconds_total",
+        "counter",
+        "Time spent waiting for the acknowledgements of liveness proofs.",
+    );
+    let _ = writeln!(
+        o,
+        "rendezvous_liveness_proof_seconds_total {:.6}",
+        get(&m.proof_micros) as f64 / 1e6
+    );
     family(
         &mut o,
         "rendezvous_open_connections",

@@ -27,6 +27,7 @@ pub struct Dialer {
     registrar: Registrar,
     uuid: Uuid,
     cached: Mutex<Option<Triple>>,
+    keepalive: crate::liveness::Keepalive,
 }
 
 impl Dialer {
@@ -36,6 +37,7 @@ impl Dialer {
             registrar: Registrar::new(settings.server.clone(), &settings.trust)?,
             uuid: settings.uuid,
             cached: Mutex::new(None),
+            keepalive: settings.keepalive,
         })
     }
 
@@ -46,9 +48,17 @@ impl Dialer {
         Ok(t)
     }
 
-    /// A socket paired with the hidden server, positioned at its first byte.
-    /// A cached triple is tried first; `-ERR not registered` refreshes it once.
+    /// A socket paired with the hidden server, positioned at its first byte,
+    /// with keepalive and the user timeout set (so a vanished server or path
+    /// ends the session in bounded time). A cached triple is tried first;
+    /// `-ERR not registered` refreshes it once.
     pub fn dial(&self) -> Result<TcpStream> {
+        let sock = self.dial_once()?;
+        let _ = self.keepalive.apply(&sock);
+        Ok(sock)
+    }
+
+    fn dial_once(&self) -> Result<TcpStream> {
         let cached = self
             .cached
             .lock()

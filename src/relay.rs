@@ -29,6 +29,9 @@ pub trait Leg: Send + Sync {
     fn tcp(&self) -> Option<&TcpStream> {
         None
     }
+    /// The TCP socket underneath, plain or TLS (for its settings and its
+    /// `TCP_INFO`).
+    fn socket(&self) -> &TcpStream;
 }
 
 impl Leg for TcpStream {
@@ -52,6 +55,10 @@ impl Leg for TcpStream {
 
     fn tcp(&self) -> Option<&TcpStream> {
         Some(self)
+    }
+
+    fn socket(&self) -> &TcpStream {
+        self
     }
 }
 
@@ -505,6 +512,10 @@ impl Leg for TlsLeg {
 
     fn abort(&self) {
         let _ = self.sock.shutdown(Shutdown::Both);
+    }
+
+    fn socket(&self) -> &TcpStream {
+        &self.sock
     }
 }
 

@@ -5,12 +5,13 @@
 //! `-ERR invalid cookie`, `-ERR not registered`, `-ERR not ready`, then closes.
 
 use crate::accept::{Accepted, RateLimit};
-use crate::limits::{MAX_COOKIE_LINE, PARKED_KEEPALIVE};
+use crate::limits::MAX_COOKIE_LINE;
+use crate::liveness::{self, Undelivered};
+use crate::metrics::Metrics;
 use crate::registry::{Parked, ParkedStream, Proto, TakeError};
 use crate::relay;
 use crate::secret::{Cookie, Role};
 use crate::server::Shared;
-use socket2::{SockRef, TcpKeepalive};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, OnceLock};
@@ -122,6 +123,36 @@ pub(crate) fn overflow_warn() -> &'static RateLimit {
     W.get_or_init(|| RateLimit::new(Duration::from_secs(10)))
 }
 
+/// The liveness proof of a parked socket the server just wrote its first
+/// bytes to: true once the peer acknowledged them. A socket that does not
+/// prove alive (silent, closed or reset) is closed with an RST and counted;
+/// the caller takes the next one, and the other side never sees it.
+pub(crate) fn proven(shared: &Shared, sock: &TcpStream, conn: u64) -> bool {
+    let m = &shared.metrics;
+    match liveness::prove_delivered(sock) {
+        Ok(took) => {
+            Metrics::bump(&m.proofs_acked);
+            m.proof_micros.fetch_add(
+                u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            true
+        }
+        Err(why) => {
+            Metrics::bump(&m.proofs_failed);
+            if let Undelivered::Timeout(t) = why {
+                m.proof_micros.fetch_add(
+                    u64::try_from(t.as_micros()).unwrap_or(u64::MAX),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
+            log::debug!(target: T, "conn={conn} parked socket failed its liveness proof: {why:?}");
+            liveness::abort(sock);
+            false
+        }
+    }
+}
+
 /// Serve one rendezvous connection.
 pub fn handle(acc: Accepted, shared: &Shared) {
     let Accepted {
@@ -163,10 +194,7 @@ fn park(
     id: u64,
     slot: crate::accept::ConnSlot,
 ) {
-    let ka = TcpKeepalive::new()
-        .with_time(PARKED_KEEPALIVE)
-        .with_interval(Duration::from_secs(10));
-    let _ = SockRef::from(&stream).set_tcp_keepalive(&ka);
+    let _ = shared.cfg.keepalive.apply(&stream);
     let parked = Parked {
         stream: ParkedStream::Tcp(stream),
         early,
@@ -202,8 +230,13 @@ fn pair(
     id: u64,
 ) {
     let deadline = Instant::now() + shared.cfg.pair_timeout;
-    // A parked socket can die between the liveness peek and our write; then
-    // take the next one, within the same deadline.
+    let _ = shared.cfg.keepalive.apply(&stream);
+    let mut hello = OK.to_vec();
+    hello.extend_from_slice(&early);
+    // A parked socket may be dead while the peek says it is open (a NAT
+    // forgot it silently): the initiator gets +OK only once the responder
+    // acknowledged its own +OK. Otherwise take the next one, within the
+    // same deadline.
     let (uuid, responder) = loop {
         match shared.registry.take(&cookie, Proto::Generic, deadline) {
             Err(why) => {
@@ -215,9 +248,11 @@ fn pair(
                 let ParkedStream::Tcp(mut rs) = p.stream else {
                     continue;
                 };
-                let mut hello = OK.to_vec();
-                hello.extend_from_slice(&early);
-                if rs.write_all(&hello).is_ok() {
+                if rs.write_all(&hello).is_err() {
+                    log::debug!(target: T, "conn={} parked socket failed on write", p.conn);
+                    continue;
+                }
+                if proven(shared, &rs, p.conn) {
                     break (
                         uuid,
                         Parked {
@@ -226,7 +261,6 @@ fn pair(
                         },
                     );
                 }
-                log::debug!(target: T, "conn={} parked socket failed on write", p.conn);
             }
         }
     };

@@ -50,6 +50,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Who may read `/.well-known/rendezvous/metrics` on the registrar.
     pub metrics_from: Vec<crate::metrics::Cidr>,
+    /// TCP keepalive and user timeout of parked and relayed sockets.
+    pub keepalive: crate::liveness::Keepalive,
     /// A listener of its own for the metrics (plain HTTP); when set, the
     /// registrar's metrics path answers 404.
     pub metrics_listen: Option<String>,
@@ -74,6 +76,7 @@ impl Config {
             drain_timeout: limits::DRAIN_TIMEOUT,
             metrics_from: crate::metrics::Cidr::loopback(),
             metrics_listen: None,
+            keepalive: crate::liveness::Keepalive::default(),
         }
     }
 
@@ -101,6 +104,7 @@ impl Config {
         )?;
         secs("drain-timeout", self.drain_timeout, 0, limits::MAX_TIMEOUT)?;
         secs("cookie-ttl", self.cookie_ttl, 1, limits::MAX_COOKIE_TTL)?;
+        secs("keepalive", self.keepalive.idle, 1, limits::MAX_TIMEOUT)?;
         if !(1..=limits::MAX_POOL_MAX).contains(&self.pool_max) {
             return Err(Error::Usage(format!(
                 "--pool-max must be from 1 to {}",

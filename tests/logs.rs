@@ -114,6 +114,7 @@ fn no_secret_reaches_the_log() {
             to: echo.to_string(),
             pool: 2,
             protocol: Protocol::Generic,
+            ..ExposeOpts::default()
         },
     )
     .expect("agent");
@@ -251,6 +252,7 @@ fn no_secret_reaches_the_log() {
             to: echo_server().to_string(),
             pool: 2,
             protocol: Protocol::Http,
+            ..ExposeOpts::default()
         },
     )
     .expect("agent");

@@ -54,6 +54,12 @@ struct Expose {
     /// trust the server certificate with this SHA-256 fingerprint
     #[argh(option)]
     pin_sha256: Option<String>,
+    /// seconds of silence before TCP keepalive probes a connection to the server (default 25)
+    #[argh(option)]
+    keepalive: Option<u64>,
+    /// seconds after which a waiting connection is retired and replaced (default 600)
+    #[argh(option)]
+    park_max_age: Option<u64>,
 }
 
 #[derive(FromArgs)]
@@ -78,6 +84,9 @@ struct Connect {
     /// listen here and relay each accepted connection (default: stdin/stdout)
     #[argh(option)]
     listen: Option<String>,
+    /// seconds of silence before TCP keepalive probes the connection to the server (default 25)
+    #[argh(option)]
+    keepalive: Option<u64>,
 }
 
 #[derive(FromArgs)]
@@ -119,7 +128,7 @@ struct Totp {
 /// The connection flags that `expose`, `connect` and `lookup` share, moved
 /// out of a subcommand's parsed arguments (argh has no flatten).
 macro_rules! client_flags {
-    ($cmd:ident, $secret_file:expr) => {
+    ($cmd:ident, $secret_file:expr, $keepalive:expr) => {
         ClientFlags {
             config: $cmd.config,
             server: $cmd.server,
@@ -127,6 +136,7 @@ macro_rules! client_flags {
             ca: $cmd.ca,
             pin_sha256: $cmd.pin_sha256,
             secret_file: $secret_file,
+            keepalive: $keepalive,
         }
     };
 }
@@ -142,7 +152,7 @@ fn run(top: Top) -> Result<(), Error> {
             admin::totp_now(&secret, params, &mut std::io::stdout().lock())
         }
         Cmd::Expose(e) => {
-            let flags = client_flags!(e, e.secret_file);
+            let flags = client_flags!(e, e.secret_file, e.keepalive);
             let settings = Settings::resolve(&flags, true)?;
             let protocol = match e.protocol.as_deref().unwrap_or("generic") {
                 "generic" => hidden::Protocol::Generic,
@@ -153,15 +163,25 @@ fn run(top: Top) -> Result<(), Error> {
                     )))
                 }
             };
+            let park_max_age = match e.park_max_age {
+                None => rendezvous::limits::PARK_MAX_AGE,
+                Some(s @ 1..=86_400) => std::time::Duration::from_secs(s),
+                Some(_) => {
+                    return Err(Error::Usage(
+                        "--park-max-age must be from 1 to 86400 seconds".into(),
+                    ))
+                }
+            };
             let opts = hidden::ExposeOpts {
                 to: e.to,
                 pool: e.pool.unwrap_or(rendezvous::limits::AGENT_POOL),
                 protocol,
+                park_max_age,
             };
             hidden::expose(&settings, opts)
         }
         Cmd::Connect(c) => {
-            let flags = client_flags!(c, None);
+            let flags = client_flags!(c, None, c.keepalive);
             let settings = Settings::resolve(&flags, false)?;
             match c.listen {
                 Some(addr) => mobile::connect_listen(&settings, &addr),
@@ -169,7 +189,7 @@ fn run(top: Top) -> Result<(), Error> {
             }
         }
         Cmd::Lookup(l) => {
-            let flags = client_flags!(l, None);
+            let flags = client_flags!(l, None, None);
             let settings = Settings::resolve(&flags, false)?;
             mobile::lookup(&settings, &mut std::io::stdout().lock())
         }

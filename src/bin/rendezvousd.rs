@@ -74,6 +74,9 @@ struct Serve {
     /// address range allowed to read the metrics (repeatable; default loopback only)
     #[argh(option)]
     metrics_from: Vec<String>,
+    /// seconds of silence before TCP keepalive probes a parked or relayed socket (default 25)
+    #[argh(option)]
+    keepalive: Option<u64>,
     /// serve the metrics on their own plain-HTTP listener at this address (default off)
     #[argh(option)]
     metrics_listen: Option<String>,
@@ -263,6 +266,9 @@ fn serve(s: Serve) -> Result<(), Error> {
             .collect::<Result<_, _>>()?;
     }
     cfg.metrics_listen = s.metrics_listen;
+    if let Some(k) = s.keepalive {
+        cfg.keepalive = rendezvous::liveness::Keepalive::from_secs(k);
+    }
     server::serve(cfg)
 }
 

@@ -591,7 +591,12 @@ impl Netns {
     /// Move the calling thread into the namespace: the sockets it creates
     /// from now on, and the threads it starts, live there.
     pub fn enter(&self) {
-        let f = std::fs::File::open(format!("/run/netns/{}", self.name)).expect("open netns");
+        Netns::enter_named(&self.name);
+    }
+
+    /// [`Netns::enter`] by name (from a thread that does not own it).
+    pub fn enter_named(name: &str) {
+        let f = std::fs::File::open(format!("/run/netns/{name}")).expect("open netns");
         use std::os::fd::AsFd;
         rustix::thread::move_into_link_name_space(
             f.as_fd(),
