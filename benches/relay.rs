@@ -174,7 +174,11 @@ impl Server {
 }
 
 fn start_server(dir: &Path, tls: bool, extra: &[&str]) -> Server {
-    let state = dir.join(if tls { "state-tls" } else { "state" });
+    // A state folder of its own per server: the security state (replay
+    // floors) outlives a server, and each Server counts its tokens from 0.
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let state = dir.join(format!("state-{n}{}", if tls { "-tls" } else { "" }));
     std::fs::create_dir_all(&state).expect("state dir");
     let users = state.join("users");
     std::fs::write(&users, format!("{UUID} {SECRET_B32}\n")).expect("users");
@@ -217,7 +221,7 @@ fn secret() -> Secret {
 fn register(s: &Server) -> (String, String) {
     let url = ServerUrl::parse(&format!(
         "{}://127.0.0.1:{}",
-        if s.state.ends_with("state-tls") {
+        if s.state.to_string_lossy().ends_with("-tls") {
             "https"
         } else {
             "http"
@@ -1160,7 +1164,7 @@ fn wait_parked(s: &Server, proto: &str, n: usize) {
     let end = Instant::now() + Duration::from_secs(30);
     loop {
         let mut c = TcpStream::connect(s.registrar).expect("connect");
-        let body = if s.state.ends_with("state-tls") {
+        let body = if s.state.to_string_lossy().ends_with("-tls") {
             let cfg = tls::client_config(&Trust::Ca(s.state.join("cert.pem"))).expect("cfg");
             let mut t = tls::connect(
                 c,

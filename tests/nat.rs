@@ -150,6 +150,12 @@ impl Topology {
     }
 }
 
+/// The agents' `--keepalive` in the drop tests: 3 s keeps `make test`
+/// short; `NAT_TEST_KEEPALIVE=25` measures the defaults.
+fn agent_keepalive() -> String {
+    std::env::var("NAT_TEST_KEEPALIVE").unwrap_or_else(|_| "3".into())
+}
+
 /// A local service in the hidden namespace: `echo` echoes; otherwise it
 /// answers one HTTP request per connection with a 200 naming the path.
 /// Stops (its thread ends) when dropped.
@@ -395,7 +401,7 @@ fn generic_after_a_silent_drop() {
         &uuid,
         "generic",
         svc.addr,
-        &["--pool", "2", "--keepalive", "3"],
+        &["--pool", "2", "--keepalive", &agent_keepalive()],
     );
     within("two parked", Duration::from_secs(20), || {
         parked("generic") == 2
@@ -421,7 +427,7 @@ fn generic_after_a_silent_drop() {
     // The agent found its dead connections (keepalive 3 s: user timeout
     // 5 s) and parked new ones.
     agent.wait_line("waiting connection lost after");
-    within("agent re-parked", Duration::from_secs(30), || {
+    within("agent re-parked", Duration::from_secs(60), || {
         let (st, mut s) = generic_mobile(&uuid, Duration::from_secs(5));
         st == "+OK" && echoes(&mut s, Duration::from_secs(5))
     });
@@ -456,7 +462,7 @@ fn http_after_a_silent_drop() {
         &uuid,
         "http",
         svc.addr,
-        &["--pool", "2", "--keepalive", "3"],
+        &["--pool", "2", "--keepalive", &agent_keepalive()],
     );
     within("two parked", Duration::from_secs(20), || {
         parked("http") == 2
@@ -473,7 +479,7 @@ fn http_after_a_silent_drop() {
     );
     assert!(metric("rendezvous_liveness_proofs_total{result=\"dropped\"}") >= 1);
     agent.wait_line("waiting connection lost after");
-    within("agent re-parked", Duration::from_secs(30), || {
+    within("agent re-parked", Duration::from_secs(60), || {
         http_mobile(&uuid, "/again", Duration::from_secs(5)) == 200
     });
     let reparked = dropped_at.elapsed();
