@@ -192,3 +192,55 @@ fn a_torn_state_file_does_not_stop_the_server() {
     ts.restart();
     assert_eq!(ts.put_token(&token_at(0)).status, 200);
 }
+
+/// `PUT ?uuid=&response=` from `from`.
+fn put_from(ts: &TestServer, from: std::net::IpAddr, token: &str) -> u16 {
+    let mut s = connect_from(from, ts.registrar());
+    send(
+        &mut s,
+        "PUT",
+        &format!("/?uuid={}&response={token}", ts.uuid),
+        &[],
+    );
+    rendezvous::http::read_response(&mut s)
+        .expect("response")
+        .status
+}
+
+/// The outside attack's restart case, with real addresses (a network
+/// namespace of the test's own): right after a restart a visitor spends the
+/// per-UUID cap from two addresses, and the agent, from the address it last
+/// registered from, still gets in. (The old server had forgotten that
+/// address: 429 for the whole step, every step.)
+#[test]
+fn after_a_restart_a_visitor_cannot_keep_the_agent_out() {
+    let ns = Netns::new("restart");
+    for a in ["10.66.0.1/32", "10.66.0.2/32", "10.66.0.3/32"] {
+        ns.ip(&["addr", "add", a, "dev", "lo"]);
+    }
+    ns.enter();
+    let ip = |s: &str| -> std::net::IpAddr { s.parse().expect("ip") };
+    let (agent, v1, v2) = (ip("10.66.0.1"), ip("10.66.0.2"), ip("10.66.0.3"));
+    avoid_step_edge();
+    let mut ts = TestServer::start(Opts::default());
+    assert_eq!(
+        put_from(&ts, agent, &token_at(-1)),
+        200,
+        "the agent registers"
+    );
+    ts.restart();
+    avoid_step_edge();
+    let wrong = wrong_token();
+    for (i, from) in std::iter::repeat_n(v1, 10)
+        .chain(std::iter::repeat_n(v2, 10))
+        .enumerate()
+    {
+        assert_eq!(put_from(&ts, from, wrong), 401, "visitor failure {i}");
+    }
+    assert_eq!(put_from(&ts, v2, &token_at(0)), 429, "the cap is reached");
+    assert_eq!(
+        put_from(&ts, agent, &token_at(0)),
+        200,
+        "the last good address still gets in after the restart"
+    );
+}
