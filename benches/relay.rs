@@ -5,6 +5,7 @@
 //! Usage: `cargo bench --bench relay -- [--json FILE] [--secs N] [--quick]`.
 //! Everything binds 127.0.0.1 port 0; every phase is bounded in time.
 
+use rendezvous::certs;
 use rendezvous::client::{Registrar, ServerUrl};
 use rendezvous::secret::Secret;
 use rendezvous::tls::{self, Trust};
@@ -618,8 +619,8 @@ fn stack_probe(kib: usize) -> ! {
         .try_init();
     let dir = std::env::temp_dir().join(format!("rendezvous-stack-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let (cert, key) = tls::state_pair(&dir);
-    tls::write_self_signed(&cert, &key, &["127.0.0.1".into()], true).expect("pair");
+    let (cert, key) = certs::state_pair(&dir);
+    certs::write_self_signed(&cert, &key, &["127.0.0.1".into()], true).expect("pair");
     let config = tls::server_config(&cert, &key).expect("server config");
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr");

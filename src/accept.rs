@@ -8,6 +8,7 @@
 //! connection to itself. No TLS and no reads happen here.
 
 use crate::limits::MAX_UNAUTH_PER_ADDR;
+use crate::ratelimit::RateLimit;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
@@ -225,37 +226,6 @@ pub struct AcceptLoop {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
-}
-
-/// Rate-limits a repeated warning to one line per interval.
-#[derive(Debug)]
-pub struct RateLimit {
-    last: std::sync::Mutex<Option<Instant>>,
-    every: Duration,
-}
-
-impl RateLimit {
-    /// At most one `ready()` per `every`.
-    pub fn new(every: Duration) -> RateLimit {
-        RateLimit {
-            last: std::sync::Mutex::new(None),
-            every,
-        }
-    }
-
-    /// True when a line may be logged now.
-    pub fn ready(&self) -> bool {
-        let mut last = self
-            .last
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now = Instant::now();
-        if last.is_some_and(|l| now.duration_since(l) < self.every) {
-            return false;
-        }
-        *last = Some(now);
-        true
-    }
 }
 
 fn transient_resource_error(e: &io::Error) -> bool {

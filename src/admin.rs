@@ -2,13 +2,16 @@
 //! `user remove` and `cert`, plus `rendezvous totp`. Each takes plain options
 //! (the front ends fill them from argh) and writes its result to a `Write`.
 
+use crate::certs;
 use crate::error::{Error, Result};
+use crate::files;
+use crate::files::ensure_dir;
+use crate::limits;
 use crate::provision::Provision;
 use crate::secret::Secret;
-use crate::state::{ensure_dir, StatePaths};
+use crate::state::StatePaths;
 use crate::totp::{self, Params};
 use crate::users::{self, User};
-use crate::{limits, tls};
 use std::io::Write;
 use std::path::PathBuf;
 use uuid::Uuid;
@@ -64,14 +67,14 @@ pub fn user_add(opts: &UserAdd, out: &mut dyn Write) -> Result<()> {
     // Trust first, so that a failure leaves no user without a provisioning file.
     let (pin, ca) = match (&opts.ca, &opts.cert) {
         (Some(ca), _) => {
-            tls::load_certs(ca)?;
+            certs::load_certs(ca)?;
             let abs = std::fs::canonicalize(ca).unwrap_or_else(|_| ca.clone());
             (None, Some(abs))
         }
-        (None, Some(cert)) => (Some(tls::file_fingerprint(cert)?), None),
+        (None, Some(cert)) => (Some(certs::file_fingerprint(cert)?), None),
         (None, None) => {
             ensure_dir(&paths.dir)?;
-            (Some(tls::ensure_pair(&paths.cert, &paths.key)?.0), None)
+            (Some(certs::ensure_pair(&paths.cert, &paths.key)?.0), None)
         }
     };
     if let Some(dir) = paths.users.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -90,7 +93,7 @@ pub fn user_add(opts: &UserAdd, out: &mut dyn Write) -> Result<()> {
         server: Some(opts.server.clone().unwrap_or_else(|| {
             format!(
                 "https://{}:{}",
-                tls::system_hostname().unwrap_or_else(|| "localhost".into()),
+                certs::system_hostname().unwrap_or_else(|| "localhost".into()),
                 limits::DEFAULT_REGISTRAR_PORT
             )
         })),
@@ -106,7 +109,7 @@ pub fn user_add(opts: &UserAdd, out: &mut dyn Write) -> Result<()> {
     let text = provision.render();
     match &opts.out {
         Some(path) => {
-            users::write_atomic(path, text.as_bytes(), 0o600)?;
+            files::write_atomic(path, text.as_bytes(), 0o600)?;
             writeln!(out, "{}", uuid.hyphenated()).map_err(|e| Error::io("write output", e))?;
         }
         None => out
@@ -151,53 +154,12 @@ pub fn user_remove(paths: &StatePaths, uuid: &Uuid) -> Result<()> {
 pub fn cert(paths: &StatePaths, hosts: &[String], force: bool, out: &mut dyn Write) -> Result<()> {
     ensure_dir(&paths.dir)?;
     let hosts = if hosts.is_empty() {
-        tls::default_hosts()
+        certs::default_hosts()
     } else {
         hosts.to_vec()
     };
-    let fp = tls::write_self_signed(&paths.cert, &paths.key, &hosts, force)?;
+    let fp = certs::write_self_signed(&paths.cert, &paths.key, &hosts, force)?;
     writeln!(out, "{fp}").map_err(|e| Error::io("write output", e))
-}
-
-/// The environment variable a client may take its secret from.
-pub const SECRET_ENV: &str = "RENDEZVOUS_SECRET";
-
-/// Read a secret: from a file holding base32 text or a provisioning file, else
-/// from `$RENDEZVOUS_SECRET`. Never from the command line.
-pub fn read_secret(file: Option<&std::path::Path>) -> Result<Secret> {
-    read_secret_and_params(file).map(|(s, _)| s)
-}
-
-/// The `step` and `digits` a provisioning file names, if any.
-pub type FileParams = (Option<u64>, Option<u32>);
-
-/// As [`read_secret`], plus the `step` and `digits` a provisioning file names.
-pub fn read_secret_and_params(file: Option<&std::path::Path>) -> Result<(Secret, FileParams)> {
-    match file {
-        Some(path) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| Error::io("read secret file", e))?;
-            // Bare base32 (padding allowed), else a provisioning file.
-            if let Some(s) = Secret::from_base32(text.trim()) {
-                return Ok((s, (None, None)));
-            }
-            let p = Provision::parse(&text, path)?;
-            let secret = p
-                .secret
-                .ok_or_else(|| Error::config(path, None, "no secret in file"))?;
-            Ok((secret, (p.step, p.digits)))
-        }
-        None => {
-            let text = std::env::var(SECRET_ENV).map_err(|_| {
-                Error::Usage(format!(
-                    "no secret: give --secret-file or set ${SECRET_ENV}"
-                ))
-            })?;
-            let s = Secret::from_base32(text.trim())
-                .ok_or_else(|| Error::Usage(format!("${SECRET_ENV} is not base32")))?;
-            Ok((s, (None, None)))
-        }
-    }
 }
 
 /// `rendezvous totp`: print the current code.

@@ -331,7 +331,7 @@ impl SecurityState {
 
     /// Write the state to `path` atomically (mode 0600).
     pub fn save(&self, path: &Path) -> Result<()> {
-        crate::users::write_atomic(path, self.to_text().as_bytes(), 0o600)
+        crate::files::write_atomic(path, self.to_text().as_bytes(), 0o600)
     }
 
     /// Read the state from `path`. A missing file is an empty state; a torn

@@ -3,11 +3,12 @@
 //! with a token, refresh with a cookie, look up), and dialling the rendezvous
 //! server with a cookie line and reading its status line.
 
-use crate::admin::read_secret;
+use crate::certs;
 use crate::error::{AuthFailure, Error, IoResultExt, Result, Timeout};
 use crate::http::{read_response, ClientResponse};
 use crate::limits::{CLIENT_TIMEOUT, DEFAULT_REGISTRAR_PORT, MAX_STATUS_LINE};
 use crate::liveness::Keepalive;
+use crate::provision::read_secret;
 use crate::provision::Provision;
 use crate::registry::TakeError;
 use crate::secret::Secret;
@@ -109,7 +110,7 @@ pub struct ClientFlags {
 /// others, as the daemon does for its users file and key. Not an error: the
 /// file may come from a read-only medium, and the operator decides.
 fn warn_if_exposed(path: &std::path::Path) {
-    if let Some(mode) = crate::users::loose_mode(path) {
+    if let Some(mode) = crate::files::loose_mode(path) {
         log::warn!(target: "rendezvous::client",
             "provisioning file {} holds a secret and is accessible by group or others (mode {mode:04o}); run chmod 600",
             path.display());
@@ -168,12 +169,16 @@ impl Settings {
         let trust = if let Some(ca) = &flags.ca {
             Trust::Ca(ca.clone())
         } else if let Some(pin) = &flags.pin_sha256 {
-            Trust::Pin(tls::parse_fingerprint(pin).ok_or_else(|| {
+            Trust::Pin(certs::parse_fingerprint(pin).ok_or_else(|| {
                 Error::Usage("--pin-sha256 must be 64 hex digits (colons allowed)".into())
             })?)
         } else if let Some(ca) = &prov.ca {
             Trust::Ca(ca.clone())
-        } else if let Some(pin) = prov.pin_sha256.as_deref().and_then(tls::parse_fingerprint) {
+        } else if let Some(pin) = prov
+            .pin_sha256
+            .as_deref()
+            .and_then(certs::parse_fingerprint)
+        {
             Trust::Pin(pin)
         } else {
             Trust::WebPki

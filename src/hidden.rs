@@ -10,13 +10,13 @@
 //! rate-limited); one older than `--park-max-age` is retired and replaced,
 //! with the cookie, never a token.
 
-use crate::accept::RateLimit;
 use crate::client::{ClientConn, DialError, Registrar, Settings, Triple};
 use crate::error::{AuthFailure, Error, Result};
 use crate::limits::{
     AGENT_POOL, BACKOFF_MAX, BACKOFF_MIN, CLIENT_TIMEOUT, PARK_MAX_AGE, PARK_SETTLED,
 };
 use crate::liveness::{self, Keepalive};
+use crate::ratelimit::RateLimit;
 use crate::registry::TakeError;
 use crate::relay;
 use crate::secret::Secret;

@@ -1,6 +1,8 @@
 //! The provisioning file that `rendezvousd user add` writes and the client's
 //! `--config` reads: `key = value` lines (`server`, `uuid`, `secret`, `step`,
-//! `digits`, `pin-sha256` or `ca`), `#` comments, mode 0600.
+//! `digits`, `pin-sha256` or `ca`), `#` comments, mode 0600; and reading a
+//! client's secret (a secret file, the provisioning file, or
+//! `$RENDEZVOUS_SECRET`, never the command line).
 
 use crate::error::{Error, IoResultExt, Result};
 use crate::limits::{MIN_SECRET_BYTES, TOTP_DIGITS, TOTP_STEP};
@@ -76,9 +78,9 @@ impl Provision {
                     )
                 }
                 "pin-sha256" => {
-                    let fp = crate::tls::parse_fingerprint(value)
+                    let fp = crate::certs::parse_fingerprint(value)
                         .ok_or_else(|| err("pin-sha256 must be 64 hex digits"))?;
-                    p.pin_sha256 = Some(crate::tls::hex(&fp));
+                    p.pin_sha256 = Some(crate::certs::hex(&fp));
                 }
                 "ca" => p.ca = Some(PathBuf::from(value)),
                 other => {
@@ -124,6 +126,47 @@ impl Provision {
             out.push_str(&format!("ca = {}\n", v.display()));
         }
         out
+    }
+}
+
+/// The environment variable a client may take its secret from.
+pub const SECRET_ENV: &str = "RENDEZVOUS_SECRET";
+
+/// Read a secret: from a file holding base32 text or a provisioning file, else
+/// from `$RENDEZVOUS_SECRET`. Never from the command line.
+pub fn read_secret(file: Option<&std::path::Path>) -> Result<Secret> {
+    read_secret_and_params(file).map(|(s, _)| s)
+}
+
+/// The `step` and `digits` a provisioning file names, if any.
+pub type FileParams = (Option<u64>, Option<u32>);
+
+/// As [`read_secret`], plus the `step` and `digits` a provisioning file names.
+pub fn read_secret_and_params(file: Option<&std::path::Path>) -> Result<(Secret, FileParams)> {
+    match file {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| Error::io("read secret file", e))?;
+            // Bare base32 (padding allowed), else a provisioning file.
+            if let Some(s) = Secret::from_base32(text.trim()) {
+                return Ok((s, (None, None)));
+            }
+            let p = Provision::parse(&text, path)?;
+            let secret = p
+                .secret
+                .ok_or_else(|| Error::config(path, None, "no secret in file"))?;
+            Ok((secret, (p.step, p.digits)))
+        }
+        None => {
+            let text = std::env::var(SECRET_ENV).map_err(|_| {
+                Error::Usage(format!(
+                    "no secret: give --secret-file or set ${SECRET_ENV}"
+                ))
+            })?;
+            let s = Secret::from_base32(text.trim())
+                .ok_or_else(|| Error::Usage(format!("${SECRET_ENV} is not base32")))?;
+            Ok((s, (None, None)))
+        }
     }
 }
 

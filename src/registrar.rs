@@ -6,6 +6,7 @@
 //! otherwise the 401 challenge. Every error response is written from here.
 
 use crate::accept::Accepted;
+use crate::certs;
 use crate::connect;
 use crate::error::AuthFailure;
 use crate::http::{ChunkError, Chunked, Framing, Head, HeadError, HeadReader, Response};
@@ -379,8 +380,8 @@ fn challenge() -> Response {
         "WWW-Authenticate",
         format!(
             "Digest realm=\"rendezvous\", qop=\"auth, auth-int\", nonce=\"{}\", opaque=\"{}\"",
-            tls::hex(&nonce),
-            tls::hex(&opaque)
+            certs::hex(&nonce),
+            certs::hex(&opaque)
         ),
     )
     .with_header("WWW-Authenticate", "Basic realm=\"rendezvous\"")

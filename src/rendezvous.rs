@@ -4,10 +4,11 @@
 //! live parked socket, then relayed). Answers `+OK` to both sides, or one of
 //! `-ERR invalid cookie`, `-ERR not registered`, `-ERR not ready`, then closes.
 
-use crate::accept::{Accepted, RateLimit};
+use crate::accept::Accepted;
 use crate::limits::MAX_COOKIE_LINE;
 use crate::liveness::{self, Undelivered};
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimit;
 use crate::registry::{Parked, ParkedStream, Proto, TakeError};
 use crate::relay;
 use crate::secret::{Cookie, Role};

@@ -4,11 +4,14 @@
 
 use crate::accept::{AcceptLoop, Conns};
 use crate::authn::SecurityState;
+use crate::certs;
 use crate::error::{Error, IoResultExt, Result};
+use crate::files;
+use crate::files::ensure_dir;
 use crate::limits;
 use crate::registry::{Registry, RegistryConfig};
 use crate::relay::ActivePairs;
-use crate::state::{ensure_dir, StatePaths};
+use crate::state::StatePaths;
 use crate::tls;
 use crate::users::{self, Users};
 use crossbeam_channel::{bounded, Sender};
@@ -170,8 +173,8 @@ fn save_security(shared: &Shared) {
         return;
     }
     if let Err(e) = shared.security.save(&shared.cfg.paths.state) {
-        static W: std::sync::OnceLock<crate::accept::RateLimit> = std::sync::OnceLock::new();
-        if W.get_or_init(|| crate::accept::RateLimit::new(Duration::from_secs(60)))
+        static W: std::sync::OnceLock<crate::ratelimit::RateLimit> = std::sync::OnceLock::new();
+        if W.get_or_init(|| crate::ratelimit::RateLimit::new(Duration::from_secs(60)))
             .ready()
         {
             log::warn!(target: "rendezvous::server", "cannot save the security state: {e}");
@@ -184,7 +187,7 @@ fn load_users(path: &Path) -> Result<Users> {
         users::update(path, |_| Ok(()))?;
         log::info!(target: "rendezvous::server", "created empty users file {}", path.display());
     }
-    for w in [users::mode_warning(path), users::link_warning(path)]
+    for w in [files::mode_warning(path), users::link_warning(path)]
         .into_iter()
         .flatten()
     {
@@ -199,15 +202,15 @@ fn load_tls(cfg: &Config) -> Result<Option<Arc<ServerConfig>>> {
     }
     let (cert, key) = (&cfg.paths.cert, &cfg.paths.key);
     if !cfg.explicit_cert {
-        let (fp, created) = tls::ensure_pair(cert, key)?;
+        let (fp, created) = certs::ensure_pair(cert, key)?;
         if created {
             log::info!(target: "rendezvous::server", "created self-signed certificate {}", cert.display());
         }
         log::info!(target: "rendezvous::server", "certificate sha256={fp}");
     } else {
-        log::info!(target: "rendezvous::server", "certificate sha256={}", tls::file_fingerprint(cert)?);
+        log::info!(target: "rendezvous::server", "certificate sha256={}", certs::file_fingerprint(cert)?);
     }
-    if let Some(w) = users::mode_warning(key) {
+    if let Some(w) = files::mode_warning(key) {
         log::warn!(target: "rendezvous::server", "{w}");
     }
     Ok(Some(tls::server_config(cert, key)?))
@@ -222,7 +225,7 @@ impl Server {
     ) -> Result<Server> {
         cfg.validate()?;
         ensure_dir(&cfg.paths.dir)?;
-        if let Some(w) = crate::state::mode_warning(&cfg.paths.dir) {
+        if let Some(w) = crate::files::dir_mode_warning(&cfg.paths.dir) {
             log::warn!(target: "rendezvous::server", "{w}");
         }
         let table = load_users(&cfg.paths.users)?;
@@ -348,7 +351,7 @@ impl Server {
         match users::load(&cfg.paths.users) {
             Ok(table) => {
                 for w in [
-                    users::mode_warning(&cfg.paths.users),
+                    files::mode_warning(&cfg.paths.users),
                     users::link_warning(&cfg.paths.users),
                 ]
                 .into_iter()
@@ -382,7 +385,7 @@ impl Server {
             }
         }
         if !cfg.plaintext {
-            if let Some(w) = users::mode_warning(&cfg.paths.key) {
+            if let Some(w) = files::mode_warning(&cfg.paths.key) {
                 log::warn!(target: "rendezvous::server", "{w}");
             }
             match tls::server_config(&cfg.paths.cert, &cfg.paths.key) {
@@ -392,7 +395,7 @@ impl Server {
                         .tls
                         .write()
                         .unwrap_or_else(PoisonError::into_inner) = Some(c);
-                    if let Ok(fp) = tls::file_fingerprint(&cfg.paths.cert) {
+                    if let Ok(fp) = certs::file_fingerprint(&cfg.paths.cert) {
                         log::info!(target: "rendezvous::server", "certificate reloaded sha256={fp}");
                     }
                 }

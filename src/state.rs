@@ -1,11 +1,8 @@
 //! The state folder: where it is (`--state-dir`, `$RENDEZVOUS_STATE_DIR`, or
-//! `/var/lib/rendezvous`), what lives in it (`users`, `cert.pem`, `key.pem`, `state`),
-//! and creating it with mode 0700.
+//! `/var/lib/rendezvous`) and what lives in it (`users`, `cert.pem`,
+//! `key.pem`, `state`). `files` creates it with mode 0700.
 
-use crate::error::{IoResultExt, Result};
 use crate::limits::DEFAULT_STATE_DIR;
-use std::fs;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The environment variable naming the state folder.
@@ -48,30 +45,4 @@ impl StatePaths {
             dir,
         }
     }
-}
-
-/// Create a folder (and its parents) with mode 0700 if it does not exist.
-pub fn ensure_dir(dir: &Path) -> Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .op("create state folder")?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).op("set state folder mode")
-}
-
-/// A warning for the operator when the state folder can be written by group
-/// or others: whoever can write it can replace the users file, the
-/// certificate pair or the security state.
-pub fn mode_warning(dir: &Path) -> Option<String> {
-    let mode = fs::metadata(dir).ok()?.permissions().mode() & 0o7777;
-    (mode & 0o022 != 0).then(|| {
-        format!(
-            "state folder {} is writable by group or others (mode {mode:04o}); run chmod 700",
-            dir.display()
-        )
-    })
 }

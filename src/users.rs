@@ -5,13 +5,13 @@
 //! on a sibling `.lock` file, and the file is always mode 0600.
 
 use crate::error::{Error, IoResultExt, Result};
+use crate::files::write_atomic;
 use crate::limits::{MIN_SECRET_BYTES, TOTP_DIGITS, TOTP_STEP};
 use crate::secret::Secret;
 use crate::totp::Params;
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
@@ -187,22 +187,6 @@ pub fn load(path: &Path) -> Result<Users> {
     Users::parse(&text, path)
 }
 
-/// The file's mode when group or others have any access to it.
-pub fn loose_mode(path: &Path) -> Option<u32> {
-    let mode = fs::metadata(path).ok()?.permissions().mode() & 0o7777;
-    (mode & 0o077 != 0).then_some(mode)
-}
-
-/// A warning for the operator when the file is readable by group or others.
-pub fn mode_warning(path: &Path) -> Option<String> {
-    loose_mode(path).map(|mode| {
-        format!(
-            "{} is accessible by group or others (mode {mode:04o}); run chmod 600",
-            path.display()
-        )
-    })
-}
-
 /// A warning for the operator when the users file is a symbolic link:
 /// `serve` reads the link's target, but `user add` and `user remove` write
 /// a new file and rename it over the path, which replaces the link itself.
@@ -246,42 +230,6 @@ pub fn update<T>(path: &Path, change: impl FnOnce(&mut Users) -> Result<T>) -> R
     write_atomic(path, users.render().as_bytes(), 0o600)?;
     // The lock is released when `lock` is dropped.
     Ok(out)
-}
-
-/// Write `data` to `path` atomically: a temporary file in the same folder,
-/// fsync, rename over `path`, fsync of the folder. The file gets `mode`.
-pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(path.file_name().unwrap_or_default());
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let _ = fs::remove_file(&tmp);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .op("create temporary file")?;
-        // The umask may have narrowed the mode; set it exactly.
-        f.set_permissions(fs::Permissions::from_mode(mode))
-            .op("set file mode")?;
-        f.write_all(data).op("write temporary file")?;
-        f.sync_all().op("fsync temporary file")?;
-        fs::rename(&tmp, path).op("rename temporary file")?;
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .op("fsync folder")?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]

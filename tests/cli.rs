@@ -65,7 +65,7 @@ fn cert_refuses_to_overwrite_without_force() {
     let fp = stdout(&o).trim().to_string();
     assert_eq!(fp.len(), 64);
     assert_eq!(
-        rendezvous::tls::file_fingerprint(&state.join("cert.pem")).expect("fp"),
+        rendezvous::certs::file_fingerprint(&state.join("cert.pem")).expect("fp"),
         fp
     );
     assert_eq!(mode(&state.join("key.pem")), 0o600);
@@ -118,7 +118,7 @@ fn user_add_list_remove() {
     assert_eq!(p.uuid.map(|u| u.to_string()), Some(uuid.clone()));
     assert_eq!(p.server.as_deref(), Some("https://rv.example.org"));
     assert_eq!(p.digits, Some(8));
-    let fp = rendezvous::tls::file_fingerprint(&state.join("cert.pem")).expect("fp");
+    let fp = rendezvous::certs::file_fingerprint(&state.join("cert.pem")).expect("fp");
     assert_eq!(p.pin_sha256.as_deref(), Some(fp.as_str()));
 
     // The users file holds the same secret.

@@ -6,9 +6,10 @@
 mod common;
 
 use common::*;
+use rendezvous::certs::parse_fingerprint;
 use rendezvous::client::{Registrar, ServerUrl};
 use rendezvous::provision::Provision;
-use rendezvous::tls::{parse_fingerprint, Trust};
+use rendezvous::tls::Trust;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;

@@ -422,9 +422,9 @@ fn the_dialer_caches_the_triple_and_refreshes_it_when_refused() {
     let old_i = ts.lookup();
     let users = ts.dir.join("users");
     let text = std::fs::read_to_string(&users).expect("users");
-    rendezvous::users::write_atomic(&users, b"", 0o600).expect("write");
+    rendezvous::files::write_atomic(&users, b"", 0o600).expect("write");
     ts.server().reload();
-    rendezvous::users::write_atomic(&users, text.as_bytes(), 0o600).expect("write");
+    rendezvous::files::write_atomic(&users, text.as_bytes(), 0o600).expect("write");
     ts.server().reload();
     through(&dialer);
     assert_ne!(ts.lookup(), old_i, "a new registration");

@@ -229,7 +229,7 @@ fn no_secret_reaches_the_log() {
     let users = ts.dir.join("users");
     let mut text = std::fs::read_to_string(&users).expect("users");
     text.push_str(&format!("{user2} {SECRET2} 30 6 http agent\n"));
-    rendezvous::users::write_atomic(&users, text.as_bytes(), 0o600).expect("write");
+    rendezvous::files::write_atomic(&users, text.as_bytes(), 0o600).expect("write");
     ts.server().reload();
     secrets.push(SECRET2.to_string());
     let secret2 = rendezvous::secret::Secret::from_base32(SECRET2).expect("base32");

@@ -359,7 +359,7 @@ fn step_and_digits_come_from_the_users_file() {
     let users = ts.dir.join("users");
     let mut text = std::fs::read_to_string(&users).expect("users");
     text.push_str(&format!("{long} {SECRET_B32} 60 8 long codes\n"));
-    rendezvous::users::write_atomic(&users, text.as_bytes(), 0o600).expect("write");
+    rendezvous::files::write_atomic(&users, text.as_bytes(), 0o600).expect("write");
     ts.server().reload();
     let params = Params {
         step: 60,

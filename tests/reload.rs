@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use rendezvous::certs;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -48,7 +49,7 @@ fn reload_under_load_never_shows_a_half_loaded_table() {
                 .collect::<Vec<_>>()
                 .join("\n")
         );
-        rendezvous::users::write_atomic(&users, text.as_bytes(), 0o600).expect("write");
+        rendezvous::files::write_atomic(&users, text.as_bytes(), 0o600).expect("write");
         ts.server().reload();
         reloads += 1;
     }
@@ -75,19 +76,19 @@ fn reload_under_load_never_shows_a_half_loaded_table() {
 #[test]
 fn reload_serves_the_new_certificate() {
     use rendezvous::client::{Registrar, ServerUrl};
-    use rendezvous::tls::{self, Trust};
+    use rendezvous::tls::Trust;
     let ts = TestServer::start(Opts {
         plaintext: false,
         ..Opts::default()
     });
-    let (cert, key) = tls::state_pair(ts.dir.path());
-    let pin = |fp: &str| Trust::Pin(tls::parse_fingerprint(fp).expect("fingerprint"));
+    let (cert, key) = certs::state_pair(ts.dir.path());
+    let pin = |fp: &str| Trust::Pin(certs::parse_fingerprint(fp).expect("fingerprint"));
     let url =
         ServerUrl::parse(&format!("https://127.0.0.1:{}", ts.registrar().port())).expect("url");
     let health = |trust: &Trust| Registrar::new(url.clone(), trust).and_then(|r| r.health());
-    let old = tls::file_fingerprint(&cert).expect("old fingerprint");
+    let old = certs::file_fingerprint(&cert).expect("old fingerprint");
     health(&pin(&old)).expect("the old certificate before the reload");
-    let new = tls::write_self_signed(&cert, &key, &["127.0.0.1".into()], true).expect("new pair");
+    let new = certs::write_self_signed(&cert, &key, &["127.0.0.1".into()], true).expect("new pair");
     assert_ne!(new, old);
     ts.server().reload();
     let err = health(&pin(&old)).expect_err("the old pin after the reload");

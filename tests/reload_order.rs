@@ -8,8 +8,8 @@
 mod common;
 
 use common::*;
+use rendezvous::files::write_atomic;
 use rendezvous::server::Shared;
-use rendezvous::users::write_atomic;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// The server under test, for the logger to look at.

@@ -6,6 +6,7 @@
 mod common;
 
 use common::TempDir;
+use rendezvous::certs;
 use rendezvous::tls::{self, Trust};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -22,8 +23,8 @@ struct Pair {
 
 fn pair() -> Pair {
     let dir = TempDir::new("tls");
-    let (cert, key) = tls::state_pair(dir.path());
-    let fp = tls::write_self_signed(
+    let (cert, key) = certs::state_pair(dir.path());
+    let fp = certs::write_self_signed(
         &cert,
         &key,
         &["localhost".into(), "127.0.0.1".into()],
@@ -81,7 +82,7 @@ fn client(port: u16, trust: &Trust, host: &str) -> Result<Vec<u8>, rendezvous::E
 fn pinned_client_handshakes() {
     let p = pair();
     let (port, h) = echo_once(p.config.clone());
-    let pin = tls::parse_fingerprint(&p.fp).expect("pin parses");
+    let pin = certs::parse_fingerprint(&p.fp).expect("pin parses");
     let got = client(port, &Trust::Pin(pin), "127.0.0.1").expect("pinned handshake");
     assert_eq!(got, b"hello\n");
     h.join().expect("server thread").expect("server side");
@@ -92,7 +93,7 @@ fn pin_ignores_name_but_not_key() {
     // A pin identifies the certificate, so any name works...
     let p = pair();
     let (port, h) = echo_once(p.config.clone());
-    let pin = tls::parse_fingerprint(&p.fp.to_uppercase()).expect("upper case parses");
+    let pin = certs::parse_fingerprint(&p.fp.to_uppercase()).expect("upper case parses");
     assert_eq!(
         client(port, &Trust::Pin(pin), "not-in-the-cert.example").expect("ok"),
         b"hello\n"
@@ -104,7 +105,7 @@ fn pin_ignores_name_but_not_key() {
 fn wrong_pin_fails_clearly() {
     let p = pair();
     let (port, h) = echo_once(p.config.clone());
-    let mut pin = tls::parse_fingerprint(&p.fp).expect("pin parses");
+    let mut pin = certs::parse_fingerprint(&p.fp).expect("pin parses");
     pin[0] ^= 1;
     let err = client(port, &Trust::Pin(pin), "127.0.0.1").expect_err("must fail");
     let msg = err.to_string();
@@ -165,16 +166,16 @@ fn stalled_handshake_is_cut_at_the_deadline() {
 #[test]
 fn half_a_pair_is_never_replaced() {
     let dir = TempDir::new("tls-half");
-    let (cert, key) = tls::state_pair(dir.path());
-    let (_, created) = tls::ensure_pair(&cert, &key).expect("creates a pair");
+    let (cert, key) = certs::state_pair(dir.path());
+    let (_, created) = certs::ensure_pair(&cert, &key).expect("creates a pair");
     assert!(created);
-    let fp = tls::file_fingerprint(&cert).expect("fp");
+    let fp = certs::file_fingerprint(&cert).expect("fp");
     assert_eq!(
-        tls::ensure_pair(&cert, &key).expect("keeps it"),
+        certs::ensure_pair(&cert, &key).expect("keeps it"),
         (fp, false)
     );
     std::fs::remove_file(&key).expect("remove key");
-    let err = tls::ensure_pair(&cert, &key)
+    let err = certs::ensure_pair(&cert, &key)
         .expect_err("refuses")
         .to_string();
     assert!(err.contains("missing"), "{err}");
@@ -192,7 +193,7 @@ fn tls_leg_reads_records_split_across_socket_reads() {
         let (s, _) = l.accept().expect("accept");
         tls::accept(s, config, Instant::now() + Duration::from_secs(5)).expect("handshake")
     });
-    let pin = tls::parse_fingerprint(&p.fp).expect("pin");
+    let pin = certs::parse_fingerprint(&p.fp).expect("pin");
     let cfg = tls::client_config(&Trust::Pin(pin)).expect("config");
     let sock = TcpStream::connect(addr).expect("connect");
     let mut c = tls::connect(
@@ -257,8 +258,8 @@ fn a_copied_certificate_without_its_key_is_refused() {
     let victim = pair();
     let thief = pair();
     let provider = tls::provider();
-    let certs = tls::load_certs(&victim.cert).expect("victim's certificate");
-    let key = tls::load_key(&thief.key).expect("thief's key");
+    let certs = certs::load_certs(&victim.cert).expect("victim's certificate");
+    let key = certs::load_key(&thief.key).expect("thief's key");
     let signer = provider
         .key_provider
         .load_private_key(key)
@@ -266,7 +267,7 @@ fn a_copied_certificate_without_its_key_is_refused() {
     let impostor = std::sync::Arc::new(Impostor(std::sync::Arc::new(
         rustls::sign::CertifiedKey::new(certs, signer),
     )));
-    let pin = tls::parse_fingerprint(&victim.fp).expect("pin parses");
+    let pin = certs::parse_fingerprint(&victim.fp).expect("pin parses");
     for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
         for trust in [Trust::Pin(pin), Trust::Ca(victim.cert.clone())] {
             let config = rustls::ServerConfig::builder_with_provider(provider.clone())

@@ -3,7 +3,7 @@
 
 use argh::FromArgs;
 use rendezvous::client::{ClientFlags, Settings};
-use rendezvous::{admin, cli, hidden, mobile, totp, Error};
+use rendezvous::{admin, cli, hidden, mobile, provision, totp, Error};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -144,7 +144,8 @@ macro_rules! client_flags {
 fn run(top: Top) -> Result<(), Error> {
     match top.cmd {
         Cmd::Totp(t) => {
-            let (secret, (step, digits)) = admin::read_secret_and_params(t.secret_file.as_deref())?;
+            let (secret, (step, digits)) =
+                provision::read_secret_and_params(t.secret_file.as_deref())?;
             let params = totp::Params {
                 step: t.step.or(step).unwrap_or(totp::DEFAULT_STEP),
                 digits: t.digits.or(digits).unwrap_or(totp::DEFAULT_DIGITS),

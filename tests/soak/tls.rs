@@ -226,9 +226,9 @@ fn tls_load(pairs: usize) {
         .map(|u| format!("{u} {SECRET_B32} 30 6 tls agent\n"))
         .collect();
     let users_file = state.join("users");
-    rendezvous::users::write_atomic(&users_file, users.as_bytes(), 0o600).expect("users");
+    rendezvous::files::write_atomic(&users_file, users.as_bytes(), 0o600).expect("users");
     let secret = dir.join("secret");
-    rendezvous::users::write_atomic(&secret, format!("{SECRET_B32}\n").as_bytes(), 0o600)
+    rendezvous::files::write_atomic(&secret, format!("{SECRET_B32}\n").as_bytes(), 0o600)
         .expect("secret");
 
     let mut c = rendezvousd();
