@@ -649,13 +649,13 @@ fn stack_probe(kib: usize) -> ! {
             let deadline = Instant::now() + Duration::from_secs(10);
             let s = tls::accept(sock, config, deadline).expect("tls");
             let mut conn = rendezvous::registrar::Conn::Tls(Box::new(s));
-            let mut r = rendezvous::http::HeadReader::new();
+            let mut r = rendezvous::wire::HeadReader::new();
             let head = r.read_head(&mut conn, deadline).expect("head");
             let _ = rendezvous::registrar::route(&head);
             let tok = rendezvous::secret::Token::new("123456");
             let _ = totp::verify(&secret(), totp::Params::default(), &tok, totp::now(), None);
             log::info!(target: "rendezvous::registrar", "conn=1 head {:?} peer={addr}", head.summary());
-            rendezvous::http::Response::result(serde_json::json!({"host": "h", "port": 1, "cookie": "R"}))
+            rendezvous::wire::Response::result(serde_json::json!({"host": "h", "port": 1, "cookie": "R"}))
                 .write_to(&mut conn)
                 .expect("respond");
         })

@@ -5,15 +5,16 @@
 
 use crate::certs;
 use crate::error::{AuthFailure, Error, IoResultExt, Result, Timeout};
-use crate::http::{read_response, ClientResponse};
 use crate::limits::{CLIENT_TIMEOUT, DEFAULT_REGISTRAR_PORT, MAX_STATUS_LINE};
 use crate::liveness::Keepalive;
 use crate::provision::read_secret;
 use crate::provision::Provision;
-use crate::registry::TakeError;
 use crate::secret::Secret;
 use crate::tls::{self, Trust};
 use crate::totp::Params;
+use crate::wire::TakeError;
+use crate::wire::Triple;
+use crate::wire::{read_response, ClientResponse};
 use rustls::ClientConfig;
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -218,26 +219,6 @@ impl Settings {
     }
 }
 
-/// A rendezvous triple. Its `Debug` hides the cookie.
-#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Triple {
-    /// The rendezvous server's host.
-    pub host: String,
-    /// Its port.
-    pub port: u16,
-    /// The cookie (`R…` or `I…`): the caller's secret.
-    pub cookie: String,
-    /// Seconds an unused `R` cookie lives (registrations only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ttl: Option<u64>,
-}
-
-impl fmt::Debug for Triple {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Triple({}:{}, cookie=***)", self.host, self.port)
-    }
-}
-
 /// Talks to the registrar: one connection per request.
 #[derive(Clone)]
 pub struct Registrar {
@@ -390,7 +371,7 @@ impl Registrar {
     /// Record the registrar's clock from a `Date` header value (ignored when
     /// absent or not an IMF-fixdate).
     pub fn note_date(&self, date: Option<&str>) {
-        if let Some(server) = date.and_then(crate::http::parse_http_date) {
+        if let Some(server) = date.and_then(crate::wire::parse_http_date) {
             let skew = i64::try_from(server).unwrap_or(i64::MAX)
                 - i64::try_from(crate::totp::now()).unwrap_or(i64::MAX);
             self.skew.store(skew, Ordering::Relaxed);

@@ -10,17 +10,18 @@
 //! rate-limited); one older than `--park-max-age` is retired and replaced,
 //! with the cookie, never a token.
 
-use crate::client::{ClientConn, DialError, Registrar, Settings, Triple};
+use crate::client::{ClientConn, DialError, Registrar, Settings};
 use crate::error::{AuthFailure, Error, Result};
 use crate::limits::{
     AGENT_POOL, BACKOFF_MAX, BACKOFF_MIN, CLIENT_TIMEOUT, PARK_MAX_AGE, PARK_SETTLED,
 };
 use crate::liveness::{self, Keepalive};
 use crate::ratelimit::RateLimit;
-use crate::registry::TakeError;
 use crate::relay;
 use crate::secret::Secret;
 use crate::totp::{self, Params};
+use crate::wire::TakeError;
+use crate::wire::Triple;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
@@ -670,9 +671,9 @@ mod tests {
                     h.clear();
                 }
                 let off = offset.load(Ordering::SeqCst);
-                let date = crate::http::http_date(totp::now().saturating_add_signed(off));
+                let date = crate::wire::http_date(totp::now().saturating_add_signed(off));
                 let (status, body) = if line.contains("response=") && off != 0 {
-                    (401, crate::http::error_body(false, "authentication failed"))
+                    (401, crate::wire::error_body(false, "authentication failed"))
                 } else if line.contains("response=") {
                     let t = r#"{"host":"127.0.0.1","port":9,"cookie":"Rx","ttl":600}"#;
                     (200, format!(r#"{{"result":{t}}}"#))

@@ -55,7 +55,6 @@ pub mod connect;
 pub mod error;
 pub mod files;
 pub mod hidden;
-pub mod http;
 pub mod limits;
 pub mod liveness;
 pub mod metrics;
@@ -77,5 +76,6 @@ pub mod threads;
 pub mod tls;
 pub mod totp;
 pub mod users;
+pub mod wire;
 
 pub use error::{Error, Result};

@@ -3,8 +3,8 @@
 //! registrar, and the `--metrics-listen` listener that serves them alone.
 
 use crate::accept::Accepted;
-use crate::http::{HeadReader, Response};
 use crate::server::Shared;
+use crate::wire::{HeadReader, Response};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::str::FromStr;

@@ -5,11 +5,12 @@
 //! gets its own rendezvous; the triple is cached and refreshed on
 //! `-ERR not registered`).
 
-use crate::client::{dial, DialError, Registrar, Settings, Triple};
+use crate::client::{dial, DialError, Registrar, Settings};
 use crate::error::{Error, IoResultExt, Result};
 use crate::limits::PAIR_TIMEOUT;
-use crate::registry::TakeError;
 use crate::relay;
+use crate::wire::TakeError;
+use crate::wire::Triple;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -9,13 +9,13 @@ use crate::accept::Accepted;
 use crate::certs;
 use crate::connect;
 use crate::error::AuthFailure;
-use crate::http::{ChunkError, Chunked, Framing, Head, HeadError, HeadReader, Response};
 use crate::limits::{KEEPALIVE_IDLE, MAX_BODY_BYTES};
 use crate::metrics::Metrics;
 use crate::secret::{Cookie, Token};
 use crate::server::Shared;
 use crate::tls::{self, ServerStream};
 use crate::totp;
+use crate::wire::{ChunkError, Chunked, Framing, Head, HeadError, HeadReader, Response};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -42,7 +42,7 @@ impl Conn {
     }
 }
 
-impl crate::http::TcpBacked for Conn {
+impl crate::wire::TcpBacked for Conn {
     fn tcp(&self) -> &TcpStream {
         Conn::tcp(self)
     }
@@ -232,7 +232,7 @@ pub fn handle(acc: Accepted, shared: &Shared) {
                     Route::MobileAuthorization => {
                         match head
                             .header("authorization")
-                            .and_then(connect::authorization_uuid)
+                            .and_then(crate::wire::authorization_uuid)
                         {
                             Some(uuid) => connect::mobile(
                                 shared,
@@ -564,7 +564,7 @@ pub fn authenticate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::HeadReader;
+    use crate::wire::HeadReader;
 
     fn head(text: &str) -> Head {
         HeadReader::new()

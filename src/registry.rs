@@ -12,6 +12,7 @@ use crate::tls::ServerStream;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::collections::HashMap;
 
+use crate::wire::TakeError;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -41,16 +42,6 @@ impl Proto {
             Proto::Http => "http",
         }
     }
-}
-
-/// Why an initiator got no responder. Mapped to the wire by the callers:
-/// `-ERR not registered` / `-ERR not ready` (generic), 404 (HTTP).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TakeError {
-    /// No live cookie of that role (or no live registration).
-    NotRegistered,
-    /// Registered, but no responder arrived within the pair timeout.
-    NotReady,
 }
 
 /// The socket of a parked responder.

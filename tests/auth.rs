@@ -114,7 +114,7 @@ fn concurrent_guesses_are_bounded_by_the_allowance() {
                 s.spawn(move || {
                     barrier.wait();
                     send(sock, "PUT", target, &[]);
-                    rendezvous::http::read_response(sock)
+                    rendezvous::wire::read_response(sock)
                         .expect("response")
                         .status
                 })
@@ -202,7 +202,7 @@ fn put_from(ts: &TestServer, from: std::net::IpAddr, token: &str) -> u16 {
         &format!("/?uuid={}&response={token}", ts.uuid),
         &[],
     );
-    rendezvous::http::read_response(&mut s)
+    rendezvous::wire::read_response(&mut s)
         .expect("response")
         .status
 }

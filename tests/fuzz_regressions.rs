@@ -2,11 +2,11 @@
 //! and hand-made hostile inputs) goes through the same code as its cargo-fuzz
 //! target, so `make test` guards against them without a nightly toolchain.
 
-use rendezvous::connect::{authorization_uuid, parse_connect_target, strip_authorization};
-use rendezvous::http::{http_date, parse_http_date, HeadReader};
 use rendezvous::provision::Provision;
-use rendezvous::rendezvous::{parse_first_line, FirstLine};
 use rendezvous::users::Users;
+use rendezvous::wire::{authorization_uuid, parse_connect_target, strip_authorization};
+use rendezvous::wire::{http_date, parse_http_date, HeadReader};
+use rendezvous::wire::{parse_first_line, FirstLine};
 use std::path::{Path, PathBuf};
 
 fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -51,8 +51,8 @@ fn head() {
 
 /// What the registrar does after a head: its framing, and for a chunked
 /// body the decoder over the bytes that followed (as the fuzz target does).
-fn body_after(h: &rendezvous::http::Head, r: &mut HeadReader) {
-    use rendezvous::http::{Chunked, Framing};
+fn body_after(h: &rendezvous::wire::Head, r: &mut HeadReader) {
+    use rendezvous::wire::{Chunked, Framing};
     let rest = r.take_buffered();
     if let Ok(Framing::Chunked) = h.framing() {
         let mut d = Chunked::new(rendezvous::limits::MAX_BODY_BYTES as u64);

@@ -7,8 +7,8 @@
 mod common;
 
 use common::*;
-use rendezvous::http::read_response;
 use rendezvous::tls::{self, Trust};
+use rendezvous::wire::read_response;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread;

@@ -420,7 +420,7 @@ fn request_tls_health(addr: std::net::SocketAddr, cert: &std::path::Path) -> u16
     let mut s = tls::connect(sock, cfg, "127.0.0.1", deadline).expect("handshake");
     s.write_all(b"GET /.well-known/rendezvous/health HTTP/1.1\r\nHost: x\r\n\r\n")
         .expect("send");
-    rendezvous::http::read_response(&mut s)
+    rendezvous::wire::read_response(&mut s)
         .expect("response")
         .status
 }

@@ -364,7 +364,7 @@ fn http_mobile(uuid: &uuid::Uuid, path: &str, wait: Duration) -> u16 {
     if s.write_all(req.as_bytes()).is_err() {
         return 0;
     }
-    rendezvous::http::read_response(&mut s).map_or(0, |r| r.status)
+    rendezvous::wire::read_response(&mut s).map_or(0, |r| r.status)
 }
 
 /// Until `f` holds, at most `within`; how long it took.

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use rendezvous::http::read_response;
+use rendezvous::wire::read_response;
 use std::io::Write;
 use std::time::Duration;
 
@@ -278,7 +278,7 @@ fn every_answer_carries_a_date() {
         let date = r
             .header("date")
             .unwrap_or_else(|| panic!("{method} {target}: {} without Date", r.status));
-        let t = rendezvous::http::parse_http_date(date).expect("IMF-fixdate");
+        let t = rendezvous::wire::parse_http_date(date).expect("IMF-fixdate");
         // Generous: the machine may be loaded; the format is what matters.
         assert!(t + 60 >= now && t <= now + 60, "{date} vs {now}");
     }

@@ -1,7 +1,7 @@
 //! The first line on the rendezvous port.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use rendezvous::rendezvous::{parse_first_line, FirstLine};
+use rendezvous::wire::{parse_first_line, FirstLine};
 
 fuzz_target!(|data: &[u8]| {
     if let FirstLine::Cookie { rest, .. } = parse_first_line(data) {

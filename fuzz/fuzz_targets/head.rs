@@ -3,7 +3,7 @@
 //! the body's framing and, when chunked, the decoder over what followed.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use rendezvous::http::HeadReader;
+use rendezvous::wire::HeadReader;
 
 fuzz_target!(|data: &[u8]| {
     let split = data.first().map_or(0, |b| *b as usize % (data.len().max(1)));
@@ -19,11 +19,11 @@ fuzz_target!(|data: &[u8]| {
         let _ = h.summary();
         let _ = h.keep_alive();
         let _ = rendezvous::registrar::route(&h);
-        let stripped = rendezvous::connect::strip_authorization(&h.raw);
+        let stripped = rendezvous::wire::strip_authorization(&h.raw);
         assert!(stripped.len() <= h.raw.len());
         let rest = r.take_buffered();
-        if let Ok(rendezvous::http::Framing::Chunked) = h.framing() {
-            let mut d = rendezvous::http::Chunked::new(64 * 1024);
+        if let Ok(rendezvous::wire::Framing::Chunked) = h.framing() {
+            let mut d = rendezvous::wire::Chunked::new(64 * 1024);
             if let Ok(used) = d.feed(&rest) {
                 assert!(used <= rest.len());
             }

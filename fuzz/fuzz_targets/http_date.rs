@@ -3,7 +3,7 @@
 //! the same text (a leap second, `:60`, reads and formats as `:59`).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use rendezvous::http::{http_date, parse_http_date};
+use rendezvous::wire::{http_date, parse_http_date};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {

@@ -77,11 +77,11 @@ pub fn init_log() {
 
 // ---- in-process server ----------------------------------------------------
 
-use rendezvous::http::{read_response, ClientResponse};
 use rendezvous::secret::Secret;
 use rendezvous::server::{Config, Server};
 use rendezvous::state::StatePaths;
 use rendezvous::totp::{self, Params};
+use rendezvous::wire::{read_response, ClientResponse};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;

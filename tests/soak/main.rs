@@ -980,7 +980,7 @@ fn lookup(reg: SocketAddr, uuid: &Uuid) -> Result<(SocketAddr, String), String> 
         reg.port()
     )
     .map_err(|e| format!("send lookup: {e}"))?;
-    let r = rendezvous::http::read_response(&mut s).map_err(|e| format!("lookup: {e}"))?;
+    let r = rendezvous::wire::read_response(&mut s).map_err(|e| format!("lookup: {e}"))?;
     if r.status != 200 {
         return Err(format!("lookup answered {}", r.status));
     }
@@ -1422,7 +1422,7 @@ fn get_metrics(reg: SocketAddr) -> Option<String> {
         b"GET /.well-known/rendezvous/metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
     )
     .ok()?;
-    let r = rendezvous::http::read_response(&mut s).ok()?;
+    let r = rendezvous::wire::read_response(&mut s).ok()?;
     (r.status == 200).then(|| String::from_utf8_lossy(&r.body).into_owned())
 }
 

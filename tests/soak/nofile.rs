@@ -165,7 +165,7 @@ fn accept_loop_backs_off_under_low_nofile() {
     waiting
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    let r = rendezvous::http::read_response(&mut waiting).expect("the waiting request is served");
+    let r = rendezvous::wire::read_response(&mut waiting).expect("the waiting request is served");
     let recovered = freed.elapsed();
     assert_eq!(r.status, 200);
     assert!(recovered <= Duration::from_secs(3), "{recovered:?}");

@@ -209,7 +209,7 @@ fn tls_metrics(reg: SocketAddr, cfg: &Arc<rustls::ClientConfig>) -> Option<Strin
         b"GET /.well-known/rendezvous/metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
     )
     .ok()?;
-    let r = rendezvous::http::read_response(&mut s).ok()?;
+    let r = rendezvous::wire::read_response(&mut s).ok()?;
     (r.status == 200).then(|| String::from_utf8_lossy(&r.body).into_owned())
 }
 

@@ -1,0 +1,23 @@
+//! What both sides speak, and nothing else: the rendezvous server's lines,
+//! the triple, how a request names a hidden server, request heads and
+//! their framing, responses, and HTTP dates. The server, the agents and the
+//! fuzz targets parse with these same functions.
+
+pub mod authorization;
+pub mod cookie_line;
+pub mod date;
+pub mod head;
+pub mod response;
+pub mod triple;
+
+pub use authorization::{
+    authorization_uuid, parse_connect_target, strip_authorization, ConnectAuth, ConnectError,
+};
+pub use cookie_line::{err_line, parse_first_line, FirstLine, TakeError, OK};
+pub use date::{http_date, parse_http_date};
+pub use head::{
+    parse_query, percent_decode, ChunkError, Chunked, Framing, FramingError, Head, HeadError,
+    HeadReader, TcpBacked,
+};
+pub use response::{error_body, read_response, reason, ClientResponse, Response};
+pub use triple::Triple;
