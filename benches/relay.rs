@@ -5,8 +5,8 @@
 //! Usage: `cargo bench --bench relay -- [--json FILE] [--secs N] [--quick]`.
 //! Everything binds 127.0.0.1 port 0; every phase is bounded in time.
 
+use rendezvous::agent::client::{Registrar, ServerUrl};
 use rendezvous::certs;
-use rendezvous::client::{Registrar, ServerUrl};
 use rendezvous::secret::Secret;
 use rendezvous::tls::{self, Trust};
 use rendezvous::totp;
@@ -648,13 +648,13 @@ fn stack_probe(kib: usize) -> ! {
             let (sock, _) = l.accept().expect("accept");
             let deadline = Instant::now() + Duration::from_secs(10);
             let s = tls::accept(sock, config, deadline).expect("tls");
-            let mut conn = rendezvous::registrar::Conn::Tls(Box::new(s));
+            let mut conn = rendezvous::server::registrar::Conn::Tls(Box::new(s));
             let mut r = rendezvous::wire::HeadReader::new();
             let head = r.read_head(&mut conn, deadline).expect("head");
-            let _ = rendezvous::registrar::route(&head);
+            let _ = rendezvous::server::registrar::route(&head);
             let tok = rendezvous::secret::Token::new("123456");
             let _ = totp::verify(&secret(), totp::Params::default(), &tok, totp::now(), None);
-            log::info!(target: "rendezvous::registrar", "conn=1 head {:?} peer={addr}", head.summary());
+            log::info!(target: "rendezvous::server::registrar", "conn=1 head {:?} peer={addr}", head.summary());
             rendezvous::wire::Response::result(serde_json::json!({"host": "h", "port": 1, "cookie": "R"}))
                 .write_to(&mut conn)
                 .expect("respond");

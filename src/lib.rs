@@ -26,7 +26,7 @@
 //! Logging goes through the `log` crate; the binaries use `env_logger`, which
 //! honours `RUST_LOG` (default `info`; no colours, no timestamps when stderr
 //! is not a terminal). Targets are module paths, so
-//! `RUST_LOG=rendezvous::rendezvous=debug` works.
+//! `RUST_LOG=rendezvous::server::rendezvous=debug` works.
 //!
 //! * `warn`: operator-actionable or security-relevant (file modes, reload
 //!   errors, lockouts, limits reached), the repeated ones rate-limited.
@@ -45,28 +45,18 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod accept;
-pub mod admin;
-pub mod authn;
+pub mod agent;
 pub mod certs;
 pub mod cli;
-pub mod client;
-pub mod connect;
 pub mod error;
 pub mod files;
-pub mod hidden;
 pub mod limits;
 pub mod liveness;
-pub mod metrics;
-pub mod mobile;
 pub mod notify;
 pub mod provision;
 pub mod random;
 pub mod ratelimit;
-pub mod registrar;
-pub mod registry;
 pub mod relay;
-pub mod rendezvous;
 pub mod secret;
 pub mod server;
 pub mod signals;

@@ -140,6 +140,23 @@ pub fn verify(
     }
 }
 
+/// `rendezvous totp`: print the current code.
+pub fn totp_now(
+    secret: &Secret,
+    params: Params,
+    out: &mut dyn std::io::Write,
+) -> crate::error::Result<()> {
+    if !crate::limits::TOTP_DIGITS.contains(&params.digits)
+        || !crate::limits::TOTP_STEP.contains(&params.step)
+    {
+        return Err(crate::error::Error::Usage(
+            "--digits must be 6 to 8 and --step 1 to 3600".into(),
+        ));
+    }
+    writeln!(out, "{}", generate(secret, params, now()))
+        .map_err(|e| crate::error::Error::io("write output", e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,8 +6,8 @@
 mod common;
 
 use common::*;
+use rendezvous::agent::client::{Registrar, ServerUrl};
 use rendezvous::certs::parse_fingerprint;
-use rendezvous::client::{Registrar, ServerUrl};
 use rendezvous::provision::Provision;
 use rendezvous::tls::Trust;
 use std::io::{Read, Write};

@@ -39,7 +39,7 @@ fn head() {
             };
             if let Some(h) = head {
                 let _ = (h.query(), h.path(), h.summary(), h.keep_alive());
-                let _ = rendezvous::registrar::route(&h);
+                let _ = rendezvous::server::registrar::route(&h);
                 let stripped = strip_authorization(&h.raw);
                 let text = String::from_utf8_lossy(&stripped).to_ascii_lowercase();
                 assert!(!text.contains("authorization:"), "{text:?}");

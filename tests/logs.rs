@@ -8,9 +8,9 @@
 mod common;
 
 use common::*;
-use rendezvous::client::{ClientFlags, Registrar, ServerUrl, Settings};
-use rendezvous::hidden::{Agent, ExposeOpts, Protocol};
-use rendezvous::mobile::Dialer;
+use rendezvous::agent::client::{ClientFlags, Registrar, ServerUrl, Settings};
+use rendezvous::agent::dial::Dialer;
+use rendezvous::agent::expose::{Agent, ExposeOpts, Protocol};
 use rendezvous::tls::{self, Trust};
 use std::io::{Read, Write};
 use std::sync::Mutex;

@@ -197,6 +197,19 @@ fn pages_render_with_man_l() {
     }
 }
 
+/// The source files of one folder of `src/` (one floor), as paths under `src/`.
+fn sources(floor: &str) -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(floor);
+    let mut v: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".rs"))
+        .map(|n| format!("{floor}/{n}"))
+        .collect();
+    v.sort();
+    v
+}
+
 /// The literal text before the first placeholder of every `log::LEVEL!`
 /// message in `files` (messages that start with a placeholder are skipped).
 fn log_prefixes(files: &[&str], levels: &[&str]) -> Vec<(String, String)> {
@@ -244,22 +257,18 @@ fn diagnostics(page_name: &str) -> String {
 #[test]
 fn every_warning_is_in_diagnostics() {
     let client = diagnostics("rendezvous.1");
-    for (at, msg) in log_prefixes(&["hidden.rs", "mobile.rs", "client.rs"], &["warn", "info"]) {
+    let agent = sources("agent");
+    let agent: Vec<&str> = agent.iter().map(String::as_str).collect();
+    for (at, msg) in log_prefixes(&agent, &["warn", "info"]) {
         assert!(
             client.contains(&msg),
             "{at}: {msg:?} not in rendezvous(1) DIAGNOSTICS"
         );
     }
     let daemon = diagnostics("rendezvousd.8");
-    let server = [
-        "server.rs",
-        "accept.rs",
-        "registrar.rs",
-        "rendezvous.rs",
-        "connect.rs",
-        "registry.rs",
-        "relay.rs",
-    ];
+    let mut server = sources("server");
+    server.extend(sources("relay"));
+    let server: Vec<&str> = server.iter().map(String::as_str).collect();
     for (at, msg) in log_prefixes(&server, &["warn", "error"]) {
         assert!(
             daemon.contains(&msg),

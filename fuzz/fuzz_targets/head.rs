@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = h.path();
         let _ = h.summary();
         let _ = h.keep_alive();
-        let _ = rendezvous::registrar::route(&h);
+        let _ = rendezvous::server::registrar::route(&h);
         let stripped = rendezvous::wire::strip_authorization(&h.raw);
         assert!(stripped.len() <= h.raw.len());
         let rest = r.take_buffered();

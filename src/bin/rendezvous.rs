@@ -2,8 +2,9 @@
 //! Parses arguments and dispatches to the library; see rendezvous(1).
 
 use argh::FromArgs;
-use rendezvous::client::{ClientFlags, Settings};
-use rendezvous::{admin, cli, hidden, mobile, provision, totp, Error};
+use rendezvous::agent::client::{ClientFlags, Settings};
+use rendezvous::agent::{dial as mobile, expose as hidden};
+use rendezvous::{cli, provision, totp, Error};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -150,7 +151,7 @@ fn run(top: Top) -> Result<(), Error> {
                 step: t.step.or(step).unwrap_or(totp::DEFAULT_STEP),
                 digits: t.digits.or(digits).unwrap_or(totp::DEFAULT_DIGITS),
             };
-            admin::totp_now(&secret, params, &mut std::io::stdout().lock())
+            totp::totp_now(&secret, params, &mut std::io::stdout().lock())
         }
         Cmd::Expose(e) => {
             let flags = client_flags!(e, e.secret_file, e.keepalive);

@@ -2,7 +2,8 @@
 //! library; see rendezvousd(8).
 
 use argh::FromArgs;
-use rendezvous::{admin, cli, server, state::StatePaths, Error};
+use rendezvous::server::{self, admin};
+use rendezvous::{cli, state::StatePaths, Error};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;

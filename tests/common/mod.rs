@@ -141,7 +141,7 @@ pub struct Opts {
     pub cookie_ttl: Duration,
     pub public_host: Option<String>,
     pub public_port: Option<u16>,
-    pub metrics_from: Option<Vec<rendezvous::metrics::Cidr>>,
+    pub metrics_from: Option<Vec<rendezvous::server::metrics::Cidr>>,
     pub metrics_listen: Option<String>,
 }
 

@@ -2,7 +2,7 @@
 //! the `--metrics-from` address ranges allowed to read them on the
 //! registrar, and the `--metrics-listen` listener that serves them alone.
 
-use crate::accept::Accepted;
+use crate::server::accept::Accepted;
 use crate::server::Shared;
 use crate::wire::{HeadReader, Response};
 use std::fmt::Write as _;
@@ -76,7 +76,7 @@ pub fn handle(acc: Accepted, shared: &Shared) {
     let mut response = response;
     response.close = true;
     if response.write_to(&mut stream).is_err() {
-        log::debug!(target: "rendezvous::metrics", "conn={id} metrics response not sent");
+        log::debug!(target: "rendezvous::server::metrics", "conn={id} metrics response not sent");
     }
     let _ = stream.shutdown(std::net::Shutdown::Write);
 }

@@ -5,13 +5,13 @@
 //! client), `/.well-known/rendezvous/`, the generic API (`uuid=`), and
 //! otherwise the 401 challenge. Every error response is written from here.
 
-use crate::accept::Accepted;
 use crate::certs;
-use crate::connect;
 use crate::error::AuthFailure;
 use crate::limits::{KEEPALIVE_IDLE, MAX_BODY_BYTES};
-use crate::metrics::Metrics;
 use crate::secret::{Cookie, Token};
+use crate::server::accept::Accepted;
+use crate::server::http_protocol;
+use crate::server::metrics::Metrics;
 use crate::server::Shared;
 use crate::tls::{self, ServerStream};
 use crate::totp;
@@ -21,7 +21,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-const T: &str = "rendezvous::registrar";
+const T: &str = "rendezvous::server::registrar";
 
 /// A registrar connection: plain or TLS.
 #[derive(Debug)]
@@ -218,7 +218,7 @@ pub fn handle(acc: Accepted, shared: &Shared) {
             r @ (Route::HiddenConnect | Route::MobileAuthorization | Route::MobileUpgrade) => {
                 let handed = match r {
                     Route::HiddenConnect => match slot.take() {
-                        Some(slot) => connect::hidden_connect(
+                        Some(slot) => http_protocol::hidden_connect(
                             shared,
                             &head,
                             conn,
@@ -234,7 +234,7 @@ pub fn handle(acc: Accepted, shared: &Shared) {
                             .header("authorization")
                             .and_then(crate::wire::authorization_uuid)
                         {
-                            Some(uuid) => connect::mobile(
+                            Some(uuid) => http_protocol::mobile(
                                 shared,
                                 &head,
                                 uuid,
@@ -249,7 +249,7 @@ pub fn handle(acc: Accepted, shared: &Shared) {
                         }
                     }
                     _ => match upgrade_uuid(&head) {
-                        Some(uuid) => connect::mobile(
+                        Some(uuid) => http_protocol::mobile(
                             shared,
                             &head,
                             uuid,
@@ -398,7 +398,7 @@ fn well_known(shared: &Shared, head: &Head, peer: SocketAddr) -> Response {
                     .iter()
                     .any(|c| c.contains(peer.ip())) =>
         {
-            crate::metrics::response(shared)
+            crate::server::metrics::response(shared)
         }
         // Outside --metrics-from, or with a metrics listener of its own, the
         // endpoint does not exist here.

@@ -4,14 +4,14 @@
 //! live parked socket, then relayed). Answers `+OK` to both sides, or one of
 //! `-ERR invalid cookie`, `-ERR not registered`, `-ERR not ready`, then closes.
 
-use crate::accept::Accepted;
 use crate::limits::MAX_COOKIE_LINE;
 use crate::liveness::{self, Undelivered};
-use crate::metrics::Metrics;
 use crate::ratelimit::RateLimit;
-use crate::registry::{Parked, ParkedStream, Proto};
 use crate::relay;
 use crate::secret::{Cookie, Role};
+use crate::server::accept::Accepted;
+use crate::server::metrics::Metrics;
+use crate::server::registry::{Parked, ParkedStream, Proto};
 use crate::server::Shared;
 use crate::wire::err_line;
 use crate::wire::parse_first_line;
@@ -22,7 +22,7 @@ use std::net::TcpStream;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-const T: &str = "rendezvous::rendezvous";
+const T: &str = "rendezvous::server::rendezvous";
 
 /// Why the first line could not be read.
 #[derive(Debug)]
@@ -137,7 +137,7 @@ fn park(
     early: Vec<u8>,
     peer: std::net::SocketAddr,
     id: u64,
-    slot: crate::accept::ConnSlot,
+    slot: crate::server::accept::ConnSlot,
 ) {
     let _ = shared.cfg.keepalive.apply(&stream);
     let parked = Parked {

@@ -112,7 +112,7 @@ pub struct ClientFlags {
 /// file may come from a read-only medium, and the operator decides.
 fn warn_if_exposed(path: &std::path::Path) {
     if let Some(mode) = crate::files::loose_mode(path) {
-        log::warn!(target: "rendezvous::client",
+        log::warn!(target: "rendezvous::agent::client",
             "provisioning file {} holds a secret and is accessible by group or others (mode {mode:04o}); run chmod 600",
             path.display());
     }

@@ -10,7 +10,7 @@
 //! rate-limited); one older than `--park-max-age` is retired and replaced,
 //! with the cookie, never a token.
 
-use crate::client::{ClientConn, DialError, Registrar, Settings};
+use crate::agent::client::{ClientConn, DialError, Registrar, Settings};
 use crate::error::{AuthFailure, Error, Result};
 use crate::limits::{
     AGENT_POOL, BACKOFF_MAX, BACKOFF_MIN, CLIENT_TIMEOUT, PARK_MAX_AGE, PARK_SETTLED,
@@ -31,7 +31,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-const T: &str = "rendezvous::hidden";
+const T: &str = "rendezvous::agent::expose";
 
 /// The delay before retry number `failures` (0-based): 1 s doubling to 60 s,
 /// each scaled by a random factor in [0.5, 1).
@@ -357,7 +357,7 @@ impl Agent {
     ) -> std::result::Result<Waited<TcpStream>, DialError> {
         // dial() connects and sends the cookie; register the socket first so
         // stop() can close it while it waits.
-        let sock = crate::client::connect_for_park(triple).map_err(DialError::Io)?;
+        let sock = crate::agent::client::connect_for_park(triple).map_err(DialError::Io)?;
         let _ = self.keepalive.apply(&sock);
         liveness::quickack(&sock);
         sock.set_read_timeout(Some(self.park_age()))
@@ -369,7 +369,7 @@ impl Agent {
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(id, clone);
         }
-        let r = crate::client::read_status(sock);
+        let r = crate::agent::client::read_status(sock);
         self.waiting
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -641,7 +641,7 @@ pub fn expose(settings: &Settings, opts: ExposeOpts) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::ServerUrl;
+    use crate::agent::client::ServerUrl;
     use crate::tls::Trust;
     use std::io::BufRead;
     use std::net::TcpListener;

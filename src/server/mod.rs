@@ -2,15 +2,24 @@
 //! shares, start-up (state folder, users file, certificate), the accept loops
 //! and the reaper, reload (SIGHUP) and shutdown with a drain (SIGTERM/SIGINT).
 
-use crate::accept::{AcceptLoop, Conns};
-use crate::authn::SecurityState;
+pub mod accept;
+pub mod admin;
+pub mod http_protocol;
+pub mod metrics;
+pub mod registrar;
+pub mod registry;
+pub mod rendezvous;
+pub mod security;
+
 use crate::certs;
 use crate::error::{Error, IoResultExt, Result};
 use crate::files;
 use crate::files::ensure_dir;
 use crate::limits;
-use crate::registry::{Registry, RegistryConfig};
 use crate::relay::ActivePairs;
+use crate::server::accept::{AcceptLoop, Conns};
+use crate::server::registry::{Registry, RegistryConfig};
+use crate::server::security::SecurityState;
 use crate::state::StatePaths;
 use crate::tls;
 use crate::users::{self, Users};
@@ -52,7 +61,7 @@ pub struct Config {
     /// How long active pairs may run after a shutdown begins.
     pub drain_timeout: Duration,
     /// Who may read `/.well-known/rendezvous/metrics` on the registrar.
-    pub metrics_from: Vec<crate::metrics::Cidr>,
+    pub metrics_from: Vec<crate::server::metrics::Cidr>,
     /// TCP keepalive and user timeout of parked and relayed sockets.
     pub keepalive: crate::liveness::Keepalive,
     /// A listener of its own for the metrics (plain HTTP); when set, the
@@ -77,7 +86,7 @@ impl Config {
             max_connections: limits::MAX_CONNECTIONS,
             cookie_ttl: limits::COOKIE_TTL,
             drain_timeout: limits::DRAIN_TIMEOUT,
-            metrics_from: crate::metrics::Cidr::loopback(),
+            metrics_from: crate::server::metrics::Cidr::loopback(),
             metrics_listen: None,
             keepalive: crate::liveness::Keepalive::default(),
         }
@@ -134,7 +143,7 @@ pub struct Shared {
     /// Pairs relaying now.
     pub pairs: ActivePairs,
     /// Event counters.
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: crate::server::metrics::Metrics,
     /// The port triples name (`None`: generic protocol disabled).
     pub triple_port: Option<u16>,
     users: RwLock<Arc<Users>>,
@@ -261,7 +270,7 @@ impl Server {
             registrar,
             shared.conns.clone(),
             max,
-            move |a| crate::registrar::handle(a, &s),
+            move |a| crate::server::registrar::handle(a, &s),
         )
         .op("start registrar accept thread")?;
         log::info!(target: "rendezvous::server", "listening on {} (registrar, {})", reg_loop.local_addr(),
@@ -270,7 +279,7 @@ impl Server {
         if let Some(l) = rendezvous {
             let s = shared.clone();
             let rv = AcceptLoop::spawn("rendezvous", l, shared.conns.clone(), max, move |a| {
-                crate::rendezvous::handle(a, &s)
+                crate::server::rendezvous::handle(a, &s)
             })
             .op("start rendezvous accept thread")?;
             log::info!(target: "rendezvous::server", "listening on {} (rendezvous)", rv.local_addr());
@@ -280,7 +289,7 @@ impl Server {
             let l = bind(addr, "bind metrics listener")?;
             let s = shared.clone();
             let ml = AcceptLoop::spawn("metrics", l, shared.conns.clone(), max, move |a| {
-                crate::metrics::handle(a, &s)
+                crate::server::metrics::handle(a, &s)
             })
             .op("start metrics accept thread")?;
             log::info!(target: "rendezvous::server", "listening on {} (metrics, plain HTTP)", ml.local_addr());
@@ -303,7 +312,7 @@ impl Server {
                     let swept = s.registry.sweep();
                     s.security.sweep();
                     if swept != Default::default() {
-                        log::debug!(target: "rendezvous::registry",
+                        log::debug!(target: "rendezvous::server::registry",
                             "reaper swept cookies={} dead={} lapsed={}", swept.cookies, swept.dead, swept.lapsed);
                     }
                 }

@@ -5,9 +5,9 @@
 //! initiators wait on the channel outside the lock. Cookies are independent
 //! random values. Replay floors live in the security state (`authn`).
 
-use crate::accept::ConnSlot;
 use crate::error::AuthFailure;
 use crate::secret::{Cookie, Role};
+use crate::server::accept::ConnSlot;
 use crate::tls::ServerStream;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::collections::HashMap;
@@ -468,7 +468,7 @@ fn wait_live(rx: &Receiver<Parked>, deadline: Instant) -> Result<Parked, TakeErr
         match rx.recv_timeout(left) {
             Ok(p) if alive(p.stream.tcp()) => return Ok(p),
             Ok(p) => {
-                log::debug!(target: "rendezvous::registry", "conn={} parked socket dead on peek", p.conn);
+                log::debug!(target: "rendezvous::server::registry", "conn={} parked socket dead on peek", p.conn);
             }
             Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
                 return Err(TakeError::NotReady)

@@ -269,33 +269,33 @@ impl AcceptLoop {
                         }
                         Err(e) if transient_resource_error(&e) => {
                             if err_warn.ready() {
-                                log::warn!(target: "rendezvous::accept", "accept on {name} failed: {e}; backing off");
+                                log::warn!(target: "rendezvous::server::accept", "accept on {name} failed: {e}; backing off");
                             }
                             thread::sleep(backoff);
                             backoff = (backoff * 2).min(Duration::from_secs(1));
                             continue;
                         }
                         Err(e) => {
-                            log::debug!(target: "rendezvous::accept", "accept on {name}: {e}");
+                            log::debug!(target: "rendezvous::server::accept", "accept on {name}: {e}");
                             continue;
                         }
                     };
                     let Some(slot) = conns.admit(max_connections) else {
                         if cap_warn.ready() {
-                            log::warn!(target: "rendezvous::accept", "connection cap reached ({max_connections}); refusing peer={peer}");
+                            log::warn!(target: "rendezvous::server::accept", "connection cap reached ({max_connections}); refusing peer={peer}");
                         }
                         drop(stream);
                         continue;
                     };
                     let Some(pre_auth) = conns.try_unauth(peer.ip()) else {
                         if addr_warn.ready() {
-                            log::warn!(target: "rendezvous::accept", "too many unauthenticated connections from peer={}; refusing", peer.ip());
+                            log::warn!(target: "rendezvous::server::accept", "too many unauthenticated connections from peer={}; refusing", peer.ip());
                         }
                         drop(stream);
                         continue;
                     };
                     let id = conns.next_id();
-                    log::debug!(target: "rendezvous::accept", "conn={id} accepted peer={peer} listener={name}");
+                    log::debug!(target: "rendezvous::server::accept", "conn={id} accepted peer={peer} listener={name}");
                     let h = handle.clone();
                     let spawned = crate::threads::spawn(format!("conn-{id}"), move || {
                         h(Accepted {
@@ -308,12 +308,12 @@ impl AcceptLoop {
                     });
                     if let Err(e) = spawned {
                         if err_warn.ready() {
-                            log::warn!(target: "rendezvous::accept", "cannot start a connection thread: {e}");
+                            log::warn!(target: "rendezvous::server::accept", "cannot start a connection thread: {e}");
                         }
                         thread::sleep(backoff);
                     }
                 }
-                log::debug!(target: "rendezvous::accept", "accept loop {name} stopped");
+                log::debug!(target: "rendezvous::server::accept", "accept loop {name} stopped");
             })?;
         Ok(AcceptLoop {
             name,

@@ -7,11 +7,11 @@
 //! `Authorization`, followed by any body bytes already read; then the two
 //! connections are relayed. Only that first head is rewritten.
 
-use crate::accept::{ConnSlot, PreAuth};
-use crate::registrar::{authenticate, Conn};
-use crate::registry::{Parked, ParkedStream, Proto};
 use crate::relay::{self, Leg, TlsLeg};
 use crate::secret::Cookie;
+use crate::server::accept::{ConnSlot, PreAuth};
+use crate::server::registrar::{authenticate, Conn};
+use crate::server::registry::{Parked, ParkedStream, Proto};
 use crate::server::Shared;
 use crate::wire::parse_connect_target;
 use crate::wire::strip_authorization;
@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use uuid::Uuid;
 
-const T: &str = "rendezvous::connect";
+const T: &str = "rendezvous::server::http_protocol";
 
 /// Turn a registrar connection into a relay leg.
 pub fn into_leg(conn: Conn) -> Arc<dyn Leg> {
@@ -91,7 +91,7 @@ pub fn hidden_connect(
                     c
                 }
                 None => {
-                    crate::metrics::Metrics::bump(&shared.metrics.auth_bad_cookie);
+                    crate::server::metrics::Metrics::bump(&shared.metrics.auth_bad_cookie);
                     log::info!(target: T, "conn={id} auth failed uuid={uuid} peer={peer} reason=bad-cookie");
                     return Some((
                         conn,
@@ -129,7 +129,9 @@ pub fn hidden_connect(
     match shared.registry.park_uuid(uuid, Proto::Http, parked) {
         Ok(evicted) => {
             log::debug!(target: T, "conn={id} parked uuid={uuid} proto=http");
-            if let Some(old) = evicted.filter(|_| crate::rendezvous::overflow_warn().ready()) {
+            if let Some(old) =
+                evicted.filter(|_| crate::server::rendezvous::overflow_warn().ready())
+            {
                 log::warn!(target: T, "pool full uuid={uuid}: closed oldest conn={} (--pool-max {})",
                     old.conn, shared.cfg.pool_max);
             }
@@ -178,7 +180,7 @@ pub fn mobile(
             log::debug!(target: T, "conn={rconn} parked connection failed on write");
             continue;
         }
-        if crate::rendezvous::proven(shared, leg.socket(), rconn) {
+        if crate::server::rendezvous::proven(shared, leg.socket(), rconn) {
             break ((leg, rslot), rpeer, rconn);
         }
     };

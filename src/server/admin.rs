@@ -1,5 +1,5 @@
 //! The administrative commands of `rendezvousd`: `user add`, `user list`,
-//! `user remove` and `cert`, plus `rendezvous totp`. Each takes plain options
+//! `user remove` and `cert`. Each takes plain options
 //! (the front ends fill them from argh) and writes its result to a `Write`.
 
 use crate::certs;
@@ -10,7 +10,7 @@ use crate::limits;
 use crate::provision::Provision;
 use crate::secret::Secret;
 use crate::state::StatePaths;
-use crate::totp::{self, Params};
+use crate::totp::Params;
 use crate::users::{self, User};
 use std::io::Write;
 use std::path::PathBuf;
@@ -160,15 +160,4 @@ pub fn cert(paths: &StatePaths, hosts: &[String], force: bool, out: &mut dyn Wri
     };
     let fp = certs::write_self_signed(&paths.cert, &paths.key, &hosts, force)?;
     writeln!(out, "{fp}").map_err(|e| Error::io("write output", e))
-}
-
-/// `rendezvous totp`: print the current code.
-pub fn totp_now(secret: &Secret, params: Params, out: &mut dyn Write) -> Result<()> {
-    if !limits::TOTP_DIGITS.contains(&params.digits) || !limits::TOTP_STEP.contains(&params.step) {
-        return Err(Error::Usage(
-            "--digits must be 6 to 8 and --step 1 to 3600".into(),
-        ));
-    }
-    writeln!(out, "{}", totp::generate(secret, params, totp::now()))
-        .map_err(|e| Error::io("write output", e))
 }
