@@ -47,6 +47,7 @@ test:
 check: lint-man
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) test --locked --test layers
 
 lint-man:
 	@for m in $(MANS); do \

@@ -648,7 +648,7 @@ fn stack_probe(kib: usize) -> ! {
             let (sock, _) = l.accept().expect("accept");
             let deadline = Instant::now() + Duration::from_secs(10);
             let s = tls::accept(sock, config, deadline).expect("tls");
-            let mut conn = rendezvous::server::registrar::Conn::Tls(Box::new(s));
+            let mut conn = rendezvous::server::conn::Conn::Tls(Box::new(s));
             let mut r = rendezvous::wire::HeadReader::new();
             let head = r.read_head(&mut conn, deadline).expect("head");
             let _ = rendezvous::server::registrar::route(&head);

@@ -199,7 +199,9 @@ fn pages_render_with_man_l() {
 
 /// The source files of one folder of `src/` (one floor), as paths under `src/`.
 fn sources(floor: &str) -> Vec<String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(floor);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src")
+        .join(floor);
     let mut v: Vec<String> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())

@@ -9,71 +9,9 @@
 //! connection shared by a pair's two threads, and `pairs` the set of pairs
 //! relaying now, for the drain and the metrics.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// One side of a relayed pair. Two threads use a leg at once (one reads, the
-/// other writes), so every method takes `&self`.
-pub trait Leg: Send + Sync {
-    /// Read some bytes; `Ok(0)` is end of stream.
-    fn read(&self, buf: &mut [u8]) -> io::Result<usize>;
-    /// Write all of `buf`.
-    fn write_all(&self, buf: &[u8]) -> io::Result<()>;
-    /// No more bytes will be written (half-close).
-    fn shutdown_write(&self);
-    /// Tear both directions down now (an error on the pair).
-    fn abort(&self);
-    /// The plain TCP socket, when this leg is one (the relay then moves
-    /// bytes with `splice(2)` on Linux, never through user memory).
-    fn tcp(&self) -> Option<&TcpStream> {
-        None
-    }
-    /// The TCP socket underneath, plain or TLS (for its settings and its
-    /// `TCP_INFO`).
-    fn socket(&self) -> &TcpStream;
-}
-
-impl Leg for TcpStream {
-    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut s: &TcpStream = self;
-        Read::read(&mut s, buf)
-    }
-
-    fn write_all(&self, buf: &[u8]) -> io::Result<()> {
-        let mut s: &TcpStream = self;
-        Write::write_all(&mut s, buf)
-    }
-
-    fn shutdown_write(&self) {
-        let _ = self.shutdown(Shutdown::Write);
-    }
-
-    fn abort(&self) {
-        let _ = self.shutdown(Shutdown::Both);
-    }
-
-    fn tcp(&self) -> Option<&TcpStream> {
-        Some(self)
-    }
-
-    fn socket(&self) -> &TcpStream {
-        self
-    }
-}
-
-/// Bytes moved each way.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Totals {
-    /// Initiator to responder.
-    pub up: u64,
-    /// Responder to initiator.
-    pub down: u64,
-    /// How long the pair lasted.
-    pub duration: Duration,
-}
+use std::time::Instant;
 
 /// One direction: `splice(2)` between two TCP sockets where possible, else
 /// the portable copy loop.
@@ -87,12 +25,14 @@ fn direction(src: &dyn Leg, dst: &dyn Leg, counter: &AtomicU64) {
     pump(src, dst, counter)
 }
 
+mod leg;
 mod pairs;
 mod pump;
 #[cfg(target_os = "linux")]
 mod splice;
 mod tls_leg;
 
+pub use leg::{Leg, Totals};
 pub use pairs::{ActivePairs, PairEntry};
 use pump::pump;
 pub use tls_leg::TlsLeg;
@@ -137,7 +77,9 @@ pub fn relay(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
     use std::net::TcpListener;
+    use std::net::{Shutdown, TcpStream};
     use std::thread;
 
     fn pair() -> (TcpStream, TcpStream) {

@@ -1,7 +1,7 @@
 //! The pairs relaying now, so a shutdown can wait for them and abort the
 //! rest, with the byte counts of finished pairs for the metrics.
 
-use super::{Leg, Totals};
+use crate::relay::leg::{Leg, Totals};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -1,8 +1,8 @@
 //! The portable copy loop of one direction, for TLS legs (and plain ones
 //! where splice(2) is not available): read into a buffer, write it all.
 
-use super::Leg;
 use crate::limits::RELAY_BUF;
+use crate::relay::leg::Leg;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 

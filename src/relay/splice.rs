@@ -1,8 +1,9 @@
 //! Socket → pipe → socket with `splice(2)`: the bytes stay in the kernel,
 //! so a relayed pair costs no user-space buffer and half the copies.
-use super::*;
 use rustix::io::Errno;
 use rustix::pipe::{fcntl_setpipe_size, pipe_with, splice, PipeFlags, SpliceFlags};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::limits::{BACKLOG, DEFAULT_PIPE, MAX_BIG_PIPES, PIPE_SIZE};
 

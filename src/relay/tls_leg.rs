@@ -1,7 +1,7 @@
 //! A TLS leg: one rustls connection shared by the two threads of a pair,
 //! with its lock order (connection state, then socket writer).
 
-use super::Leg;
+use crate::relay::leg::Leg;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Mutex, PoisonError};

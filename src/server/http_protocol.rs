@@ -10,9 +10,10 @@
 use crate::relay::{self, Leg, TlsLeg};
 use crate::secret::Cookie;
 use crate::server::accept::{ConnSlot, PreAuth};
-use crate::server::registrar::{authenticate, Conn};
+use crate::server::auth::authenticate;
+use crate::server::conn::Conn;
 use crate::server::registry::{Parked, ParkedStream, Proto};
-use crate::server::Shared;
+use crate::server::shared::Shared;
 use crate::wire::parse_connect_target;
 use crate::wire::strip_authorization;
 use crate::wire::ConnectAuth;

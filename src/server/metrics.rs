@@ -3,7 +3,6 @@
 //! registrar, and the `--metrics-listen` listener that serves them alone.
 
 use crate::server::accept::Accepted;
-use crate::server::Shared;
 use crate::wire::{HeadReader, Response};
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -42,18 +41,18 @@ impl Metrics {
     }
 }
 
-/// The metrics as a response.
-pub fn response(shared: &Shared) -> Response {
+/// The metrics page as a response.
+pub fn response(page: String) -> Response {
     let mut r = Response::result(serde_json::Value::Null);
-    r.body = render(shared).into_bytes();
+    r.body = page.into_bytes();
     r.with_header("Content-Type", "text/plain; version=0.0.4")
 }
 
 /// Serve one connection of the `--metrics-listen` listener: one request
-/// head (under the handshake timeout and the head limits), `GET` of the
-/// metrics path or `/metrics` answered, anything else 404, then close. It
-/// answers whoever can reach it: bind it where only the scraper can.
-pub fn handle(acc: Accepted, shared: &Shared) {
+/// head by `deadline` (and under the head limits), `GET` of the metrics
+/// path or `/metrics` answered with `page()`, anything else 404, then close.
+/// It answers whoever can reach it: bind it where only the scraper can.
+pub fn handle(acc: Accepted, deadline: std::time::Instant, page: impl FnOnce() -> String) {
     let Accepted {
         mut stream,
         id,
@@ -61,10 +60,9 @@ pub fn handle(acc: Accepted, shared: &Shared) {
         slot: _slot,
         ..
     } = acc;
-    let deadline = std::time::Instant::now() + shared.cfg.handshake_timeout;
     let response = match HeadReader::new().read_head(&mut stream, deadline) {
         Ok(head) => match (head.method.as_str(), head.path()) {
-            ("GET", "/.well-known/rendezvous/metrics" | "/metrics") => response(shared),
+            ("GET", "/.well-known/rendezvous/metrics" | "/metrics") => response(page()),
             _ => Response::error(404, true, "no such endpoint"),
         },
         Err(e) => match e.status() {
@@ -76,7 +74,7 @@ pub fn handle(acc: Accepted, shared: &Shared) {
     let mut response = response;
     response.close = true;
     if response.write_to(&mut stream).is_err() {
-        log::debug!(target: "rendezvous::server::metrics", "conn={id} metrics response not sent");
+        log::debug!(target: "rendezvous::metrics", "conn={id} metrics response not sent");
     }
     let _ = stream.shutdown(std::net::Shutdown::Write);
 }
@@ -144,164 +142,108 @@ impl Cidr {
     }
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+/// The values the metrics page shows, read at one moment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Live registrations.
+    pub registrations: usize,
+    /// Parked generic sockets.
+    pub parked_generic: usize,
+    /// Parked HTTP connections.
+    pub parked_http: usize,
+    /// Pairs relaying now.
+    pub active_pairs: usize,
+    /// Pairs started.
+    pub pairs_total: u64,
+    /// Bytes relayed by finished pairs, up and down.
+    pub bytes_up: u64,
+    /// See `bytes_up`.
+    pub bytes_down: u64,
+    /// Open sockets.
+    pub open: usize,
+    /// Refused at `--max-connections`.
+    pub refused_cap: u64,
+    /// Refused at the per-address cap.
+    pub refused_per_addr: u64,
+    /// Idle keep-alive connections reclaimed at the cap.
+    pub reclaimed: u64,
 }
 
-/// The metrics page.
-pub fn render(shared: &Shared) -> String {
-    let m = &shared.metrics;
-    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let stats = shared.registry.stats();
-    let (pairs_total, up, down) = shared.pairs.totals();
-    let mut o = String::new();
-    family(
-        &mut o,
-        "rendezvous_registrations",
-        "gauge",
-        "Live registrations.",
-    );
-    let _ = writeln!(o, "rendezvous_registrations {}", stats.registrations);
-    family(
-        &mut o,
-        "rendezvous_parked",
-        "gauge",
-        "Sockets waiting for a mobile client.",
-    );
-    let _ = writeln!(
-        o,
-        "rendezvous_parked{{proto=\"generic\"}} {}",
-        stats.parked_generic
-    );
-    let _ = writeln!(
-        o,
-        "rendezvous_parked{{proto=\"http\"}} {}",
-        stats.parked_http
-    );
-    family(
-        &mut o,
-        "rendezvous_active_pairs",
-        "gauge",
-        "Pairs relaying now.",
-    );
-    let _ = writeln!(o, "rendezvous_active_pairs {}", shared.pairs.active());
-    family(
-        &mut o,
-        "rendezvous_pairs_total",
-        "counter",
-        "Pairs started.",
-    );
-    let _ = writeln!(o, "rendezvous_pairs_total {pairs_total}");
-    family(
-        &mut o,
-        "rendezvous_relayed_bytes_total",
-        "counter",
-        "Bytes relayed by finished pairs, up (mobile to hidden) and down.",
-    );
-    let _ = writeln!(o, "rendezvous_relayed_bytes_total{{direction=\"up\"}} {up}");
-    let _ = writeln!(
-        o,
-        "rendezvous_relayed_bytes_total{{direction=\"down\"}} {down}"
-    );
-    family(
-        &mut o,
-        "rendezvous_token_registrations_total",
-        "counter",
-        "Successful authentications with a one-time password.",
-    );
-    let _ = writeln!(
-        o,
-        "rendezvous_token_registrations_total {}",
-        get(&m.registrations_total)
-    );
-    family(
-        &mut o,
-        "rendezvous_auth_failures_total",
-        "counter",
-        "Failed authentications by reason.",
-    );
-    for (reason, c) in [
-        ("bad-token", &m.auth_bad_token),
-        ("replay", &m.auth_replay),
-        ("unknown-uuid", &m.auth_unknown_uuid),
-        ("bad-cookie", &m.auth_bad_cookie),
-        ("locked-out", &m.auth_locked_out),
-    ] {
-        let _ = writeln!(
-            o,
-            "rendezvous_auth_failures_total{{reason=\"{reason}\"}} {}",
-            get(c)
-        );
+/// One metric family: name, type, help, and its samples (labels, value).
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<(String, String)>,
+);
+
+/// A sample without labels.
+fn one(v: impl ToString) -> Vec<(String, String)> {
+    vec![(String::new(), v.to_string())]
+}
+
+/// Samples labelled `key`.
+fn by(key: &str, items: &[(&str, u64)]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|(label, v)| (format!("{{{key}=\"{label}\"}}"), v.to_string()))
+        .collect()
+}
+
+impl Metrics {
+    /// The page's families, from the counters and `s`: a table, kept one
+    /// family to a row.
+    #[rustfmt::skip]
+    fn families(&self, s: &Snapshot) -> Vec<Family> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            ("rendezvous_registrations", "gauge", "Live registrations.", one(s.registrations)),
+            ("rendezvous_parked", "gauge", "Sockets waiting for a mobile client.",
+                by("proto", &[("generic", s.parked_generic as u64), ("http", s.parked_http as u64)])),
+            ("rendezvous_active_pairs", "gauge", "Pairs relaying now.", one(s.active_pairs)),
+            ("rendezvous_pairs_total", "counter", "Pairs started.", one(s.pairs_total)),
+            ("rendezvous_relayed_bytes_total", "counter",
+                "Bytes relayed by finished pairs, up (mobile to hidden) and down.",
+                by("direction", &[("up", s.bytes_up), ("down", s.bytes_down)])),
+            ("rendezvous_token_registrations_total", "counter",
+                "Successful authentications with a one-time password.", one(get(&self.registrations_total))),
+            ("rendezvous_auth_failures_total", "counter", "Failed authentications by reason.",
+                by("reason", &[
+                    ("bad-token", get(&self.auth_bad_token)),
+                    ("replay", get(&self.auth_replay)),
+                    ("unknown-uuid", get(&self.auth_unknown_uuid)),
+                    ("bad-cookie", get(&self.auth_bad_cookie)),
+                    ("locked-out", get(&self.auth_locked_out)),
+                ])),
+            ("rendezvous_lockouts_total", "counter", "Locks engaged on a (UUID, address) pair.",
+                one(get(&self.lockouts_total))),
+            ("rendezvous_liveness_proofs_total", "counter",
+                "Parked sockets proven alive before pairing, by result: acked, or dropped unacknowledged.",
+                by("result", &[("acked", get(&self.proofs_acked)), ("dropped", get(&self.proofs_failed))])),
+            ("rendezvous_liveness_proof_seconds_total", "counter",
+                "Time spent waiting for the acknowledgements of liveness proofs.",
+                one(format!("{:.6}", get(&self.proof_micros) as f64 / 1e6))),
+            ("rendezvous_open_connections", "gauge", "Open sockets, parked ones included.", one(s.open)),
+            ("rendezvous_refused_connections_total", "counter", "Connections refused at accept, by limit.",
+                by("limit", &[("max-connections", s.refused_cap), ("per-address", s.refused_per_addr)])),
+            ("rendezvous_idle_reclaimed_total", "counter",
+                "Idle keep-alive registrar connections closed to make room at --max-connections.",
+                one(s.reclaimed)),
+        ]
     }
-    family(
-        &mut o,
-        "rendezvous_lockouts_total",
-        "counter",
-        "Locks engaged on a (UUID, address) pair.",
-    );
-    let _ = writeln!(o, "rendezvous_lockouts_total {}", get(&m.lockouts_total));
-    family(
-        &mut o,
-        "rendezvous_liveness_proofs_total",
-        "counter",
-        "Parked sockets proven alive before pairing, by result: acked, or dropped unacknowledged.",
-    );
-    let _ = writeln!(
-        o,
-        "rendezvous_liveness_proofs_total{{result=\"acked\"}} {}",
-        get(&m.proofs_acked)
-    );
-    let _ = writeln!(
-        o,
-        "rendezvous_liveness_proofs_total{{result=\"dropped\"}} {}",
-        get(&m.proofs_failed)
-    );
-    family(
-        &mut o,
-        "rendezvous_liveness_proof_seconds_total",
-        "counter",
-        "Time spent waiting for the acknowledgements of liveness proofs.",
-    );
-    let _ = writeln!(
-        o,
-        "rendezvous_liveness_proof_seconds_total {:.6}",
-        get(&m.proof_micros) as f64 / 1e6
-    );
-    family(
-        &mut o,
-        "rendezvous_open_connections",
-        "gauge",
-        "Open sockets, parked ones included.",
-    );
-    let _ = writeln!(o, "rendezvous_open_connections {}", shared.conns.open());
-    family(
-        &mut o,
-        "rendezvous_refused_connections_total",
-        "counter",
-        "Connections refused at accept, by limit.",
-    );
-    let (cap, per_addr) = shared.conns.refused_by_limit();
-    let _ = writeln!(
-        o,
-        "rendezvous_refused_connections_total{{limit=\"max-connections\"}} {cap}"
-    );
-    let _ = writeln!(
-        o,
-        "rendezvous_refused_connections_total{{limit=\"per-address\"}} {per_addr}"
-    );
-    family(
-        &mut o,
-        "rendezvous_idle_reclaimed_total",
-        "counter",
-        "Idle keep-alive registrar connections closed to make room at --max-connections.",
-    );
-    let _ = writeln!(
-        o,
-        "rendezvous_idle_reclaimed_total {}",
-        shared.conns.reclaimed()
-    );
-    o
+
+    /// The metrics page (Prometheus text format) of these counters and `s`.
+    pub fn render(&self, s: &Snapshot) -> String {
+        let mut o = String::new();
+        for (name, kind, help, samples) in self.families(s) {
+            let _ = writeln!(o, "# HELP {name} {help}");
+            let _ = writeln!(o, "# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(o, "{name}{labels} {value}");
+            }
+        }
+        o
+    }
 }
 
 #[cfg(test)]

@@ -4,12 +4,19 @@
 
 pub mod accept;
 pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod conn;
 pub mod http_protocol;
 pub mod metrics;
 pub mod registrar;
 pub mod registry;
 pub mod rendezvous;
 pub mod security;
+pub mod shared;
+
+pub use config::Config;
+pub use shared::Shared;
 
 use crate::certs;
 use crate::error::{Error, IoResultExt, Result};
@@ -20,7 +27,6 @@ use crate::relay::ActivePairs;
 use crate::server::accept::{AcceptLoop, Conns};
 use crate::server::registry::{Registry, RegistryConfig};
 use crate::server::security::SecurityState;
-use crate::state::StatePaths;
 use crate::tls;
 use crate::users::{self, Users};
 use crossbeam_channel::{bounded, Sender};
@@ -30,143 +36,6 @@ use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::thread;
 use std::time::Duration;
-
-/// Everything `serve` is told on its command line.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Registrar listen address.
-    pub registrar: String,
-    /// Rendezvous listen address; `None` disables the generic protocol.
-    pub rendezvous: Option<String>,
-    /// Host put into triples (default: the client's `Host`).
-    pub public_host: Option<String>,
-    /// Port put into triples (default: the rendezvous listen port).
-    pub public_port: Option<u16>,
-    /// State folder and files.
-    pub paths: StatePaths,
-    /// `--cert`/`--key` were given (so a missing pair is an error, not created).
-    pub explicit_cert: bool,
-    /// Serve the registrar over plain HTTP.
-    pub plaintext: bool,
-    /// Parked sockets per UUID and protocol.
-    pub pool_max: usize,
-    /// How long an initiator waits for a responder.
-    pub pair_timeout: Duration,
-    /// TLS handshake plus first head, or the cookie line.
-    pub handshake_timeout: Duration,
-    /// Concurrent sockets, all listeners together.
-    pub max_connections: usize,
-    /// Lifetime of an unused `R` cookie.
-    pub cookie_ttl: Duration,
-    /// How long active pairs may run after a shutdown begins.
-    pub drain_timeout: Duration,
-    /// Who may read `/.well-known/rendezvous/metrics` on the registrar.
-    pub metrics_from: Vec<crate::server::metrics::Cidr>,
-    /// TCP keepalive and user timeout of parked and relayed sockets.
-    pub keepalive: crate::liveness::Keepalive,
-    /// A listener of its own for the metrics (plain HTTP); when set, the
-    /// registrar's metrics path answers 404.
-    pub metrics_listen: Option<String>,
-}
-
-impl Config {
-    /// The defaults of rendezvousd(8), with the state folder `paths`.
-    pub fn new(paths: StatePaths) -> Config {
-        Config {
-            registrar: limits::DEFAULT_REGISTRAR_ADDR.into(),
-            rendezvous: Some(limits::DEFAULT_RENDEZVOUS_ADDR.into()),
-            public_host: None,
-            public_port: None,
-            paths,
-            explicit_cert: false,
-            plaintext: false,
-            pool_max: limits::POOL_MAX,
-            pair_timeout: limits::PAIR_TIMEOUT,
-            handshake_timeout: limits::HANDSHAKE_TIMEOUT,
-            max_connections: limits::MAX_CONNECTIONS,
-            cookie_ttl: limits::COOKIE_TTL,
-            drain_timeout: limits::DRAIN_TIMEOUT,
-            metrics_from: crate::server::metrics::Cidr::loopback(),
-            metrics_listen: None,
-            keepalive: crate::liveness::Keepalive::default(),
-        }
-    }
-
-    /// Refuse values outside the ranges rendezvousd(8) gives, naming the
-    /// option: no deadline computed from them can overflow, and no pool is
-    /// larger than memory allows.
-    pub fn validate(&self) -> Result<()> {
-        let secs = |flag: &str, d: Duration, min: u64, max: Duration| {
-            // The command line takes whole seconds; the library may go below one.
-            if (min > 0 && d.is_zero()) || d > max {
-                Err(Error::Usage(format!(
-                    "--{flag} must be from {min} to {} seconds",
-                    max.as_secs()
-                )))
-            } else {
-                Ok(())
-            }
-        };
-        secs("pair-timeout", self.pair_timeout, 1, limits::MAX_TIMEOUT)?;
-        secs(
-            "handshake-timeout",
-            self.handshake_timeout,
-            1,
-            limits::MAX_TIMEOUT,
-        )?;
-        secs("drain-timeout", self.drain_timeout, 0, limits::MAX_TIMEOUT)?;
-        secs("cookie-ttl", self.cookie_ttl, 1, limits::MAX_COOKIE_TTL)?;
-        secs("keepalive", self.keepalive.idle, 1, limits::MAX_TIMEOUT)?;
-        if !(1..=limits::MAX_POOL_MAX).contains(&self.pool_max) {
-            return Err(Error::Usage(format!(
-                "--pool-max must be from 1 to {}",
-                limits::MAX_POOL_MAX
-            )));
-        }
-        if self.max_connections == 0 {
-            return Err(Error::Usage("--max-connections must be at least 1".into()));
-        }
-        Ok(())
-    }
-}
-
-/// What every connection thread shares.
-pub struct Shared {
-    /// The configuration.
-    pub cfg: Config,
-    /// Registrations and pools.
-    pub registry: Registry,
-    /// Replay floors, guessing limits and last good addresses.
-    pub security: SecurityState,
-    /// Connection count and ids.
-    pub conns: Arc<Conns>,
-    /// Pairs relaying now.
-    pub pairs: ActivePairs,
-    /// Event counters.
-    pub metrics: crate::server::metrics::Metrics,
-    /// The port triples name (`None`: generic protocol disabled).
-    pub triple_port: Option<u16>,
-    users: RwLock<Arc<Users>>,
-    tls: RwLock<Option<Arc<ServerConfig>>>,
-}
-
-impl Shared {
-    /// The current users table (swapped whole on reload).
-    pub fn users(&self) -> Arc<Users> {
-        self.users
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// The current TLS configuration (`None` with `--plaintext`).
-    pub fn tls(&self) -> Option<Arc<ServerConfig>> {
-        self.tls
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-}
 
 /// A running server.
 pub struct Server {
@@ -289,7 +158,8 @@ impl Server {
             let l = bind(addr, "bind metrics listener")?;
             let s = shared.clone();
             let ml = AcceptLoop::spawn("metrics", l, shared.conns.clone(), max, move |a| {
-                crate::server::metrics::handle(a, &s)
+                let deadline = std::time::Instant::now() + s.cfg.handshake_timeout;
+                metrics::handle(a, deadline, || s.metrics_page())
             })
             .op("start metrics accept thread")?;
             log::info!(target: "rendezvous::server", "listening on {} (metrics, plain HTTP)", ml.local_addr());
@@ -492,42 +362,4 @@ pub fn serve(cfg: Config) -> Result<()> {
     crate::notify::notify("STOPPING=1");
     server.shutdown();
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg() -> Config {
-        Config::new(StatePaths::resolve(
-            Some(std::path::Path::new("/nonexistent")),
-            None,
-            None,
-            None,
-        ))
-    }
-
-    #[test]
-    fn validate_takes_the_bounds_and_the_defaults() {
-        assert!(cfg().validate().is_ok(), "defaults");
-        let mut c = cfg();
-        c.pair_timeout = limits::MAX_TIMEOUT;
-        c.handshake_timeout = limits::MAX_TIMEOUT;
-        c.drain_timeout = Duration::ZERO;
-        c.cookie_ttl = limits::MAX_COOKIE_TTL;
-        c.pool_max = limits::MAX_POOL_MAX;
-        c.max_connections = 1;
-        assert!(c.validate().is_ok(), "largest and smallest allowed");
-        // The library may use less than a second (the tests do).
-        c.pair_timeout = Duration::from_millis(500);
-        assert!(c.validate().is_ok(), "sub-second");
-        c.pair_timeout = Duration::ZERO;
-        assert!(matches!(c.validate(), Err(Error::Usage(m)) if m.contains("--pair-timeout")));
-        let mut c = cfg();
-        c.drain_timeout = limits::MAX_TIMEOUT + Duration::from_nanos(1);
-        assert!(matches!(c.validate(), Err(Error::Usage(m)) if m.contains("--drain-timeout")));
-        let mut c = cfg();
-        c.pool_max = limits::MAX_POOL_MAX + 1;
-        assert!(matches!(c.validate(), Err(Error::Usage(m)) if m.contains("--pool-max")));
-    }
 }

@@ -6,77 +6,22 @@
 //! otherwise the 401 challenge. Every error response is written from here.
 
 use crate::certs;
-use crate::error::AuthFailure;
 use crate::limits::{KEEPALIVE_IDLE, MAX_BODY_BYTES};
 use crate::secret::{Cookie, Token};
 use crate::server::accept::Accepted;
+use crate::server::auth::authenticate;
+use crate::server::conn::Conn;
 use crate::server::http_protocol;
 use crate::server::metrics::Metrics;
-use crate::server::Shared;
-use crate::tls::{self, ServerStream};
-use crate::totp;
+use crate::server::shared::Shared;
+use crate::tls::{self};
 use crate::wire::{ChunkError, Chunked, Framing, Head, HeadError, HeadReader, Response};
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Instant;
 use uuid::Uuid;
 
 const T: &str = "rendezvous::server::registrar";
-
-/// A registrar connection: plain or TLS.
-#[derive(Debug)]
-pub enum Conn {
-    /// `--plaintext`.
-    Plain(TcpStream),
-    /// HTTPS.
-    Tls(Box<ServerStream>),
-}
-
-impl Conn {
-    /// The TCP socket underneath.
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Conn::Plain(s) => s,
-            Conn::Tls(s) => s.get_ref(),
-        }
-    }
-}
-
-impl crate::wire::TcpBacked for Conn {
-    fn tcp(&self) -> &TcpStream {
-        Conn::tcp(self)
-    }
-}
-
-/// One socket read at most per call (see [`tls::read_step`]): `Interrupted`
-/// asks the caller, which checks its deadline, to call again.
-impl Read for Conn {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.read(buf),
-            Conn::Tls(s) => {
-                let s = &mut **s;
-                tls::read_step(&mut s.conn, &mut s.sock, buf)
-            }
-        }
-    }
-}
-
-impl Write for Conn {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.write(buf),
-            Conn::Tls(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Conn::Plain(s) => s.flush(),
-            Conn::Tls(s) => s.flush(),
-        }
-    }
-}
 
 /// Which rule a request head matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -398,7 +343,7 @@ fn well_known(shared: &Shared, head: &Head, peer: SocketAddr) -> Response {
                     .iter()
                     .any(|c| c.contains(peer.ip())) =>
         {
-            crate::server::metrics::response(shared)
+            crate::server::metrics::response(shared.metrics_page())
         }
         // Outside --metrics-from, or with a metrics listener of its own, the
         // endpoint does not exist here.
@@ -490,74 +435,6 @@ fn api(shared: &Shared, head: &Head, peer: SocketAddr, sock: &TcpStream, id: u64
     match shared.registry.initiator_cookie(&uuid) {
         Some(c) => triple(&c, false),
         None => Response::error(404, false, "not registered"),
-    }
-}
-
-/// TOTP authentication with the guessing limits. On success the UUID gets a
-/// new `R` cookie.
-pub fn authenticate(
-    shared: &Shared,
-    uuid: Uuid,
-    token: &Token,
-    ip: IpAddr,
-    id: u64,
-) -> Result<Cookie, Response> {
-    let users = shared.users();
-    let Some(user) = users.get(&uuid) else {
-        Metrics::bump(&shared.metrics.auth_unknown_uuid);
-        log::info!(target: T, "conn={id} auth failed uuid={uuid} peer={ip} reason=unknown-uuid");
-        return Err(Response::error(401, false, "authentication failed"));
-    };
-    let now = totp::now();
-    let step = user.params.step_of(now);
-    let to_next = Duration::from_secs(user.params.secs_to_next_step(now));
-    // The attempt is reserved here and settled below, so guesses sent at
-    // once count as if they came one after another.
-    let attempt = match shared.security.begin(uuid, ip, step, to_next) {
-        Ok(a) => a,
-        Err(refusal) => {
-            Metrics::bump(&shared.metrics.auth_locked_out);
-            log::info!(target: T, "conn={id} auth refused uuid={uuid} peer={ip} reason={}", refusal.reason());
-            return Err(Response::error(429, false, "too many failures; try later")
-                .with_header("Retry-After", refusal.retry_after().to_string()));
-        }
-    };
-    // The token is checked under the registry lock against the table in use
-    // at that moment, not the one read above: a reload swaps the table and
-    // then (under the same lock) drops removed users' registrations, so a
-    // user removed or re-keyed meanwhile can never register on the old entry.
-    let result = shared.registry.register_with(uuid, || {
-        let users = shared.users();
-        let user = users.get(&uuid);
-        attempt.commit(|floor| match user {
-            Some(user) => totp::verify(&user.secret, user.params, token, now, floor),
-            None => Err(AuthFailure::BadToken),
-        })
-    });
-    match result {
-        Ok(cookie) => {
-            Metrics::bump(&shared.metrics.registrations_total);
-            log::info!(target: T, "conn={id} registration ok uuid={uuid} peer={ip}");
-            Ok(cookie)
-        }
-        Err(failed) => {
-            let reason = match failed.why {
-                AuthFailure::Replay => {
-                    Metrics::bump(&shared.metrics.auth_replay);
-                    "replay"
-                }
-                _ => {
-                    Metrics::bump(&shared.metrics.auth_bad_token);
-                    "bad-token"
-                }
-            };
-            log::info!(target: T, "conn={id} Failed totp for uuid {uuid} from {ip} reason={reason}");
-            if let Some(period) = failed.locked {
-                Metrics::bump(&shared.metrics.lockouts_total);
-                log::warn!(target: T, "auth lockout engaged uuid={uuid} peer={ip} secs={}", period.as_secs());
-            }
-            Err(Response::error(401, false, "authentication failed"))
-        }
     }
 }
 

@@ -12,7 +12,7 @@ use crate::secret::{Cookie, Role};
 use crate::server::accept::Accepted;
 use crate::server::metrics::Metrics;
 use crate::server::registry::{Parked, ParkedStream, Proto};
-use crate::server::Shared;
+use crate::server::shared::Shared;
 use crate::wire::err_line;
 use crate::wire::parse_first_line;
 use crate::wire::FirstLine;

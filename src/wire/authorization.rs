@@ -5,7 +5,8 @@
 //! which the server strips before it forwards the head.
 
 use crate::secret::Token;
-use crate::wire::{parse_query, Response};
+use crate::wire::head::parse_query;
+use crate::wire::response::Response;
 use uuid::Uuid;
 
 /// Why a `CONNECT` was refused; mapped to its status in [`ConnectError::response`].

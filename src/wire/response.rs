@@ -3,7 +3,7 @@
 //! small reader the clients use for the registrar's answers.
 
 use crate::limits::{MAX_HEADERS, MAX_HEAD_BYTES, MAX_RESPONSE_BYTES};
-use crate::wire::http_date;
+use crate::wire::date::http_date;
 use std::io::{self, Read, Write};
 
 /// The reason phrase for a status we send.

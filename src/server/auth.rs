@@ -1,0 +1,85 @@
+//! Token authentication of a hidden server (PUT or CONNECT with
+//! `response=`): the users table in use, the guessing limits and replay
+//! floor of the security state, and a new `R` cookie from the registry, in
+//! one step under the registry lock; every outcome counted and logged
+//! without the credential.
+
+use crate::error::AuthFailure;
+use crate::secret::{Cookie, Token};
+use crate::server::metrics::Metrics;
+use crate::server::shared::Shared;
+use crate::totp;
+use crate::wire::Response;
+use std::net::IpAddr;
+use std::time::Duration;
+use uuid::Uuid;
+
+const T: &str = "rendezvous::registrar";
+
+/// TOTP authentication with the guessing limits. On success the UUID gets a
+/// new `R` cookie.
+pub fn authenticate(
+    shared: &Shared,
+    uuid: Uuid,
+    token: &Token,
+    ip: IpAddr,
+    id: u64,
+) -> Result<Cookie, Response> {
+    let users = shared.users();
+    let Some(user) = users.get(&uuid) else {
+        Metrics::bump(&shared.metrics.auth_unknown_uuid);
+        log::info!(target: T, "conn={id} auth failed uuid={uuid} peer={ip} reason=unknown-uuid");
+        return Err(Response::error(401, false, "authentication failed"));
+    };
+    let now = totp::now();
+    let step = user.params.step_of(now);
+    let to_next = Duration::from_secs(user.params.secs_to_next_step(now));
+    // The attempt is reserved here and settled below, so guesses sent at
+    // once count as if they came one after another.
+    let attempt = match shared.security.begin(uuid, ip, step, to_next) {
+        Ok(a) => a,
+        Err(refusal) => {
+            Metrics::bump(&shared.metrics.auth_locked_out);
+            log::info!(target: T, "conn={id} auth refused uuid={uuid} peer={ip} reason={}", refusal.reason());
+            return Err(Response::error(429, false, "too many failures; try later")
+                .with_header("Retry-After", refusal.retry_after().to_string()));
+        }
+    };
+    // The token is checked under the registry lock against the table in use
+    // at that moment, not the one read above: a reload swaps the table and
+    // then (under the same lock) drops removed users' registrations, so a
+    // user removed or re-keyed meanwhile can never register on the old entry.
+    let result = shared.registry.register_with(uuid, || {
+        let users = shared.users();
+        let user = users.get(&uuid);
+        attempt.commit(|floor| match user {
+            Some(user) => totp::verify(&user.secret, user.params, token, now, floor),
+            None => Err(AuthFailure::BadToken),
+        })
+    });
+    match result {
+        Ok(cookie) => {
+            Metrics::bump(&shared.metrics.registrations_total);
+            log::info!(target: T, "conn={id} registration ok uuid={uuid} peer={ip}");
+            Ok(cookie)
+        }
+        Err(failed) => {
+            let reason = match failed.why {
+                AuthFailure::Replay => {
+                    Metrics::bump(&shared.metrics.auth_replay);
+                    "replay"
+                }
+                _ => {
+                    Metrics::bump(&shared.metrics.auth_bad_token);
+                    "bad-token"
+                }
+            };
+            log::info!(target: T, "conn={id} Failed totp for uuid {uuid} from {ip} reason={reason}");
+            if let Some(period) = failed.locked {
+                Metrics::bump(&shared.metrics.lockouts_total);
+                log::warn!(target: T, "auth lockout engaged uuid={uuid} peer={ip} secs={}", period.as_secs());
+            }
+            Err(Response::error(401, false, "authentication failed"))
+        }
+    }
+}
