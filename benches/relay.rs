@@ -5,7 +5,8 @@
 //! Usage: `cargo bench --bench relay -- [--json FILE] [--secs N] [--quick]`.
 //! Everything binds 127.0.0.1 port 0; every phase is bounded in time.
 
-use rendezvous::agent::client::{Registrar, ServerUrl};
+use rendezvous::agent::client::Registrar;
+use rendezvous::agent::settings::ServerUrl;
 use rendezvous::certs;
 use rendezvous::secret::Secret;
 use rendezvous::tls::{self, Trust};

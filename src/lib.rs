@@ -26,7 +26,8 @@
 //! Logging goes through the `log` crate; the binaries use `env_logger`, which
 //! honours `RUST_LOG` (default `info`; no colours, no timestamps when stderr
 //! is not a terminal). Targets are module paths, so
-//! `RUST_LOG=rendezvous::server::rendezvous=debug` works.
+//! `RUST_LOG=rendezvous::rendezvous=debug` works (the targets keep the names
+//! of the modules they were first written in; rendezvousd(8) lists them).
 //!
 //! * `warn`: operator-actionable or security-relevant (file modes, reload
 //!   errors, lockouts, limits reached), the repeated ones rate-limited.

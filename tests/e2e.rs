@@ -6,7 +6,8 @@
 mod common;
 
 use common::*;
-use rendezvous::agent::client::{Registrar, ServerUrl};
+use rendezvous::agent::client::Registrar;
+use rendezvous::agent::settings::ServerUrl;
 use rendezvous::certs::parse_fingerprint;
 use rendezvous::provision::Provision;
 use rendezvous::tls::Trust;

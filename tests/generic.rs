@@ -382,8 +382,8 @@ impl Drop for CountingRegistrar {
 /// lookup gets the connection through.
 #[test]
 fn the_dialer_caches_the_triple_and_refreshes_it_when_refused() {
-    use rendezvous::agent::client::{ClientFlags, Settings};
     use rendezvous::agent::dial::Dialer;
+    use rendezvous::agent::settings::{ClientFlags, Settings};
     let ts = TestServer::start(Opts::default());
     let fake = CountingRegistrar::start(ts.registrar(), ts.uuid);
     let settings = Settings::resolve(

@@ -196,7 +196,6 @@ fn no_import_cycle() {
 }
 
 #[test]
-#[ignore = "until the large files and functions are split (issue: three floors)"]
 fn files_and_functions_stay_small() {
     let mut wrong = Vec::new();
     for (m, text) in modules() {

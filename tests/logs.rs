@@ -8,9 +8,10 @@
 mod common;
 
 use common::*;
-use rendezvous::agent::client::{ClientFlags, Registrar, ServerUrl, Settings};
+use rendezvous::agent::client::Registrar;
 use rendezvous::agent::dial::Dialer;
 use rendezvous::agent::expose::{Agent, ExposeOpts, Protocol};
+use rendezvous::agent::settings::{ClientFlags, ServerUrl, Settings};
 use rendezvous::tls::{self, Trust};
 use std::io::{Read, Write};
 use std::sync::Mutex;

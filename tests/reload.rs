@@ -75,7 +75,8 @@ fn reload_under_load_never_shows_a_half_loaded_table() {
 /// to the old one is refused, one pinned to the new one gets through).
 #[test]
 fn reload_serves_the_new_certificate() {
-    use rendezvous::agent::client::{Registrar, ServerUrl};
+    use rendezvous::agent::client::Registrar;
+    use rendezvous::agent::settings::ServerUrl;
     use rendezvous::tls::Trust;
     let ts = TestServer::start(Opts {
         plaintext: false,

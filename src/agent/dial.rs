@@ -5,7 +5,8 @@
 //! gets its own rendezvous; the triple is cached and refreshed on
 //! `-ERR not registered`).
 
-use crate::agent::client::{dial, DialError, Registrar, Settings};
+use crate::agent::client::{dial, DialError, Registrar};
+use crate::agent::settings::Settings;
 use crate::error::{Error, IoResultExt, Result};
 use crate::limits::PAIR_TIMEOUT;
 use crate::relay;
@@ -18,7 +19,7 @@ use std::thread;
 use std::time::Duration;
 use uuid::Uuid;
 
-const T: &str = "rendezvous::agent::dial";
+const T: &str = "rendezvous::mobile";
 
 /// How long to wait for `+OK` beyond the server's own pair timeout.
 const STATUS_WAIT: Duration = Duration::from_secs(PAIR_TIMEOUT.as_secs() * 6);

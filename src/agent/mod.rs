@@ -5,3 +5,4 @@
 pub mod client;
 pub mod dial;
 pub mod expose;
+pub mod settings;

@@ -2,7 +2,7 @@
 //! Parses arguments and dispatches to the library; see rendezvous(1).
 
 use argh::FromArgs;
-use rendezvous::agent::client::{ClientFlags, Settings};
+use rendezvous::agent::settings::{ClientFlags, Settings};
 use rendezvous::agent::{dial as mobile, expose as hidden};
 use rendezvous::{cli, provision, totp, Error};
 use std::path::PathBuf;

@@ -249,72 +249,10 @@ impl AcceptLoop {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
-        let handle = Arc::new(handle);
+        let handle: Arc<dyn Fn(Accepted) + Send + Sync> = Arc::new(handle);
         let thread = thread::Builder::new()
             .name(format!("accept-{name}"))
-            .spawn(move || {
-                let cap_warn = RateLimit::new(Duration::from_secs(10));
-                let err_warn = RateLimit::new(Duration::from_secs(10));
-                let addr_warn = RateLimit::new(Duration::from_secs(10));
-                let mut backoff = Duration::from_millis(10);
-                loop {
-                    let res = listener.accept();
-                    if stop2.load(Ordering::Acquire) {
-                        break;
-                    }
-                    let (stream, peer) = match res {
-                        Ok(x) => {
-                            backoff = Duration::from_millis(10);
-                            x
-                        }
-                        Err(e) if transient_resource_error(&e) => {
-                            if err_warn.ready() {
-                                log::warn!(target: "rendezvous::server::accept", "accept on {name} failed: {e}; backing off");
-                            }
-                            thread::sleep(backoff);
-                            backoff = (backoff * 2).min(Duration::from_secs(1));
-                            continue;
-                        }
-                        Err(e) => {
-                            log::debug!(target: "rendezvous::server::accept", "accept on {name}: {e}");
-                            continue;
-                        }
-                    };
-                    let Some(slot) = conns.admit(max_connections) else {
-                        if cap_warn.ready() {
-                            log::warn!(target: "rendezvous::server::accept", "connection cap reached ({max_connections}); refusing peer={peer}");
-                        }
-                        drop(stream);
-                        continue;
-                    };
-                    let Some(pre_auth) = conns.try_unauth(peer.ip()) else {
-                        if addr_warn.ready() {
-                            log::warn!(target: "rendezvous::server::accept", "too many unauthenticated connections from peer={}; refusing", peer.ip());
-                        }
-                        drop(stream);
-                        continue;
-                    };
-                    let id = conns.next_id();
-                    log::debug!(target: "rendezvous::server::accept", "conn={id} accepted peer={peer} listener={name}");
-                    let h = handle.clone();
-                    let spawned = crate::threads::spawn(format!("conn-{id}"), move || {
-                        h(Accepted {
-                            stream,
-                            peer,
-                            id,
-                            slot,
-                            pre_auth,
-                        })
-                    });
-                    if let Err(e) = spawned {
-                        if err_warn.ready() {
-                            log::warn!(target: "rendezvous::server::accept", "cannot start a connection thread: {e}");
-                        }
-                        thread::sleep(backoff);
-                    }
-                }
-                log::debug!(target: "rendezvous::server::accept", "accept loop {name} stopped");
-            })?;
+            .spawn(move || run(name, &listener, &conns, max_connections, &stop2, &handle))?;
         Ok(AcceptLoop {
             name,
             addr,
@@ -357,6 +295,79 @@ impl Drop for AcceptLoop {
             self.stop();
         }
     }
+}
+
+/// The accept loop of one listener, until `stop` is set (and a connection
+/// wakes the blocked `accept`).
+fn run(
+    name: &'static str,
+    listener: &TcpListener,
+    conns: &Arc<Conns>,
+    max_connections: usize,
+    stop: &AtomicBool,
+    handle: &Arc<dyn Fn(Accepted) + Send + Sync>,
+) {
+    let cap_warn = RateLimit::new(Duration::from_secs(10));
+    let err_warn = RateLimit::new(Duration::from_secs(10));
+    let addr_warn = RateLimit::new(Duration::from_secs(10));
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let res = listener.accept();
+        if stop.load(Ordering::Acquire) {
+            break;
+        }
+        let (stream, peer) = match res {
+            Ok(x) => {
+                backoff = Duration::from_millis(10);
+                x
+            }
+            Err(e) if transient_resource_error(&e) => {
+                if err_warn.ready() {
+                    log::warn!(target: "rendezvous::accept", "accept on {name} failed: {e}; backing off");
+                }
+                thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+            Err(e) => {
+                log::debug!(target: "rendezvous::accept", "accept on {name}: {e}");
+                continue;
+            }
+        };
+        let Some(slot) = conns.admit(max_connections) else {
+            if cap_warn.ready() {
+                log::warn!(target: "rendezvous::accept", "connection cap reached ({max_connections}); refusing peer={peer}");
+            }
+            drop(stream);
+            continue;
+        };
+        let Some(pre_auth) = conns.try_unauth(peer.ip()) else {
+            if addr_warn.ready() {
+                log::warn!(target: "rendezvous::accept", "too many unauthenticated connections from peer={}; refusing", peer.ip());
+            }
+            drop(stream);
+            continue;
+        };
+        let id = conns.next_id();
+        log::debug!(target: "rendezvous::accept", "conn={id} accepted peer={peer} listener={name}");
+        let h = Arc::clone(handle);
+        let spawned = crate::threads::spawn(format!("conn-{id}"), move || {
+            h(Accepted {
+                stream,
+                peer,
+                id,
+                slot,
+                pre_auth,
+            })
+        });
+        if let Err(e) = spawned {
+            if err_warn.ready() {
+                log::warn!(target: "rendezvous::accept", "cannot start a connection thread: {e}");
+            }
+            thread::sleep(backoff);
+        }
+    }
+    log::debug!(target: "rendezvous::accept", "accept loop {name} stopped");
 }
 
 #[cfg(test)]

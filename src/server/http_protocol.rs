@@ -12,7 +12,8 @@ use crate::secret::Cookie;
 use crate::server::accept::{ConnSlot, PreAuth};
 use crate::server::auth::authenticate;
 use crate::server::conn::Conn;
-use crate::server::registry::{Parked, ParkedStream, Proto};
+use crate::server::parked::{Parked, ParkedStream};
+use crate::server::registry::Proto;
 use crate::server::shared::Shared;
 use crate::wire::parse_connect_target;
 use crate::wire::strip_authorization;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use uuid::Uuid;
 
-const T: &str = "rendezvous::server::http_protocol";
+const T: &str = "rendezvous::connect";
 
 /// Turn a registrar connection into a relay leg.
 pub fn into_leg(conn: Conn) -> Arc<dyn Leg> {

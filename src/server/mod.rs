@@ -4,11 +4,13 @@
 
 pub mod accept;
 pub mod admin;
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod http_protocol;
 pub mod metrics;
+pub mod parked;
 pub mod registrar;
 pub mod registry;
 pub mod rendezvous;
@@ -94,6 +96,82 @@ fn load_tls(cfg: &Config) -> Result<Option<Arc<ServerConfig>>> {
     Ok(Some(tls::server_config(cert, key)?))
 }
 
+/// Start the accept loops: the registrar, the rendezvous listener, and the
+/// metrics listener when `--metrics-listen` is given.
+fn start_listeners(
+    shared: &Arc<Shared>,
+    registrar: TcpListener,
+    rendezvous: Option<TcpListener>,
+) -> Result<Vec<AcceptLoop>> {
+    let mut loops = Vec::new();
+    let max = shared.cfg.max_connections;
+    let s = shared.clone();
+    let reg_loop = AcceptLoop::spawn(
+        "registrar",
+        registrar,
+        shared.conns.clone(),
+        max,
+        move |a| crate::server::registrar::handle(a, &s),
+    )
+    .op("start registrar accept thread")?;
+    log::info!(target: "rendezvous::server", "listening on {} (registrar, {})", reg_loop.local_addr(),
+        if shared.cfg.plaintext { "plain HTTP" } else { "HTTPS" });
+    loops.push(reg_loop);
+    if let Some(l) = rendezvous {
+        let s = shared.clone();
+        let rv = AcceptLoop::spawn("rendezvous", l, shared.conns.clone(), max, move |a| {
+            crate::server::rendezvous::handle(a, &s)
+        })
+        .op("start rendezvous accept thread")?;
+        log::info!(target: "rendezvous::server", "listening on {} (rendezvous)", rv.local_addr());
+        loops.push(rv);
+    }
+    if let Some(addr) = &shared.cfg.metrics_listen {
+        let l = bind(addr, "bind metrics listener")?;
+        let s = shared.clone();
+        let ml = AcceptLoop::spawn("metrics", l, shared.conns.clone(), max, move |a| {
+            let deadline = std::time::Instant::now() + s.cfg.handshake_timeout;
+            metrics::handle(a, deadline, || s.metrics_page())
+        })
+        .op("start metrics accept thread")?;
+        log::info!(target: "rendezvous::server", "listening on {} (metrics, plain HTTP)", ml.local_addr());
+        loops.push(ml);
+    }
+    Ok(loops)
+}
+
+/// The reaper: every [`limits::STATE_SAVE_INTERVAL`] it saves the security
+/// state if it changed, and every [`limits::REAP_INTERVAL`] it sweeps
+/// expired cookies, dead parked sockets and forgotten lockouts. It saves
+/// once more when told to stop.
+fn start_reaper(shared: &Arc<Shared>) -> Result<(Sender<()>, thread::JoinHandle<()>)> {
+    let (tx, rx) = bounded::<()>(1);
+    let s = shared.clone();
+    let reaper = thread::Builder::new()
+        .name("reaper".into())
+        .spawn(move || {
+            let mut last_sweep = std::time::Instant::now();
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                rx.recv_timeout(limits::STATE_SAVE_INTERVAL)
+            {
+                save_security(&s);
+                if last_sweep.elapsed() < limits::REAP_INTERVAL {
+                    continue;
+                }
+                last_sweep = std::time::Instant::now();
+                let swept = s.registry.sweep();
+                s.security.sweep();
+                if swept != Default::default() {
+                    log::debug!(target: "rendezvous::registry",
+                        "reaper swept cookies={} dead={} lapsed={}", swept.cookies, swept.dead, swept.lapsed);
+                }
+            }
+            save_security(&s);
+        })
+        .op("start reaper thread")?;
+    Ok((tx, reaper))
+}
+
 impl Server {
     /// Start serving on already-bound listeners (tests bind port 0 first).
     pub fn start(
@@ -131,68 +209,12 @@ impl Server {
             tls: RwLock::new(tls_config),
             cfg,
         });
-        let mut loops = Vec::new();
-        let max = shared.cfg.max_connections;
-        let s = shared.clone();
-        let reg_loop = AcceptLoop::spawn(
-            "registrar",
-            registrar,
-            shared.conns.clone(),
-            max,
-            move |a| crate::server::registrar::handle(a, &s),
-        )
-        .op("start registrar accept thread")?;
-        log::info!(target: "rendezvous::server", "listening on {} (registrar, {})", reg_loop.local_addr(),
-            if shared.cfg.plaintext { "plain HTTP" } else { "HTTPS" });
-        loops.push(reg_loop);
-        if let Some(l) = rendezvous {
-            let s = shared.clone();
-            let rv = AcceptLoop::spawn("rendezvous", l, shared.conns.clone(), max, move |a| {
-                crate::server::rendezvous::handle(a, &s)
-            })
-            .op("start rendezvous accept thread")?;
-            log::info!(target: "rendezvous::server", "listening on {} (rendezvous)", rv.local_addr());
-            loops.push(rv);
-        }
-        if let Some(addr) = &shared.cfg.metrics_listen {
-            let l = bind(addr, "bind metrics listener")?;
-            let s = shared.clone();
-            let ml = AcceptLoop::spawn("metrics", l, shared.conns.clone(), max, move |a| {
-                let deadline = std::time::Instant::now() + s.cfg.handshake_timeout;
-                metrics::handle(a, deadline, || s.metrics_page())
-            })
-            .op("start metrics accept thread")?;
-            log::info!(target: "rendezvous::server", "listening on {} (metrics, plain HTTP)", ml.local_addr());
-            loops.push(ml);
-        }
-        let (tx, rx) = bounded::<()>(1);
-        let s = shared.clone();
-        let reaper = thread::Builder::new()
-            .name("reaper".into())
-            .spawn(move || {
-                let mut last_sweep = std::time::Instant::now();
-                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
-                    rx.recv_timeout(limits::STATE_SAVE_INTERVAL)
-                {
-                    save_security(&s);
-                    if last_sweep.elapsed() < limits::REAP_INTERVAL {
-                        continue;
-                    }
-                    last_sweep = std::time::Instant::now();
-                    let swept = s.registry.sweep();
-                    s.security.sweep();
-                    if swept != Default::default() {
-                        log::debug!(target: "rendezvous::server::registry",
-                            "reaper swept cookies={} dead={} lapsed={}", swept.cookies, swept.dead, swept.lapsed);
-                    }
-                }
-                save_security(&s);
-            })
-            .op("start reaper thread")?;
+        let loops = start_listeners(&shared, registrar, rendezvous)?;
+        let reaper = start_reaper(&shared)?;
         Ok(Server {
             shared,
             loops,
-            reaper: Some((tx, reaper)),
+            reaper: Some(reaper),
         })
     }
 

@@ -7,12 +7,11 @@
 
 use crate::certs;
 use crate::limits::{KEEPALIVE_IDLE, MAX_BODY_BYTES};
-use crate::secret::{Cookie, Token};
 use crate::server::accept::Accepted;
-use crate::server::auth::authenticate;
+use crate::server::accept::ConnSlot;
+use crate::server::accept::PreAuth;
 use crate::server::conn::Conn;
 use crate::server::http_protocol;
-use crate::server::metrics::Metrics;
 use crate::server::shared::Shared;
 use crate::tls::{self};
 use crate::wire::{ChunkError, Chunked, Framing, Head, HeadError, HeadReader, Response};
@@ -21,7 +20,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Instant;
 use uuid::Uuid;
 
-const T: &str = "rendezvous::server::registrar";
+const T: &str = "rendezvous::registrar";
 
 /// Which rule a request head matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,130 +103,171 @@ pub fn handle(acc: Accepted, shared: &Shared) {
         slot,
         pre_auth,
     } = acc;
-    let mut pre_auth = Some(pre_auth);
-    let mut slot = Some(slot);
     let deadline = Instant::now() + shared.cfg.handshake_timeout;
-    let _ = stream.set_nodelay(true);
-    let mut conn = match shared.tls() {
-        None => Conn::Plain(stream),
-        Some(config) => match tls::accept(stream, config, deadline) {
-            Ok(s) => {
-                log::debug!(target: T, "conn={id} tls handshake ok version={:?} suite={:?}",
-                    s.conn.protocol_version(), s.conn.negotiated_cipher_suite().map(|c| c.suite()));
-                Conn::Tls(Box::new(s))
-            }
-            Err(e) => {
-                log::debug!(target: T, "conn={id} peer={peer} tls handshake failed: {e}");
-                return;
-            }
-        },
+    let Some(conn) = handshake(shared, stream, (peer, id), deadline) else {
+        return;
     };
-    let mut reader = HeadReader::new();
-    let mut deadline = deadline;
-    let mut first = true;
-    loop {
-        // Between keep-alive requests the connection may be closed to make
-        // room at the global cap (the one idle longest goes first).
-        let idle = (!first)
-            .then(|| shared.conns.idle(id, conn.tcp()))
-            .flatten();
-        let read = reader.read_head(&mut conn, deadline);
-        drop(idle);
-        first = false;
-        let head = match read {
-            Ok(h) => h,
-            Err(e) => {
-                if let Some(status) = e.status() {
-                    let _ = Response::error(status, true, e.reason()).write_to(&mut conn);
-                }
-                if !matches!(e, HeadError::Eof) {
-                    log::debug!(target: T, "conn={id} peer={peer} closing: {}", e.reason());
-                }
-                close(conn);
-                return;
-            }
-        };
-        log::debug!(target: T, "conn={id} head {:?}", head.summary());
-        // Where the body ends must be certain, or the next request's start
-        // is not (RFC 9112 §6.3): refuse and close.
-        let framing = match head.framing() {
-            Ok(f) => f,
-            Err(e) => {
-                log::debug!(target: T, "conn={id} peer={peer} closing: {}", e.reason());
-                let _ = Response::error(e.status(), true, e.reason()).write_to(&mut conn);
-                close(conn);
-                return;
-            }
-        };
-        let response = match route(&head) {
-            r @ (Route::HiddenConnect | Route::MobileAuthorization | Route::MobileUpgrade) => {
-                let handed = match r {
-                    Route::HiddenConnect => match slot.take() {
-                        Some(slot) => http_protocol::hidden_connect(
-                            shared,
-                            &head,
-                            conn,
-                            &mut reader,
-                            peer,
-                            id,
-                            slot,
-                        ),
-                        None => Some((conn, Response::error(500, false, "internal error"))),
-                    },
-                    Route::MobileAuthorization => {
-                        match head
-                            .header("authorization")
-                            .and_then(crate::wire::authorization_uuid)
-                        {
-                            Some(uuid) => http_protocol::mobile(
-                                shared,
-                                &head,
-                                uuid,
-                                conn,
-                                &mut reader,
-                                (peer, id),
-                                &mut pre_auth,
-                            ),
-                            None => {
-                                Some((conn, Response::error(400, true, "malformed authorization")))
-                            }
-                        }
-                    }
-                    _ => match upgrade_uuid(&head) {
-                        Some(uuid) => http_protocol::mobile(
-                            shared,
-                            &head,
-                            uuid,
-                            conn,
-                            &mut reader,
-                            (peer, id),
-                            &mut pre_auth,
-                        ),
-                        None => Some((conn, Response::error(400, true, "malformed uuid"))),
-                    },
-                };
-                // Handed off (parked or relayed): this thread is done.
-                let Some((c, response)) = handed else {
-                    return;
-                };
-                conn = c;
-                response
-            }
-            other => match discard_body(framing, &mut reader, &mut conn, deadline) {
-                Err(r) => r,
-                Ok(()) => match other {
-                    Route::WellKnown => well_known(shared, &head, peer),
-                    Route::Api => api(shared, &head, peer, conn.tcp(), id),
-                    _ => challenge(),
-                },
-            },
-        };
-        let close_after = response.close || !head.keep_alive();
-        if response.write_to(&mut conn).is_err() || close_after {
-            close(conn);
-            return;
+    let mut session = Session {
+        shared,
+        peer,
+        id,
+        slot: Some(slot),
+        pre_auth: Some(pre_auth),
+        reader: HeadReader::new(),
+    };
+    session.serve(conn, deadline);
+}
+
+/// The TLS handshake (none with `--plaintext`) by `deadline`.
+fn handshake(
+    shared: &Shared,
+    stream: TcpStream,
+    (peer, id): (SocketAddr, u64),
+    deadline: Instant,
+) -> Option<Conn> {
+    let _ = stream.set_nodelay(true);
+    let Some(config) = shared.tls() else {
+        return Some(Conn::Plain(stream));
+    };
+    match tls::accept(stream, config, deadline) {
+        Ok(s) => {
+            log::debug!(target: T, "conn={id} tls handshake ok version={:?} suite={:?}",
+                s.conn.protocol_version(), s.conn.negotiated_cipher_suite().map(|c| c.suite()));
+            Some(Conn::Tls(Box::new(s)))
         }
-        deadline = Instant::now() + KEEPALIVE_IDLE;
+        Err(e) => {
+            log::debug!(target: T, "conn={id} peer={peer} tls handshake failed: {e}");
+            None
+        }
+    }
+}
+
+/// One registrar connection after its handshake: its keep-alive loop of
+/// requests, until it closes or is handed off (parked or paired).
+struct Session<'a> {
+    shared: &'a Shared,
+    peer: SocketAddr,
+    id: u64,
+    /// Its `--max-connections` slot, which a parked CONNECT takes along.
+    slot: Option<ConnSlot>,
+    /// Its place among the unauthenticated connections of its address.
+    pre_auth: Option<PreAuth>,
+    reader: HeadReader,
+}
+
+impl Session<'_> {
+    fn serve(&mut self, mut conn: Conn, mut deadline: Instant) {
+        let (id, peer) = (self.id, self.peer);
+        let mut first = true;
+        loop {
+            // Between keep-alive requests the connection may be closed to
+            // make room at the global cap (the one idle longest goes first).
+            let idle = (!first)
+                .then(|| self.shared.conns.idle(id, conn.tcp()))
+                .flatten();
+            let read = self.reader.read_head(&mut conn, deadline);
+            drop(idle);
+            first = false;
+            let head = match read {
+                Ok(h) => h,
+                Err(e) => {
+                    if let Some(status) = e.status() {
+                        let _ = Response::error(status, true, e.reason()).write_to(&mut conn);
+                    }
+                    if !matches!(e, HeadError::Eof) {
+                        log::debug!(target: T, "conn={id} peer={peer} closing: {}", e.reason());
+                    }
+                    return close(conn);
+                }
+            };
+            log::debug!(target: T, "conn={id} head {:?}", head.summary());
+            // Where the body ends must be certain, or the next request's
+            // start is not (RFC 9112 §6.3): refuse and close.
+            let framing = match head.framing() {
+                Ok(f) => f,
+                Err(e) => {
+                    log::debug!(target: T, "conn={id} peer={peer} closing: {}", e.reason());
+                    let _ = Response::error(e.status(), true, e.reason()).write_to(&mut conn);
+                    return close(conn);
+                }
+            };
+            let response = match route(&head) {
+                r @ (Route::HiddenConnect | Route::MobileAuthorization | Route::MobileUpgrade) => {
+                    // Handed off (parked or relayed): this thread is done.
+                    let Some((c, response)) = self.hand_off(r, &head, conn) else {
+                        return;
+                    };
+                    conn = c;
+                    response
+                }
+                other => self.answer(other, &head, framing, &mut conn, deadline),
+            };
+            let close_after = response.close || !head.keep_alive();
+            if response.write_to(&mut conn).is_err() || close_after {
+                return close(conn);
+            }
+            deadline = Instant::now() + KEEPALIVE_IDLE;
+        }
+    }
+
+    /// Rules 1 to 3, the HTTP-specific protocol: `None` once the connection
+    /// is parked or paired, else the connection and the response to write.
+    fn hand_off(&mut self, route: Route, head: &Head, conn: Conn) -> Option<(Conn, Response)> {
+        let (shared, peer, id) = (self.shared, self.peer, self.id);
+        let uuid = match route {
+            Route::HiddenConnect => {
+                return match self.slot.take() {
+                    Some(slot) => http_protocol::hidden_connect(
+                        shared,
+                        head,
+                        conn,
+                        &mut self.reader,
+                        peer,
+                        id,
+                        slot,
+                    ),
+                    None => Some((conn, Response::error(500, false, "internal error"))),
+                };
+            }
+            Route::MobileAuthorization => head
+                .header("authorization")
+                .and_then(crate::wire::authorization_uuid)
+                .ok_or("malformed authorization"),
+            _ => upgrade_uuid(head).ok_or("malformed uuid"),
+        };
+        match uuid {
+            Ok(uuid) => http_protocol::mobile(
+                shared,
+                head,
+                uuid,
+                conn,
+                &mut self.reader,
+                (peer, id),
+                &mut self.pre_auth,
+            ),
+            Err(why) => Some((conn, Response::error(400, true, why))),
+        }
+    }
+
+    /// Rules 4 to 6, answered here after the body is read.
+    fn answer(
+        &mut self,
+        route: Route,
+        head: &Head,
+        framing: Framing,
+        conn: &mut Conn,
+        deadline: Instant,
+    ) -> Response {
+        if let Err(r) = discard_body(framing, &mut self.reader, conn, deadline) {
+            return r;
+        }
+        match route {
+            Route::WellKnown => well_known(self.shared, head, self.peer),
+            Route::Api => {
+                crate::server::api::api(self.shared, head, self.peer, conn.tcp(), self.id)
+            }
+            _ => challenge(),
+        }
     }
 }
 
@@ -348,93 +388,6 @@ fn well_known(shared: &Shared, head: &Head, peer: SocketAddr) -> Response {
         // Outside --metrics-from, or with a metrics listener of its own, the
         // endpoint does not exist here.
         _ => Response::error(404, true, "no such endpoint"),
-    }
-}
-
-/// The host a triple names: `--public-host`, else the client's `Host` (without
-/// its port), else the address the client reached us on.
-fn triple_host(shared: &Shared, head: &Head, sock: &TcpStream) -> Result<String, Response> {
-    if let Some(h) = &shared.cfg.public_host {
-        return Ok(h.clone());
-    }
-    if let Some(host) = head.header("host") {
-        let name = if let Some(rest) = host.strip_prefix('[') {
-            rest.split(']').next().unwrap_or("")
-        } else {
-            host.rsplit_once(':').map_or(host, |(h, _)| h)
-        };
-        let ok = !name.is_empty()
-            && name.len() <= 253
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b':');
-        return if ok {
-            Ok(name.to_string())
-        } else {
-            Err(Response::error(400, true, "malformed Host"))
-        };
-    }
-    sock.local_addr()
-        .map(|a| a.ip().to_string())
-        .map_err(|_| Response::error(500, false, "no local address"))
-}
-
-fn api(shared: &Shared, head: &Head, peer: SocketAddr, sock: &TcpStream, id: u64) -> Response {
-    let query = head.query();
-    let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let Some(uuid) = get("uuid").and_then(|u| Uuid::try_parse(u).ok()) else {
-        return Response::error(400, true, "malformed uuid");
-    };
-    let Some(port) = shared.triple_port else {
-        return Response::error(404, true, "not configured for the generic protocol");
-    };
-    let (response, cookie) = (get("response"), get("cookie"));
-    if response.is_some() && cookie.is_some() {
-        return Response::error(400, true, "give response or cookie, not both");
-    }
-    let allowed = if response.is_some() || cookie.is_some() {
-        "PUT"
-    } else {
-        "GET"
-    };
-    if head.method != allowed {
-        return Response::error(405, true, &format!("use {allowed} here"))
-            .with_header("Allow", allowed);
-    }
-    let host = match triple_host(shared, head, sock) {
-        Ok(h) => h,
-        Err(r) => return r,
-    };
-    let triple = |cookie: &Cookie, ttl: bool| {
-        let mut v = serde_json::json!({ "host": host, "port": port, "cookie": cookie.expose() });
-        if ttl {
-            v["ttl"] = serde_json::json!(shared.cfg.cookie_ttl.as_secs());
-        }
-        Response::result(v)
-    };
-    if let Some(token) = response {
-        return match authenticate(shared, uuid, &Token::new(token), peer.ip(), id) {
-            Ok(c) => triple(&c, true),
-            Err(r) => r,
-        };
-    }
-    if let Some(text) = cookie {
-        return match Cookie::parse(text).filter(|c| shared.registry.refresh(uuid, c).is_ok()) {
-            Some(c) => {
-                shared.security.cookie_success(uuid, peer.ip());
-                log::debug!(target: T, "conn={id} cookie refreshed uuid={uuid}");
-                triple(&c, true)
-            }
-            None => {
-                Metrics::bump(&shared.metrics.auth_bad_cookie);
-                log::info!(target: T, "conn={id} auth failed uuid={uuid} peer={peer} reason=bad-cookie");
-                Response::error(401, false, "unknown or expired cookie")
-            }
-        };
-    }
-    match shared.registry.initiator_cookie(&uuid) {
-        Some(c) => triple(&c, false),
-        None => Response::error(404, false, "not registered"),
     }
 }
 

@@ -7,13 +7,12 @@
 
 use crate::error::AuthFailure;
 use crate::secret::{Cookie, Role};
-use crate::server::accept::ConnSlot;
-use crate::tls::ServerStream;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::collections::HashMap;
 
+use crate::server::parked::alive;
+use crate::server::parked::Parked;
 use crate::wire::TakeError;
-use std::net::{SocketAddr, TcpStream};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -41,68 +40,6 @@ impl Proto {
             Proto::Generic => "generic",
             Proto::Http => "http",
         }
-    }
-}
-
-/// The socket of a parked responder.
-#[derive(Debug)]
-pub enum ParkedStream {
-    /// A plain TCP socket (generic protocol).
-    Tcp(TcpStream),
-    /// A TLS connection (HTTP-specific protocol).
-    Tls(Box<ServerStream>),
-}
-
-impl ParkedStream {
-    /// The TCP socket underneath.
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            ParkedStream::Tcp(s) => s,
-            ParkedStream::Tls(s) => s.get_ref(),
-        }
-    }
-}
-
-/// A responder waiting in a pool. Holds no thread.
-#[derive(Debug)]
-pub struct Parked {
-    /// The socket.
-    pub stream: ParkedStream,
-    /// Bytes the responder sent after its cookie line, before any `+OK`.
-    pub early: Vec<u8>,
-    /// The responder's address.
-    pub peer: SocketAddr,
-    /// Its connection id, for the log.
-    pub conn: u64,
-    /// Its place in the connection count.
-    pub slot: ConnSlot,
-}
-
-/// Whether a parked socket is still open: a non-blocking peek that sees
-/// neither EOF nor an error. Data waiting counts as alive.
-pub fn alive(sock: &TcpStream) -> bool {
-    let mut b = [0u8; 1];
-    #[cfg(target_os = "linux")]
-    {
-        use rustix::net::{recv, RecvFlags};
-        // One syscall: peek without blocking (no fcntl round trips).
-        match recv(sock, &mut b, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
-            Ok((0, _)) => false,
-            Ok(_) => true,
-            Err(e) => e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::INTR,
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        if sock.set_nonblocking(true).is_err() {
-            return false;
-        }
-        let open = match sock.peek(&mut b) {
-            Ok(0) => false,
-            Ok(_) => true,
-            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
-        };
-        sock.set_nonblocking(false).is_ok() && open
     }
 }
 
@@ -468,7 +405,7 @@ fn wait_live(rx: &Receiver<Parked>, deadline: Instant) -> Result<Parked, TakeErr
         match rx.recv_timeout(left) {
             Ok(p) if alive(p.stream.tcp()) => return Ok(p),
             Ok(p) => {
-                log::debug!(target: "rendezvous::server::registry", "conn={} parked socket dead on peek", p.conn);
+                log::debug!(target: "rendezvous::registry", "conn={} parked socket dead on peek", p.conn);
             }
             Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
                 return Err(TakeError::NotReady)

@@ -11,7 +11,8 @@ use crate::relay;
 use crate::secret::{Cookie, Role};
 use crate::server::accept::Accepted;
 use crate::server::metrics::Metrics;
-use crate::server::registry::{Parked, ParkedStream, Proto};
+use crate::server::parked::{Parked, ParkedStream};
+use crate::server::registry::Proto;
 use crate::server::shared::Shared;
 use crate::wire::err_line;
 use crate::wire::parse_first_line;
@@ -22,7 +23,7 @@ use std::net::TcpStream;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-const T: &str = "rendezvous::server::rendezvous";
+const T: &str = "rendezvous::rendezvous";
 
 /// Why the first line could not be read.
 #[derive(Debug)]

@@ -6,6 +6,7 @@
 pub mod authorization;
 pub mod cookie_line;
 pub mod date;
+pub mod framing;
 pub mod head;
 pub mod response;
 pub mod triple;
@@ -15,9 +16,7 @@ pub use authorization::{
 };
 pub use cookie_line::{err_line, parse_first_line, FirstLine, TakeError, OK};
 pub use date::{http_date, parse_http_date};
-pub use head::{
-    parse_query, percent_decode, ChunkError, Chunked, Framing, FramingError, Head, HeadError,
-    HeadReader, TcpBacked,
-};
+pub use framing::{ChunkError, Chunked, Framing, FramingError};
+pub use head::{parse_query, percent_decode, Head, HeadError, HeadReader, TcpBacked};
 pub use response::{error_body, read_response, reason, ClientResponse, Response};
 pub use triple::Triple;

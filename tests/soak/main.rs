@@ -1401,7 +1401,7 @@ fn serve_cmd(mut c: Command, state: &Path, reg: &str, rv: &str) -> Command {
     .arg(state)
     .env(
         "RUST_LOG",
-        "info,rendezvous::server::rendezvous=debug,rendezvous::server::http_protocol=debug,rendezvous::server::registry=debug",
+        "info,rendezvous::rendezvous=debug,rendezvous::connect=debug,rendezvous::registry=debug",
     )
     .stdin(Stdio::null())
     .stdout(Stdio::null());

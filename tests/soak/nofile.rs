@@ -37,7 +37,7 @@ fn serve_with_nofile(state: &Path, limit: usize) -> Command {
     // Every accept and every close in the log, for the failure message.
     c.env(
         "RUST_LOG",
-        "info,rendezvous::server::accept=debug,rendezvous::server::registrar=debug",
+        "info,rendezvous::accept=debug,rendezvous::registrar=debug",
     );
     c
 }

@@ -10,7 +10,8 @@
 //! rate-limited); one older than `--park-max-age` is retired and replaced,
 //! with the cookie, never a token.
 
-use crate::agent::client::{ClientConn, DialError, Registrar, Settings};
+use crate::agent::client::{DialError, Registrar};
+use crate::agent::settings::Settings;
 use crate::error::{AuthFailure, Error, Result};
 use crate::limits::{
     AGENT_POOL, BACKOFF_MAX, BACKOFF_MIN, CLIENT_TIMEOUT, PARK_MAX_AGE, PARK_SETTLED,
@@ -22,8 +23,9 @@ use crate::secret::Secret;
 use crate::totp::{self, Params};
 use crate::wire::TakeError;
 use crate::wire::Triple;
+
+mod http;
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -31,7 +33,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-const T: &str = "rendezvous::agent::expose";
+const T: &str = "rendezvous::hidden";
 
 /// The delay before retry number `failures` (0-based): 1 s doubling to 60 s,
 /// each scaled by a random factor in [0.5, 1).
@@ -402,206 +404,6 @@ impl Agent {
             self.opts.to, t.up, t.down, t.duration.as_secs_f64());
     }
 
-    /// `CONNECT uuid:ID?QUERY` and read the response head byte by byte (the
-    /// mobile client's request may follow it at once). Returns the connection
-    /// and its `Rendezvous-Cookie`.
-    fn connect_park(&self, query: &str, auth: AuthFailure) -> Result<(ClientConn, String)> {
-        let mut conn = self.registrar.open()?;
-        let req = format!(
-            "CONNECT uuid:{}?{query} HTTP/1.1\r\nHost: {}\r\nUser-Agent: rendezvous/{}\r\n\r\n",
-            self.uuid.hyphenated(),
-            self.registrar.host_header(),
-            env!("CARGO_PKG_VERSION")
-        );
-        conn.write_all(req.as_bytes())
-            .and_then(|_| conn.flush())
-            .map_err(|e| Error::io("send CONNECT", e))?;
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if head.len() > crate::limits::MAX_HEAD_BYTES {
-                return Err(Error::Protocol("response head too large".into()));
-            }
-            match conn.read(&mut b) {
-                Ok(0) => return Err(Error::Protocol("registrar closed before answering".into())),
-                Ok(_) => head.push(b[0]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io("read CONNECT response", e)),
-            }
-        }
-        let mut headers = [httparse::EMPTY_HEADER; crate::limits::MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut headers);
-        resp.parse(&head)
-            .map_err(|_| Error::Protocol("malformed CONNECT response".into()))?;
-        self.registrar.note_date(
-            resp.headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("date"))
-                .and_then(|h| std::str::from_utf8(h.value).ok()),
-        );
-        match resp.code {
-            Some(200) => {}
-            Some(401) => return Err(Error::Auth(auth)),
-            Some(429) => return Err(Error::Auth(AuthFailure::LockedOut)),
-            Some(c) => return Err(Error::Other(format!("registrar answered CONNECT with {c}"))),
-            None => return Err(Error::Protocol("malformed CONNECT response".into())),
-        }
-        let cookie = resp
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("rendezvous-cookie"))
-            .and_then(|h| std::str::from_utf8(h.value).ok())
-            .map(|v| v.trim().to_string())
-            .ok_or_else(|| Error::Protocol("no Rendezvous-Cookie in the 200".into()))?;
-        let _ = conn.tcp().set_read_timeout(None);
-        Ok((conn, cookie))
-    }
-
-    /// One parked `CONNECT`: with the pool's cookie, or (the first, or after
-    /// the cookie lapsed) with a token.
-    fn http_park(&self) -> Result<(ClientConn, u64)> {
-        let (cookie, generation) = {
-            let st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            (st.cookie.clone(), st.generation)
-        };
-        if let Some(c) = cookie {
-            return match self.connect_park(&format!("cookie={c}"), AuthFailure::BadCookie) {
-                Ok((conn, _)) => Ok((conn, generation)),
-                Err(e) => {
-                    if matches!(e, Error::Auth(AuthFailure::BadCookie)) {
-                        log::info!(target: T, "cookie refused (expired, or the server restarted); registering again");
-                        self.invalidate(generation);
-                    }
-                    Err(e)
-                }
-            };
-        }
-        // Only one worker authenticates with a token; the others wait for its cookie.
-        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(c) = st.cookie.clone() {
-            let generation = st.generation;
-            drop(st);
-            let (conn, _) = self.connect_park(&format!("cookie={c}"), AuthFailure::BadCookie)?;
-            return Ok((conn, generation));
-        }
-        self.check_clock()?;
-        let token = self.next_token(&mut st)?;
-        let (conn, cookie) = self
-            .connect_park(&format!("response={token}"), AuthFailure::BadToken)
-            .map_err(|e| self.explain(e))?;
-        log::info!(target: T, "registered uuid={} proto=http", self.uuid);
-        st.generation += 1;
-        st.cookie = Some(cookie);
-        Ok((conn, st.generation))
-    }
-
-    fn http_worker(self: Arc<Self>) {
-        let mut failures = 0u32;
-        while !self.stopped() {
-            let conn = match self.http_park() {
-                Ok((c, _)) => c,
-                // The pool's cookie lapsed while idle: register again at once.
-                Err(Error::Auth(AuthFailure::BadCookie)) => continue,
-                Err(e) => {
-                    if !self.stopped() {
-                        log::warn!(target: T, "CONNECT failed: {e}");
-                        self.nap(backoff(failures));
-                    }
-                    failures = failures.saturating_add(1);
-                    continue;
-                }
-            };
-            failures = 0;
-            let parked_at = Instant::now();
-            match self.wait_for_request(conn) {
-                Ok(Waited::Client((conn, first))) => {
-                    let me = self.clone();
-                    let spawned = thread::Builder::new()
-                        .name("serve".into())
-                        .stack_size(crate::limits::CONN_STACK)
-                        .spawn(move || me.serve_http(conn, first));
-                    if let Err(e) = spawned {
-                        log::warn!(target: T, "cannot start a relay thread: {e}");
-                    }
-                }
-                Ok(Waited::Retired) => {
-                    log::debug!(target: T, "parked CONNECT retired after {} s; replacing",
-                        parked_at.elapsed().as_secs());
-                }
-                // Closed or failed while waiting (a NAT forgot it, a server
-                // restart, shutdown, eviction).
-                Err(e) => self.lost(&e, parked_at, &mut failures),
-            }
-        }
-    }
-
-    /// Wait on a parked `CONNECT` for the mobile client's request, at most
-    /// until it reaches its age; keepalive and the user timeout end the wait
-    /// on a connection that died silently.
-    fn wait_for_request(&self, mut conn: ClientConn) -> Result<Waited<(ClientConn, Vec<u8>)>> {
-        let _ = self.keepalive.apply(conn.tcp());
-        liveness::quickack(conn.tcp());
-        conn.tcp()
-            .set_read_timeout(Some(self.park_age()))
-            .map_err(|e| Error::io("set timeout", e))?;
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        if let Ok(clone) = conn.tcp().try_clone() {
-            self.waiting
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(id, clone);
-        }
-        let mut first = vec![0u8; 16 * 1024];
-        let got = loop {
-            match conn.read(&mut first) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                other => break other,
-            }
-        };
-        self.waiting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
-        match got {
-            Ok(n) if n > 0 => {
-                first.truncate(n);
-                let _ = conn.tcp().set_read_timeout(None);
-                Ok(Waited::Client((conn, first)))
-            }
-            Ok(_) => Err(Error::Protocol(
-                "parked CONNECT closed by the server".into(),
-            )),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                let _ = conn.tcp().shutdown(Shutdown::Both);
-                Ok(Waited::Retired)
-            }
-            Err(e) => Err(Error::io("wait on parked CONNECT", e)),
-        }
-    }
-
-    fn serve_http(&self, remote: ClientConn, first: Vec<u8>) {
-        let Some(mut local) = self.dial_local() else {
-            log::warn!(target: T, "cannot connect to {}: closing the mobile client's connection", self.opts.to);
-            let _ = remote.tcp().shutdown(Shutdown::Both);
-            return;
-        };
-        if local.write_all(&first).is_err() {
-            let _ = remote.tcp().shutdown(Shutdown::Both);
-            return;
-        }
-        let t = relay::relay(remote.into_leg(), Arc::new(local), None);
-        log::info!(target: T, "connection done proto=http to={} up={} down={} secs={:.3}",
-            self.opts.to, t.up as usize + first.len(), t.down, t.duration.as_secs_f64());
-    }
-
-    fn dial_local(&self) -> Option<TcpStream> {
-        let local = self.opts.to.to_socket_addrs().ok().and_then(|mut a| {
-            a.find_map(|a| TcpStream::connect_timeout(&a, CLIENT_TIMEOUT).ok())
-        })?;
-        let _ = local.set_nodelay(true);
-        Some(local)
-    }
-
     fn refresher(self: Arc<Self>) {
         while !self.stopped() {
             let current = {
@@ -641,9 +443,10 @@ pub fn expose(settings: &Settings, opts: ExposeOpts) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::client::ServerUrl;
+    use crate::agent::settings::ServerUrl;
     use crate::tls::Trust;
     use std::io::BufRead;
+    use std::io::Write;
     use std::net::TcpListener;
     use std::sync::atomic::AtomicI64;
 

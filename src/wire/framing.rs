@@ -1,0 +1,338 @@
+//! Where a request's body ends (RFC 9112 §6.3): `Content-Length`, or the
+//! chunked coding, which a bounded decoder walks to find its end; and the
+//! ambiguous framings that are refused.
+
+use crate::limits::MAX_HEAD_BYTES;
+use crate::wire::head::Head;
+
+/// How a request's body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    /// `Content-Length`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// Why a request's framing is refused; each closes the connection, as the
+/// body's end (and so the next request's start) cannot be known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FramingError {
+    /// Both `Transfer-Encoding` and `Content-Length` (a smuggling vector).
+    Both,
+    /// A `Content-Length` that is not `1*DIGIT`, or several that differ.
+    BadLength,
+    /// A `Transfer-Encoding` that is not a single `chunked`, or one on HTTP/1.0.
+    BadCoding,
+    /// A transfer coding other than `chunked`.
+    UnknownCoding,
+}
+
+impl FramingError {
+    /// The status to answer with.
+    pub fn status(&self) -> u16 {
+        match self {
+            FramingError::UnknownCoding => 501,
+            _ => 400,
+        }
+    }
+
+    /// The diagnostic (never peer data).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FramingError::Both => "Transfer-Encoding and Content-Length together",
+            FramingError::BadLength => "malformed Content-Length",
+            FramingError::BadCoding => "malformed Transfer-Encoding",
+            FramingError::UnknownCoding => "transfer coding not implemented",
+        }
+    }
+}
+
+impl Head {
+    /// The body's framing. Every `Content-Length` line (and every item of a
+    /// comma list in one) must be `1*DIGIT` and all must agree; a
+    /// `Transfer-Encoding` must be exactly `chunked`, and never come with a
+    /// `Content-Length`.
+    pub fn framing(&self) -> Result<Framing, FramingError> {
+        let values = |name: &'static str| {
+            self.headers
+                .iter()
+                .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+                .flat_map(|(_, v)| v.split(|&b| b == b','))
+                .map(|v| v.trim_ascii())
+        };
+        let mut length: Option<u64> = None;
+        let mut any_length = false;
+        for v in values("content-length") {
+            any_length = true;
+            if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+                return Err(FramingError::BadLength);
+            }
+            let n = v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            if length.is_some_and(|l| l != n) {
+                return Err(FramingError::BadLength);
+            }
+            length = Some(n);
+        }
+        let codings: Vec<&[u8]> = values("transfer-encoding").collect();
+        if codings.is_empty() {
+            return Ok(length.map_or(Framing::None, Framing::Length));
+        }
+        if any_length {
+            return Err(FramingError::Both);
+        }
+        if let Some(other) = codings.iter().find(|c| !c.eq_ignore_ascii_case(b"chunked")) {
+            return Err(if other.is_empty() {
+                FramingError::BadCoding
+            } else {
+                FramingError::UnknownCoding
+            });
+        }
+        if codings.len() > 1 || self.version == 0 {
+            return Err(FramingError::BadCoding);
+        }
+        Ok(Framing::Chunked)
+    }
+}
+
+/// Why a chunked body was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkError {
+    /// Not the chunked coding of RFC 9112 §7.1.
+    Malformed,
+    /// More data than the limit, or an over-long size or trailer line.
+    TooLarge,
+}
+
+/// Where a [`Chunked`] decoder is in the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// In a chunk-size line: the size so far and whether a digit was seen.
+    Size {
+        n: u64,
+        digit: bool,
+    },
+    /// In a chunk extension, up to the end of the line.
+    Ext {
+        n: u64,
+    },
+    /// After the size line's CR.
+    SizeLf {
+        n: u64,
+    },
+    /// Inside chunk data.
+    Data(u64),
+    /// After chunk data: its CRLF.
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line (or the final blank line).
+    TrailerStart,
+    /// Inside a trailer line.
+    Trailer,
+    /// After the final CR.
+    EndLf,
+    Done,
+}
+
+/// A decoder of a chunked body that only finds its end (the registrar API
+/// reads request bodies and drops them), with the body, each size line and
+/// the trailers bounded.
+#[derive(Debug, Clone)]
+pub struct Chunked {
+    state: ChunkState,
+    /// Data bytes so far.
+    body: u64,
+    /// Bytes of the current size line or of all trailers.
+    line: usize,
+    limit: u64,
+}
+
+/// The longest chunk-size line (with extensions) and the most trailer bytes.
+const MAX_CHUNK_LINE: usize = 1024;
+
+impl Chunked {
+    /// A decoder allowing `limit` bytes of data.
+    pub fn new(limit: u64) -> Chunked {
+        Chunked {
+            state: ChunkState::Size { n: 0, digit: false },
+            body: 0,
+            line: 0,
+            limit,
+        }
+    }
+
+    /// Whether the whole body has been seen.
+    pub fn done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// Take bytes of the body; returns how many belonged to it (fewer than
+    /// given once it ended: the rest is the next request).
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<usize, ChunkError> {
+        use ChunkState::*;
+        let mut i = 0;
+        while i < bytes.len() && self.state != Done {
+            if let Data(left) = self.state {
+                let take = left.min((bytes.len() - i) as u64);
+                i += take as usize;
+                self.state = if take == left {
+                    DataCr
+                } else {
+                    Data(left - take)
+                };
+                continue;
+            }
+            let b = bytes[i];
+            i += 1;
+            self.line += 1;
+            let line_limit = matches!(self.state, TrailerStart | Trailer | EndLf)
+                .then_some(MAX_HEAD_BYTES)
+                .unwrap_or(MAX_CHUNK_LINE);
+            if self.line > line_limit {
+                return Err(ChunkError::TooLarge);
+            }
+            self.state = match (self.state, b) {
+                (Size { n, .. }, b) if b.is_ascii_hexdigit() => {
+                    let d = u64::from((b as char).to_digit(16).unwrap_or(0));
+                    let n = n.saturating_mul(16).saturating_add(d);
+                    if n > self.limit {
+                        return Err(ChunkError::TooLarge);
+                    }
+                    Size { n, digit: true }
+                }
+                (Size { n, digit: true }, b';' | b' ' | b'\t') => Ext { n },
+                (Size { n, digit: true } | Ext { n }, b'\r') => SizeLf { n },
+                (Size { n, digit: true } | Ext { n } | SizeLf { n }, b'\n') => {
+                    self.line = 0;
+                    if n == 0 {
+                        TrailerStart
+                    } else {
+                        self.body += n;
+                        if self.body > self.limit {
+                            return Err(ChunkError::TooLarge);
+                        }
+                        Data(n)
+                    }
+                }
+                (Ext { n }, _) => Ext { n },
+                (DataCr, b'\r') => DataLf,
+                (DataCr | DataLf, b'\n') => {
+                    self.line = 0;
+                    Size { n: 0, digit: false }
+                }
+                (TrailerStart, b'\r') => EndLf,
+                (TrailerStart | EndLf, b'\n') => Done,
+                (Trailer, b'\n') => TrailerStart,
+                (TrailerStart | Trailer, _) => Trailer,
+                _ => return Err(ChunkError::Malformed),
+            };
+        }
+        Ok(i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::head::HeadReader;
+
+    fn framing_of(headers: &str) -> Result<Framing, FramingError> {
+        let text = format!("PUT / HTTP/1.1\r\n{headers}\r\n");
+        HeadReader::new()
+            .feed(text.as_bytes())
+            .expect("parses")
+            .expect("complete")
+            .framing()
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        use Framing::*;
+        use FramingError::*;
+        let cases: [(&str, Result<Framing, FramingError>); 14] = [
+            ("", Ok(None)),
+            ("Content-Length: 0\r\n", Ok(Length(0))),
+            (
+                "Content-Length: 42\r\nContent-Length: 42\r\n",
+                Ok(Length(42)),
+            ),
+            ("Content-Length: 42, 42\r\n", Ok(Length(42))),
+            (
+                "Content-Length: 0\r\nContent-Length: 96\r\n",
+                Err(BadLength),
+            ),
+            ("Content-Length: +96\r\n", Err(BadLength)),
+            ("Content-Length: -1\r\n", Err(BadLength)),
+            ("Content-Length: \r\n", Err(BadLength)),
+            ("Content-Length: 99999999999999999999\r\n", Err(BadLength)),
+            ("Transfer-Encoding: chunked\r\n", Ok(Chunked)),
+            (
+                "Transfer-Encoding: Chunked\r\nContent-Length: 5\r\n",
+                Err(Both),
+            ),
+            ("Transfer-Encoding: gzip, chunked\r\n", Err(UnknownCoding)),
+            ("Transfer-Encoding: chunked, chunked\r\n", Err(BadCoding)),
+            ("Transfer-Encoding: ,\r\n", Err(BadCoding)),
+        ];
+        for (headers, want) in cases {
+            assert_eq!(framing_of(headers), want, "{headers:?}");
+        }
+        assert_eq!(UnknownCoding.status(), 501);
+        assert_eq!(Both.status(), 400);
+    }
+
+    /// Feed `body` in pieces of `step` bytes; the bytes that were the body.
+    fn chunked(body: &[u8], step: usize, limit: u64) -> Result<usize, ChunkError> {
+        let mut d = Chunked::new(limit);
+        let mut used = 0;
+        for piece in body.chunks(step.max(1)) {
+            used += d.feed(piece)?;
+            if d.done() {
+                return Ok(used);
+            }
+        }
+        Err(ChunkError::Malformed)
+    }
+
+    #[test]
+    fn chunked_bodies_end_where_they_end() {
+        let cases: [(&[u8], usize); 5] = [
+            (b"0\r\n\r\n", 5),
+            (b"5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.1", 15),
+            (
+                b"5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\nnext",
+                44,
+            ),
+            (b"3\nabc\n0\n\n", 9),
+            (b"0; a=\"b\"\r\n\r\n", 12),
+        ];
+        for (body, want) in cases {
+            for step in [1, 2, 7, body.len()] {
+                assert_eq!(chunked(body, step, 1024), Ok(want), "{body:?} by {step}");
+            }
+        }
+        for bad in [&b"\r\n"[..], b"x\r\n", b"5\r\nhelloXX", b"-1\r\n", b";\r\n"] {
+            assert_eq!(chunked(bad, 1, 1024), Err(ChunkError::Malformed), "{bad:?}");
+        }
+        assert_eq!(chunked(b"401\r\n", 1, 1024), Err(ChunkError::TooLarge));
+        assert_eq!(
+            chunked(b"ffffffffffffffffffff\r\n", 3, 1024),
+            Err(ChunkError::TooLarge)
+        );
+        let mut two = b"200\r\n".to_vec();
+        two.extend(std::iter::repeat_n(b'a', 0x200));
+        two.extend_from_slice(b"\r\n201\r\n");
+        assert_eq!(
+            chunked(&two, 64, 1024),
+            Err(ChunkError::TooLarge),
+            "the sum counts"
+        );
+        let long_ext = format!("1;{}\r\n", "e".repeat(2000));
+        assert_eq!(
+            chunked(long_ext.as_bytes(), 100, 1024),
+            Err(ChunkError::TooLarge)
+        );
+    }
+}
