@@ -19,20 +19,18 @@ pub enum Signal {
 pub fn listen() -> Result<Receiver<Signal>> {
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).op("install signal handlers")?;
     let (tx, rx) = unbounded();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            for s in signals.forever() {
-                let msg = if s == SIGHUP {
-                    Signal::Reload
-                } else {
-                    Signal::Stop
-                };
-                if tx.send(msg).is_err() {
-                    break;
-                }
+    crate::threads::start("signals", move || {
+        for s in signals.forever() {
+            let msg = if s == SIGHUP {
+                Signal::Reload
+            } else {
+                Signal::Stop
+            };
+            if tx.send(msg).is_err() {
+                break;
             }
-        })
-        .op("start signal thread")?;
+        }
+    })
+    .op("start signal thread")?;
     Ok(rx)
 }

@@ -155,6 +155,21 @@ where
     pool().spawn(name, Box::new(job))
 }
 
+/// Start a thread of its own (not from the pool): named `name`, with the
+/// crate's explicit stack size ([`CONN_STACK`]), as every thread the crate
+/// starts is. For threads that live long (accept loops, the reaper, an
+/// agent's workers) or must not wait for a pooled one.
+pub fn start<F, T>(name: impl Into<String>, f: F) -> io::Result<thread::JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    thread::Builder::new()
+        .name(name.into())
+        .stack_size(CONN_STACK)
+        .spawn(f)
+}
+
 /// The name `ps -L` shows (the kernel keeps 15 bytes). std's own name for
 /// the thread, used in panic messages, stays the first job's.
 fn set_kernel_name(name: &str) {

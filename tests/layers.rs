@@ -242,3 +242,19 @@ fn files_and_functions_stay_small() {
     }
     assert!(wrong.is_empty(), "too large:\n{}", wrong.join("\n"));
 }
+
+/// Every thread the crate starts goes through `threads` (named, with the
+/// crate's stack size): no `thread::Builder` or `thread::spawn` elsewhere.
+#[test]
+fn every_thread_is_started_by_threads() {
+    let wrong: Vec<String> = modules()
+        .into_iter()
+        .filter(|(m, _)| m != "threads")
+        .filter(|(_, text)| text.contains("thread::Builder") || text.contains("thread::spawn("))
+        .map(|(m, _)| m)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "threads started outside threads: {wrong:?}"
+    );
+}

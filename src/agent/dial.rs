@@ -95,27 +95,25 @@ pub fn connect_stdio(settings: &Settings) -> Result<()> {
     let up = sock.try_clone().op("clone socket")?;
     // stdin -> remote; at EOF, half-close. This thread may stay blocked on
     // stdin; the process exits when the remote side closes regardless.
-    thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            let mut stdin = std::io::stdin().lock();
-            let mut up = up;
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match stdin.read(&mut buf) {
-                    Ok(0) | Err(_) => {
-                        let _ = up.shutdown(Shutdown::Write);
+    crate::threads::start("stdin", move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut up = up;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = up.shutdown(Shutdown::Write);
+                    return;
+                }
+                Ok(n) => {
+                    if up.write_all(&buf[..n]).is_err() {
                         return;
-                    }
-                    Ok(n) => {
-                        if up.write_all(&buf[..n]).is_err() {
-                            return;
-                        }
                     }
                 }
             }
-        })
-        .op("start stdin thread")?;
+        }
+    })
+    .op("start stdin thread")?;
     let mut down = sock;
     let mut stdout = std::io::stdout().lock();
     let mut buf = vec![0u8; 64 * 1024];
@@ -153,19 +151,17 @@ pub fn serve_listener(dialer: Arc<Dialer>, listener: TcpListener) -> Result<()> 
             }
         };
         let d = dialer.clone();
-        let spawned = thread::Builder::new()
-            .name("local".into())
-            .spawn(move || match d.dial() {
-                Ok(remote) => {
-                    let _ = local.set_nodelay(true);
-                    let t = relay::relay(Arc::new(local), Arc::new(remote), None);
-                    log::info!(target: T, "connection done peer={peer} up={} down={} secs={:.3}",
+        let spawned = crate::threads::start("local", move || match d.dial() {
+            Ok(remote) => {
+                let _ = local.set_nodelay(true);
+                let t = relay::relay(Arc::new(local), Arc::new(remote), None);
+                log::info!(target: T, "connection done peer={peer} up={} down={} secs={:.3}",
                         t.up, t.down, t.duration.as_secs_f64());
-                }
-                Err(e) => {
-                    log::warn!(target: T, "peer={peer}: {e}");
-                }
-            });
+            }
+            Err(e) => {
+                log::warn!(target: T, "peer={peer}: {e}");
+            }
+        });
         if let Err(e) = spawned {
             log::warn!(target: T, "cannot start a thread: {e}");
         }

@@ -250,9 +250,9 @@ impl AcceptLoop {
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let handle: Arc<dyn Fn(Accepted) + Send + Sync> = Arc::new(handle);
-        let thread = thread::Builder::new()
-            .name(format!("accept-{name}"))
-            .spawn(move || run(name, &listener, &conns, max_connections, &stop2, &handle))?;
+        let thread = crate::threads::start(format!("accept-{name}"), move || {
+            run(name, &listener, &conns, max_connections, &stop2, &handle)
+        })?;
         Ok(AcceptLoop {
             name,
             addr,

@@ -147,9 +147,7 @@ fn start_listeners(
 fn start_reaper(shared: &Arc<Shared>) -> Result<(Sender<()>, thread::JoinHandle<()>)> {
     let (tx, rx) = bounded::<()>(1);
     let s = shared.clone();
-    let reaper = thread::Builder::new()
-        .name("reaper".into())
-        .spawn(move || {
+    let reaper = crate::threads::start("reaper", move || {
             let mut last_sweep = std::time::Instant::now();
             while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
                 rx.recv_timeout(limits::STATE_SAVE_INTERVAL)

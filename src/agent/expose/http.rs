@@ -12,7 +12,6 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
-use std::thread;
 use std::time::Instant;
 
 impl Agent {
@@ -134,10 +133,8 @@ impl Agent {
             match self.wait_for_request(conn) {
                 Ok(Waited::Client((conn, first))) => {
                     let me = self.clone();
-                    let spawned = thread::Builder::new()
-                        .name("serve".into())
-                        .stack_size(crate::limits::CONN_STACK)
-                        .spawn(move || me.serve_http(conn, first));
+                    let spawned =
+                        crate::threads::start("serve", move || me.serve_http(conn, first));
                     if let Err(e) = spawned {
                         log::warn!(target: T, "cannot start a relay thread: {e}");
                     }

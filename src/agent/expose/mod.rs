@@ -145,18 +145,20 @@ impl Agent {
             let me = self.clone();
             let http = self.opts.protocol == Protocol::Http;
             threads.push(
-                thread::Builder::new()
-                    .name(format!("worker-{n}"))
-                    .spawn(move || if http { me.http_worker() } else { me.worker() })
-                    .map_err(|e| Error::io("start worker", e))?,
+                crate::threads::start(format!("worker-{n}"), move || {
+                    if http {
+                        me.http_worker()
+                    } else {
+                        me.worker()
+                    }
+                })
+                .map_err(|e| Error::io("start worker", e))?,
             );
         }
         if self.opts.protocol == Protocol::Generic {
             let me = self.clone();
             threads.push(
-                thread::Builder::new()
-                    .name("refresh".into())
-                    .spawn(move || me.refresher())
+                crate::threads::start("refresh", move || me.refresher())
                     .map_err(|e| Error::io("start refresher", e))?,
             );
         }
@@ -296,10 +298,7 @@ impl Agent {
                 Ok(Waited::Client(sock)) => {
                     failures = 0;
                     let me = self.clone();
-                    let spawned = thread::Builder::new()
-                        .name("serve".into())
-                        .stack_size(crate::limits::CONN_STACK)
-                        .spawn(move || me.serve(sock));
+                    let spawned = crate::threads::start("serve", move || me.serve(sock));
                     if let Err(e) = spawned {
                         log::warn!(target: T, "cannot start a relay thread: {e}");
                     }
