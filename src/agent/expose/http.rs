@@ -93,20 +93,28 @@ impl Agent {
                 }
             };
         }
-        // Only one worker authenticates with a token; the others wait for its cookie.
-        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(c) = st.cookie.clone() {
-            let generation = st.generation;
-            drop(st);
+        // Only one worker authenticates with a token; the others wait for
+        // its cookie (the state lock is never held across the exchange).
+        let one = self
+            .registering
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (cookie, generation) = {
+            let st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            (st.cookie.clone(), st.generation)
+        };
+        if let Some(c) = cookie {
+            drop(one);
             let (conn, _) = self.connect_park(&format!("cookie={c}"), AuthFailure::BadCookie)?;
             return Ok((conn, generation));
         }
         self.check_clock()?;
-        let token = self.next_token(&mut st)?;
+        let token = self.next_token()?;
         let (conn, cookie) = self
             .connect_park(&format!("response={token}"), AuthFailure::BadToken)
             .map_err(|e| self.explain(e))?;
         log::info!(target: T, "registered uuid={} proto=http", self.uuid);
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         st.generation += 1;
         st.cookie = Some(cookie);
         Ok((conn, st.generation))

@@ -9,6 +9,12 @@
 //! user timeout find one a NAT forgot, and it is replaced at once (logged,
 //! rate-limited); one older than `--park-max-age` is retired and replaced,
 //! with the cookie, never a token.
+//!
+//! Locks, in the only order they are taken: `registering` (one token
+//! registration at a time; held across the clock check, a nap for the next
+//! step and the registrar exchange) then `state` (the triple or cookie,
+//! held for a few instructions, never across DNS, TLS, HTTP or a nap).
+//! `waiting` (the sockets `stop` closes) is taken alone.
 
 use crate::agent::client::{DialError, Registrar};
 use crate::agent::settings::Settings;
@@ -20,11 +26,12 @@ use crate::liveness::{self, Keepalive};
 use crate::ratelimit::RateLimit;
 use crate::relay;
 use crate::secret::Secret;
-use crate::totp::{self, Params};
+use crate::totp::Params;
 use crate::wire::TakeError;
 use crate::wire::Triple;
 
 mod http;
+mod token;
 use std::collections::HashMap;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -97,6 +104,11 @@ pub struct Agent {
     params: Params,
     opts: ExposeOpts,
     state: Mutex<State>,
+    /// Held while one worker registers with a token (across the clock
+    /// check, a nap for the next step and the registrar exchange), so the
+    /// others wait for its result instead of spending tokens. Never held
+    /// with `waiting`; `state` is only ever held briefly inside it.
+    registering: Mutex<()>,
     stop: AtomicBool,
     waiting: Mutex<HashMap<u64, TcpStream>>,
     next: AtomicU64,
@@ -130,6 +142,7 @@ impl Agent {
             params: settings.params,
             opts,
             state: Mutex::new(State::default()),
+            registering: Mutex::new(()),
             stop: AtomicBool::new(false),
             waiting: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
@@ -194,88 +207,6 @@ impl Agent {
                 return;
             }
             thread::sleep(left.min(Duration::from_millis(100)));
-        }
-    }
-
-    /// The current triple, registering with a fresh token when there is none.
-    fn triple(&self) -> Result<(Triple, u64)> {
-        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(t) = &st.triple {
-            return Ok((t.clone(), st.generation));
-        }
-        self.check_clock()?;
-        let token = self.next_token(&mut st)?;
-        let t = self
-            .registrar
-            .register(&self.uuid, &token)
-            .map_err(|e| self.explain(e))?;
-        log::info!(target: T, "registered uuid={} rendezvous={}:{}", self.uuid, t.host, t.port);
-        st.generation += 1;
-        st.triple = Some(t.clone());
-        Ok((t, st.generation))
-    }
-
-    /// Before spending a token: if the registrar's last `Date` showed a
-    /// clock difference no token can bridge (the server accepts one step
-    /// either way; `Date` has 1 s resolution), measure again with a health
-    /// request, which costs no token, and refuse while it persists. A wrong
-    /// local clock then never runs into the failure lockout.
-    fn check_clock(&self) -> Result<()> {
-        let limit = i64::try_from(2 * self.params.step + 2).unwrap_or(i64::MAX);
-        let hopeless = |s: Option<i64>| s.filter(|s| s.abs() >= limit);
-        if hopeless(self.registrar.clock_skew()).is_some() {
-            self.registrar.health()?;
-            if let Some(s) = hopeless(self.registrar.clock_skew()) {
-                return Err(Error::ClockSkew(s));
-            }
-        }
-        Ok(())
-    }
-
-    /// A refused token while the registrar's clock is more than a step away
-    /// from ours: the clock, not the secret, is the likely cause; say so.
-    fn explain(&self, e: Error) -> Error {
-        let step = i64::try_from(self.params.step).unwrap_or(i64::MAX);
-        match (&e, self.registrar.clock_skew()) {
-            (Error::Auth(AuthFailure::BadToken), Some(s)) if s.abs() > step => Error::ClockSkew(s),
-            _ => e,
-        }
-    }
-
-    /// A token for a step not used yet. A token is good once per step, and
-    /// the server accepts one step of skew: after using this step, use the
-    /// next one rather than wait (a restarted server forgets the floor).
-    fn next_token(&self, st: &mut State) -> Result<String> {
-        let mut now = totp::now();
-        let mut step = self.params.step_of(now);
-        if let Some(last) = st.last_step {
-            if last > step {
-                let wait = self.params.secs_to_next_step(now);
-                log::info!(target: T, "this step's and the next step's codes are used; waiting {wait} s");
-                self.nap(Duration::from_secs(wait));
-                now = totp::now();
-                step = self.params.step_of(now);
-            }
-            step = step.max(last.saturating_add(1));
-        }
-        if self.stopped() {
-            return Err(Error::Other("stopped".into()));
-        }
-        st.last_step = Some(step);
-        Ok(totp::hotp(&self.secret, step, self.params.digits))
-    }
-
-    /// The server refused our registration (it restarted, or the cookie
-    /// lapsed): register again. A restarted server has forgotten which steps
-    /// were used, so the next attempt tries the current step first; if the
-    /// server had not forgotten, that costs one refusal and the step after
-    /// is used (a double restart within one step then needs no wait).
-    fn invalidate(&self, generation: u64) {
-        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if st.generation == generation {
-            st.triple = None;
-            st.cookie = None;
-            st.last_step = None;
         }
     }
 
@@ -444,6 +375,7 @@ mod tests {
     use super::*;
     use crate::agent::settings::ServerUrl;
     use crate::tls::Trust;
+    use crate::totp;
     use std::io::BufRead;
     use std::io::Write;
     use std::net::TcpListener;
