@@ -430,3 +430,33 @@ fn the_dialer_caches_the_triple_and_refreshes_it_when_refused() {
     assert_ne!(ts.lookup(), old_i, "a new registration");
     assert_eq!(fake.lookups(), 2, "refused once, looked up once more");
 }
+
+/// A sweep takes the pool out, drops the dead and puts the live back in
+/// their order (oldest first), ahead of a socket parked since.
+#[test]
+fn a_sweep_keeps_the_live_in_order() {
+    let ts = TestServer::start(Opts::default());
+    let r = ts.register();
+    let rv = ts.rendezvous();
+    let parked = |n: usize| {
+        wait_until("parked", || {
+            ts.server().shared().registry.stats().parked_generic == n
+        })
+    };
+    let mut a = park(rv, &r);
+    parked(1);
+    let dead = park(rv, &r);
+    parked(2);
+    let mut c = park(rv, &r);
+    parked(3);
+    drop(dead);
+    wait_until("swept", || ts.server().shared().registry.sweep().dead == 1);
+    let mut d = park(rv, &r);
+    parked(3);
+    for (name, s) in [("a", &mut a), ("c", &mut c), ("d", &mut d)] {
+        let i = ts.lookup();
+        let (_init, status) = rv_line(rv, &format!("{i}\n"));
+        assert_eq!(status, "+OK", "{name}");
+        assert_eq!(read_line(s), "+OK", "{name} is next");
+    }
+}

@@ -1,6 +1,23 @@
 //! `rendezvousd serve`: the configuration, the state every connection thread
 //! shares, start-up (state folder, users file, certificate), the accept loops
 //! and the reaper, reload (SIGHUP) and shutdown with a drain (SIGTERM/SIGINT).
+//!
+//! # Locks
+//!
+//! Where two are held at once they are taken in this order, and no lock is
+//! held across a blocking socket read or write:
+//!
+//! | first | then | where |
+//! |---|---|---|
+//! | registry | users table (read) | token authentication, `registry::register_with` |
+//! | registry | security state | the same: the replay floor is raised under both |
+//! | TLS leg's connection | its writer | `relay::tls_leg`, before the socket write |
+//!
+//! Taken alone: the users table and TLS configuration for a reload's swap,
+//! the connection counts (`accept::Conns`: per address, idle keep-alive),
+//! the active pairs, the rate limiters, the thread pool. The reaper takes a
+//! pool's parked sockets out under the registry lock and peeks at them
+//! outside it.
 
 pub mod accept;
 pub mod admin;

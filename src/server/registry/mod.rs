@@ -11,6 +11,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendErro
 use std::collections::HashMap;
 
 use crate::server::parked::alive;
+mod sweep;
 use crate::server::parked::Parked;
 use crate::wire::TakeError;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -59,11 +60,14 @@ struct Registration {
     initiator: Cookie,
     responders: HashMap<Cookie, Instant>,
     pools: [Pool; 2],
+    /// Parked sockets a sweep has taken out to peek at.
+    out: usize,
 }
 
 impl Registration {
     fn live(&self, now: Instant) -> bool {
         self.responders.values().any(|exp| *exp > now)
+            || self.out > 0
             || self.pools.iter().any(|p| !p.rx.is_empty())
     }
 }
@@ -155,6 +159,7 @@ impl Registry {
                 initiator,
                 responders: HashMap::new(),
                 pools: [Pool::new(pool_max), Pool::new(pool_max)],
+                out: 0,
             }
         });
         reg.responders.insert(cookie, expiry);
@@ -307,42 +312,6 @@ impl Registry {
             reg.pools[proto.index()].rx.clone()
         };
         wait_live(&rx, deadline)
-    }
-
-    /// Drop expired `R` cookies, closed parked sockets and lapsed registrations.
-    pub fn sweep(&self) -> Swept {
-        let mut inner = self.lock();
-        let now = Instant::now();
-        let mut swept = Swept::default();
-        let Inner { regs, cookies, .. } = &mut *inner;
-        regs.retain(|_, reg| {
-            reg.responders.retain(|c, exp| {
-                let keep = *exp > now;
-                if !keep {
-                    cookies.remove(c);
-                    swept.cookies += 1;
-                }
-                keep
-            });
-            for pool in &reg.pools {
-                let waiting: Vec<Parked> = pool.rx.try_iter().collect();
-                for p in waiting {
-                    if alive(p.stream.tcp()) {
-                        // Cannot be full: we just emptied it under the lock.
-                        let _ = pool.tx.try_send(p);
-                    } else {
-                        swept.dead += 1;
-                    }
-                }
-            }
-            let live = reg.live(now);
-            if !live {
-                cookies.remove(&reg.initiator);
-                swept.lapsed += 1;
-            }
-            live
-        });
-        swept
     }
 
     /// Forget the registrations of UUIDs that `keep` rejects (users removed
