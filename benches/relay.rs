@@ -26,6 +26,8 @@ const UUID: &str = "0b3e1c4e-6f55-4a8e-9d7a-5b2f0c1d2e3f";
 const CHUNK: usize = 128 * 1024;
 
 struct Opts {
+    /// Only the pairing-under-sweep phase (A/B runs of the reaper).
+    sweep_only: bool,
     secs: f64,
     json: Option<PathBuf>,
     quick: bool,
@@ -33,6 +35,7 @@ struct Opts {
 
 fn opts() -> Opts {
     let mut o = Opts {
+        sweep_only: false,
         secs: 3.0,
         json: None,
         quick: false,
@@ -43,6 +46,7 @@ fn opts() -> Opts {
             "--json" => o.json = args.next().map(PathBuf::from),
             "--secs" => o.secs = args.next().and_then(|s| s.parse().ok()).unwrap_or(3.0),
             "--quick" => o.quick = true,
+            "--sweep-only" => o.sweep_only = true,
             _ => {} // cargo bench passes --bench
         }
     }
@@ -123,7 +127,14 @@ impl Drop for Proc {
     }
 }
 
+/// The binaries under test; `RENDEZVOUSD_BIN` names another rendezvousd
+/// (an A/B run against an older build).
 fn bin(name: &str) -> PathBuf {
+    if name == "rendezvousd" {
+        if let Some(p) = std::env::var_os("RENDEZVOUSD_BIN") {
+            return PathBuf::from(p);
+        }
+    }
     let p = match name {
         "rendezvousd" => env!("CARGO_BIN_EXE_rendezvousd"),
         _ => env!("CARGO_BIN_EXE_rendezvous"),
@@ -176,6 +187,11 @@ impl Server {
 }
 
 fn start_server(dir: &Path, tls: bool, extra: &[&str]) -> Server {
+    start_server_for(dir, tls, extra, &[UUID])
+}
+
+/// A server whose users file names `uuids`, all with the bench's secret.
+fn start_server_for(dir: &Path, tls: bool, extra: &[&str], uuids: &[&str]) -> Server {
     // A state folder of its own per server: the security state (replay
     // floors) outlives a server, and each Server counts its tokens from 0.
     static N: AtomicU64 = AtomicU64::new(0);
@@ -183,7 +199,11 @@ fn start_server(dir: &Path, tls: bool, extra: &[&str]) -> Server {
     let state = dir.join(format!("state-{n}{}", if tls { "-tls" } else { "" }));
     std::fs::create_dir_all(&state).expect("state dir");
     let users = state.join("users");
-    std::fs::write(&users, format!("{UUID} {SECRET_B32}\n")).expect("users");
+    let lines: String = uuids
+        .iter()
+        .map(|u| format!("{u} {SECRET_B32}\n"))
+        .collect();
+    std::fs::write(&users, lines).expect("users");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let mut c = Command::new(bin("rendezvousd"));
@@ -681,6 +701,65 @@ fn min_stack() -> Option<usize> {
         })
 }
 
+/// Pairing latency of one UUID while `parked` sockets wait under ten other
+/// UUIDs and the reaper sweeps them every 5 s: p50, p99 and the largest, in
+/// microseconds, over `secs` seconds (several sweeps).
+fn pairing_under_sweep(dir: &Path, parked: usize, secs: u64) -> (f64, f64, f64, usize) {
+    let uuids: Vec<String> = (0..11).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let refs: Vec<&str> = uuids.iter().map(String::as_str).collect();
+    let s = start_server_for(dir, false, &[], &refs);
+    let url = ServerUrl::parse(&format!("http://127.0.0.1:{}", s.registrar.port())).expect("url");
+    let reg = Registrar::new(url, &Trust::WebPki).expect("client");
+    let token = s.next_token();
+    let cookies: Vec<(String, String)> = uuids
+        .iter()
+        .map(|u| {
+            let u = uuid::Uuid::parse_str(u).expect("uuid");
+            let r = reg.register(&u, &token).expect("register");
+            (r.cookie, reg.lookup(&u).expect("lookup").cookie)
+        })
+        .collect();
+    let per = parked / 10;
+    let held: Vec<TcpStream> = cookies[..10]
+        .iter()
+        .flat_map(|(r, _)| (0..per).map(|_| park(s.rendezvous, r)).collect::<Vec<_>>())
+        .collect();
+    wait_parked(&s, "generic", per * 10);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (r, i) = &cookies[10];
+    let pool = responder_pool(&s, r, 8, stop.clone());
+    let rv = s.rendezvous;
+    let start = Instant::now();
+    let mut v = Vec::new();
+    while start.elapsed() < Duration::from_secs(secs) {
+        v.extend(latencies(1000, || {
+            let mut c = park(rv, i);
+            let _ = c.set_nodelay(true);
+            read_line(&mut c) == "+OK" && rtt(c)
+        }));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = pool.join();
+    drop(held);
+    let max = v.iter().copied().fold(0.0, f64::max);
+    (pct(&mut v, 0.5), pct(&mut v, 0.99), max, per * 10)
+}
+
+fn sweep_row(rep: &mut Report, dir: &Path, quick: bool) {
+    let (p50, p99, max, n) = pairing_under_sweep(
+        dir,
+        if quick { 2000 } else { 10_000 },
+        if quick { 6 } else { 21 },
+    );
+    rep.add(
+        "pairing_under_sweep_p99_us",
+        "pairing p99, 10 UUIDs parked, reaper sweeping",
+        p99,
+        "us",
+        format!("{n} parked; p50 {p50:.0} us, largest {max:.0} us"),
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--stack-probe") {
@@ -699,6 +778,13 @@ fn main() {
         o.secs,
         thread::available_parallelism().map_or(1, |n| n.get())
     );
+
+    if o.sweep_only {
+        sweep_row(&mut rep, &dir, o.quick);
+        print_table(&rep, &o);
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
 
     // 1. direct baseline and the generic relay, 1 and 4 streams.
     let (direct1, busy_direct) = machine_busy(|| blast(direct_pairs(1), o.secs));
@@ -1141,7 +1227,13 @@ fn main() {
         );
     }
 
-    // The table.
+    sweep_row(&mut rep, &dir, o.quick);
+    print_table(&rep, &o);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The table, and the JSON file when `--json` asked for it.
+fn print_table(rep: &Report, o: &Opts) {
     println!();
     println!("{:<52} {:>16}  notes", "measure", "value");
     println!("{}", "-".repeat(110));
@@ -1153,7 +1245,6 @@ fn main() {
         std::fs::write(p, j).expect("write json");
         println!("\nfigures written to {}", p.display());
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Let the server's idle threads (kept 2 s for reuse) exit before reading RSS,
