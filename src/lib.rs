@@ -49,6 +49,7 @@
 pub mod agent;
 pub mod certs;
 pub mod cli;
+pub mod clock;
 pub mod error;
 pub mod files;
 pub mod limits;

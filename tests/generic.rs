@@ -176,7 +176,7 @@ fn reaper_and_liveness_keep_the_registration_alive_only_while_parked() {
     wait_until("parked", || {
         ts.server().shared().registry.stats().parked_generic == 1
     });
-    thread::sleep(Duration::from_millis(1200));
+    ts.clock.advance(Duration::from_millis(1200));
     // The cookie expired but a socket is parked: still live.
     let i = ts.lookup();
     assert!(i.starts_with('I'));

@@ -194,6 +194,17 @@ impl Server {
         registrar: TcpListener,
         rendezvous: Option<TcpListener>,
     ) -> Result<Server> {
+        Server::start_with_clock(cfg, registrar, rendezvous, crate::clock::system())
+    }
+
+    /// [`Server::start`] with the time of cookie lifetimes and lockouts
+    /// read from `clock` (tests move it instead of sleeping).
+    pub fn start_with_clock(
+        cfg: Config,
+        registrar: TcpListener,
+        rendezvous: Option<TcpListener>,
+        clock: Arc<dyn crate::clock::Clock>,
+    ) -> Result<Server> {
         cfg.validate()?;
         ensure_dir(&cfg.paths.dir)?;
         if let Some(w) = crate::files::dir_mode_warning(&cfg.paths.dir) {
@@ -203,6 +214,7 @@ impl Server {
         log::info!(target: "rendezvous::server", "users loaded n={}", table.len());
         let tls_config = load_tls(&cfg)?;
         let (security, warning) = SecurityState::load(&cfg.paths.state);
+        let security = security.with_clock(clock.clone());
         if let Some(w) = warning {
             log::warn!(target: "rendezvous::server", "{w}");
         }
@@ -211,10 +223,13 @@ impl Server {
             None => None,
         };
         let shared = Arc::new(Shared {
-            registry: Registry::new(RegistryConfig {
-                cookie_ttl: cfg.cookie_ttl,
-                pool_max: cfg.pool_max.max(1),
-            }),
+            registry: Registry::with_clock(
+                RegistryConfig {
+                    cookie_ttl: cfg.cookie_ttl,
+                    pool_max: cfg.pool_max.max(1),
+                },
+                clock,
+            ),
             security,
             conns: Arc::new(Conns::default()),
             pairs: ActivePairs::new(),

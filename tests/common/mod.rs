@@ -129,6 +129,9 @@ pub struct TestServer {
     pub dir: TempDir,
     pub uuid: uuid::Uuid,
     pub cfg: Config,
+    /// The server's clock for cookie lifetimes and lockouts: it moves only
+    /// when a test advances it.
+    pub clock: rendezvous::clock::ManualClock,
 }
 
 pub struct Opts {
@@ -197,12 +200,15 @@ impl TestServer {
         if !opts.rendezvous {
             cfg.rendezvous = None;
         }
-        let server = Server::start(cfg.clone(), reg, rv).expect("server starts");
+        let clock = rendezvous::clock::ManualClock::new();
+        let server = Server::start_with_clock(cfg.clone(), reg, rv, Arc::new(clock.clone()))
+            .expect("server starts");
         TestServer {
             server: Some(server),
             dir,
             uuid,
             cfg,
+            clock,
         }
     }
 
@@ -218,7 +224,10 @@ impl TestServer {
             .rendezvous
             .is_some()
             .then(|| TcpListener::bind("127.0.0.1:0").expect("bind rendezvous"));
-        self.server = Some(Server::start(self.cfg.clone(), reg, rv).expect("server restarts"));
+        let clock = Arc::new(self.clock.clone());
+        self.server = Some(
+            Server::start_with_clock(self.cfg.clone(), reg, rv, clock).expect("server restarts"),
+        );
     }
 
     pub fn server(&self) -> &Server {

@@ -12,9 +12,10 @@ use std::collections::HashMap;
 
 use crate::server::parked::alive;
 mod sweep;
+use crate::clock::Clock;
 use crate::server::parked::Parked;
 use crate::wire::TakeError;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -113,14 +114,21 @@ pub struct Stats {
 /// The registry. Share it behind an `Arc`.
 pub struct Registry {
     cfg: RegistryConfig,
+    clock: Arc<dyn Clock>,
     inner: Mutex<Inner>,
 }
 
 impl Registry {
     /// An empty registry.
     pub fn new(cfg: RegistryConfig) -> Registry {
+        Registry::with_clock(cfg, crate::clock::system())
+    }
+
+    /// An empty registry reading time from `clock` (cookie lifetimes).
+    pub fn with_clock(cfg: RegistryConfig, clock: Arc<dyn Clock>) -> Registry {
         Registry {
             cfg,
+            clock,
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -141,7 +149,7 @@ impl Registry {
     ) -> Result<Cookie, E> {
         let mut inner = self.lock();
         authorize()?;
-        let now = Instant::now();
+        let now = self.clock.now();
         let stale = inner.regs.get(&uuid).is_some_and(|r| !r.live(now));
         if stale {
             if let Some(old) = inner.regs.remove(&uuid) {
@@ -170,7 +178,7 @@ impl Registry {
     /// Renew a live `R` cookie of `uuid` (the registrar's `PUT ?cookie=`).
     pub fn refresh(&self, uuid: Uuid, cookie: &Cookie) -> Result<(), AuthFailure> {
         let mut inner = self.lock();
-        match self.renew(&mut inner, cookie, Instant::now()) {
+        match self.renew(&mut inner, cookie, self.clock.now()) {
             Some(owner) if owner == uuid => Ok(()),
             _ => Err(AuthFailure::BadCookie),
         }
@@ -196,13 +204,13 @@ impl Registry {
     /// The UUID a live `R` cookie belongs to (renewing it), for `CONNECT ?cookie=`.
     pub fn responder_uuid(&self, cookie: &Cookie) -> Option<Uuid> {
         let mut inner = self.lock();
-        self.renew(&mut inner, cookie, Instant::now())
+        self.renew(&mut inner, cookie, self.clock.now())
     }
 
     /// The `I` cookie of a live registration.
     pub fn initiator_cookie(&self, uuid: &Uuid) -> Option<Cookie> {
         let mut inner = self.lock();
-        let now = Instant::now();
+        let now = self.clock.now();
         let reg = inner.regs.get(uuid)?;
         if reg.live(now) {
             return Some(reg.initiator);
@@ -225,7 +233,7 @@ impl Registry {
         if inner.closed {
             return Err((TakeError::NotRegistered, parked));
         }
-        let Some(uuid) = self.renew(&mut inner, cookie, Instant::now()) else {
+        let Some(uuid) = self.renew(&mut inner, cookie, self.clock.now()) else {
             return Err((TakeError::NotRegistered, parked));
         };
         self.park_locked(&mut inner, uuid, proto, parked)
@@ -288,7 +296,7 @@ impl Registry {
             }
             let uuid = *inner.cookies.get(cookie).ok_or(TakeError::NotRegistered)?;
             let reg = inner.regs.get(&uuid).ok_or(TakeError::NotRegistered)?;
-            if reg.initiator != *cookie || !reg.live(Instant::now()) {
+            if reg.initiator != *cookie || !reg.live(self.clock.now()) {
                 return Err(TakeError::NotRegistered);
             }
             (uuid, reg.pools[proto.index()].rx.clone())
@@ -306,7 +314,7 @@ impl Registry {
         let rx = {
             let inner = self.lock();
             let reg = inner.regs.get(uuid).ok_or(TakeError::NotRegistered)?;
-            if !reg.live(Instant::now()) {
+            if !reg.live(self.clock.now()) {
                 return Err(TakeError::NotRegistered);
             }
             reg.pools[proto.index()].rx.clone()

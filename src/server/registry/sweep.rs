@@ -14,7 +14,7 @@ impl Registry {
     /// waits behind thousands of peeks), and the live ones put back, oldest
     /// first, under the lock again.
     pub fn sweep(&self) -> Swept {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut swept = Swept::default();
         let mut out = self.take_out_pools(now, &mut swept);
         for (_, _, taken, list) in &mut out {

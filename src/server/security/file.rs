@@ -88,6 +88,7 @@ impl SecurityState {
         Ok(SecurityState {
             inner: Mutex::new(inner),
             dirty: AtomicBool::new(false),
+            clock: crate::clock::system(),
         })
     }
 

@@ -22,6 +22,7 @@
 use crate::error::AuthFailure;
 mod file;
 
+use crate::clock::Clock;
 use crate::limits::{
     LOCK_AFTER_FAILURES, LOCK_BASE, LOCK_MAX, LOCK_MEMORY, MAX_LOCKOUT_ENTRIES as MAX_PAIRS,
     UUID_FAILURES_PER_STEP,
@@ -29,7 +30,7 @@ use crate::limits::{
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -118,11 +119,21 @@ pub struct Failed {
 }
 
 /// The security state. Share it behind an `Arc`.
-#[derive(Default)]
 pub struct SecurityState {
     inner: Mutex<Inner>,
     /// Changed since the last [`SecurityState::save`].
     dirty: AtomicBool,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for SecurityState {
+    fn default() -> SecurityState {
+        SecurityState {
+            inner: Mutex::default(),
+            dirty: AtomicBool::new(false),
+            clock: crate::clock::system(),
+        }
+    }
 }
 
 /// One token attempt, reserved by [`SecurityState::begin`]. Settle it with
@@ -145,6 +156,12 @@ impl SecurityState {
         SecurityState::default()
     }
 
+    /// The same state, reading time from `clock` (locks and their ends).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> SecurityState {
+        self.clock = clock;
+        self
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -164,7 +181,7 @@ impl SecurityState {
         step: u64,
         to_next_step: Duration,
     ) -> std::result::Result<Attempt<'_>, Refusal> {
-        self.begin_at(uuid, ip, step, to_next_step, Instant::now())
+        self.begin_at(uuid, ip, step, to_next_step, self.clock.now())
     }
 
     fn begin_at(
@@ -229,7 +246,7 @@ impl SecurityState {
 
     /// Forget entries that no longer matter (see [`prune`]).
     pub fn sweep(&self) {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut inner = self.lock();
         prune(&mut inner.pairs, now);
         inner.uuids.retain(|_, u| u.inflight > 0 || u.failures > 0);
@@ -265,7 +282,8 @@ impl Attempt<'_> {
         self,
         verify: impl FnOnce(Option<u64>) -> std::result::Result<u64, AuthFailure>,
     ) -> std::result::Result<(), Failed> {
-        self.commit_at(verify, Instant::now())
+        let now = self.state.clock.now();
+        self.commit_at(verify, now)
     }
 
     fn commit_at(
