@@ -278,3 +278,35 @@ fn every_warning_is_in_diagnostics() {
         );
     }
 }
+
+/// The status table of `wire::status` is the one rendezvous-protocol(7)
+/// gives: every refusal's diagnostic under its status and `permanent`.
+#[test]
+fn the_status_table_is_the_pages() {
+    let page = page("rendezvous-protocol.7");
+    let section = page
+        .split(".Sh STATUS CODES")
+        .nth(1)
+        .and_then(|r| r.split("\n.Sh ").next())
+        .expect("STATUS CODES");
+    let mut missing = Vec::new();
+    for (refusal, status, permanent, text) in rendezvous::wire::Refusal::table() {
+        let header = format!("{status} Ta {permanent} Ta");
+        let found = section.split("\n.It ").any(|item| {
+            item.starts_with(&header)
+                && item.lines().any(|l| {
+                    l.strip_prefix(".Dq ")
+                        .and_then(|r| r.strip_prefix(text))
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+                })
+        });
+        if !found {
+            missing.push(format!("{refusal:?}: {status} {permanent} {text:?}"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not in rendezvous-protocol(7) STATUS CODES:\n{}",
+        missing.join("\n")
+    );
+}

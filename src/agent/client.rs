@@ -8,8 +8,8 @@ use crate::error::{AuthFailure, Error, IoResultExt, Result, Timeout};
 use crate::limits::{CLIENT_TIMEOUT, MAX_STATUS_LINE};
 use crate::tls::{self, Trust};
 use crate::wire::TakeError;
-use crate::wire::Triple;
 use crate::wire::{read_response, ClientResponse};
+use crate::wire::{Refusal, Triple};
 use rustls::ClientConfig;
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -207,11 +207,17 @@ impl Registrar {
             .chars()
             .take(200)
             .collect();
-        match resp.status {
-            401 => Err(Error::Auth(auth)),
-            429 => Err(Error::Auth(AuthFailure::LockedOut)),
-            404 => Err(Error::Other(format!("registrar: not registered ({diag})"))),
-            s => Err(Error::Other(format!("registrar answered {s}: {diag}"))),
+        // Read by the server's own status table; by the status alone for a
+        // registrar that words its errors otherwise (the original).
+        match (Refusal::parse(resp.status, &diag), resp.status) {
+            (Some(Refusal::AuthenticationFailed), _) => Err(Error::Auth(AuthFailure::BadToken)),
+            (Some(Refusal::UnknownCookie), _) => Err(Error::Auth(AuthFailure::BadCookie)),
+            (Some(Refusal::TooManyFailures), _) | (None, 429) => {
+                Err(Error::Auth(AuthFailure::LockedOut))
+            }
+            (None, 401) => Err(Error::Auth(auth)),
+            (_, 404) => Err(Error::Other(format!("registrar: not registered ({diag})"))),
+            (_, s) => Err(Error::Other(format!("registrar answered {s}: {diag}"))),
         }
     }
 

@@ -9,6 +9,7 @@ use crate::server::auth::authenticate;
 use crate::server::metrics::Metrics;
 use crate::server::shared::Shared;
 use crate::wire::Head;
+use crate::wire::Refusal;
 use crate::wire::Response;
 use std::net::SocketAddr;
 use std::net::TcpStream;
@@ -36,12 +37,12 @@ fn triple_host(shared: &Shared, head: &Head, sock: &TcpStream) -> Result<String,
         return if ok {
             Ok(name.to_string())
         } else {
-            Err(Response::error(400, true, "malformed Host"))
+            Err(Refusal::MalformedHost.response())
         };
     }
     sock.local_addr()
         .map(|a| a.ip().to_string())
-        .map_err(|_| Response::error(500, false, "no local address"))
+        .map_err(|_| Refusal::NoLocalAddress.response())
 }
 
 pub(crate) fn api(
@@ -54,23 +55,22 @@ pub(crate) fn api(
     let query = head.query();
     let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let Some(uuid) = get("uuid").and_then(|u| Uuid::try_parse(u).ok()) else {
-        return Response::error(400, true, "malformed uuid");
+        return Refusal::MalformedUuid.response();
     };
     let Some(port) = shared.triple_port else {
-        return Response::error(404, true, "not configured for the generic protocol");
+        return Refusal::NotConfigured.response();
     };
     let (response, cookie) = (get("response"), get("cookie"));
     if response.is_some() && cookie.is_some() {
-        return Response::error(400, true, "give response or cookie, not both");
+        return Refusal::ResponseAndCookie.response();
     }
-    let allowed = if response.is_some() || cookie.is_some() {
-        "PUT"
+    let (allowed, refusal) = if response.is_some() || cookie.is_some() {
+        ("PUT", Refusal::UsePut)
     } else {
-        "GET"
+        ("GET", Refusal::UseGet)
     };
     if head.method != allowed {
-        return Response::error(405, true, &format!("use {allowed} here"))
-            .with_header("Allow", allowed);
+        return refusal.response().with_header("Allow", allowed);
     }
     let host = match triple_host(shared, head, sock) {
         Ok(h) => h,
@@ -99,12 +99,12 @@ pub(crate) fn api(
             None => {
                 Metrics::bump(&shared.metrics.auth_bad_cookie);
                 log::info!(target: T, "conn={id} auth failed uuid={uuid} peer={peer} reason=bad-cookie");
-                Response::error(401, false, "unknown or expired cookie")
+                Refusal::UnknownCookie.response()
             }
         };
     }
     match shared.registry.initiator_cookie(&uuid) {
         Some(c) => triple(&c, false),
-        None => Response::error(404, false, "not registered"),
+        None => Refusal::NotRegistered.response(),
     }
 }

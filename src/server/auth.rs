@@ -9,6 +9,7 @@ use crate::secret::{Cookie, Token};
 use crate::server::metrics::Metrics;
 use crate::server::shared::Shared;
 use crate::totp;
+use crate::wire::Refusal;
 use crate::wire::Response;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -29,7 +30,7 @@ pub fn authenticate(
     let Some(user) = users.get(&uuid) else {
         Metrics::bump(&shared.metrics.auth_unknown_uuid);
         log::info!(target: T, "conn={id} auth failed uuid={uuid} peer={ip} reason=unknown-uuid");
-        return Err(Response::error(401, false, "authentication failed"));
+        return Err(Refusal::AuthenticationFailed.response());
     };
     let now = totp::now();
     let step = user.params.step_of(now);
@@ -41,7 +42,8 @@ pub fn authenticate(
         Err(refusal) => {
             Metrics::bump(&shared.metrics.auth_locked_out);
             log::info!(target: T, "conn={id} auth refused uuid={uuid} peer={ip} reason={}", refusal.reason());
-            return Err(Response::error(429, false, "too many failures; try later")
+            return Err(Refusal::TooManyFailures
+                .response()
                 .with_header("Retry-After", refusal.retry_after().to_string()));
         }
     };
@@ -79,7 +81,7 @@ pub fn authenticate(
                 Metrics::bump(&shared.metrics.lockouts_total);
                 log::warn!(target: T, "auth lockout engaged uuid={uuid} peer={ip} secs={}", period.as_secs());
             }
-            Err(Response::error(401, false, "authentication failed"))
+            Err(Refusal::AuthenticationFailed.response())
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::wire::parse_connect_target;
 use crate::wire::strip_authorization;
 use crate::wire::ConnectAuth;
 use crate::wire::ConnectError;
+use crate::wire::Refusal;
 use crate::wire::{Head, HeadReader, Response};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -95,10 +96,7 @@ pub fn hidden_connect(
                 None => {
                     crate::server::metrics::Metrics::bump(&shared.metrics.auth_bad_cookie);
                     log::info!(target: T, "conn={id} auth failed uuid={uuid} peer={peer} reason=bad-cookie");
-                    return Some((
-                        conn,
-                        Response::error(401, false, "unknown or expired cookie"),
-                    ));
+                    return Some((conn, Refusal::UnknownCookie.response()));
                 }
             }
         }
@@ -167,10 +165,7 @@ pub fn mobile(
             Ok(p) => p,
             Err(why) => {
                 log::debug!(target: T, "conn={id} uuid={uuid} no hidden server: {why:?}");
-                return Some((
-                    conn,
-                    Response::error(404, false, "no hidden server waiting"),
-                ));
+                return Some((conn, Refusal::NoHiddenServer.response()));
             }
         };
         let (rpeer, rconn, rslot) = (p.peer, p.conn, p.slot);

@@ -3,6 +3,7 @@
 //! registrar, and the `--metrics-listen` listener that serves them alone.
 
 use crate::server::accept::Accepted;
+use crate::wire::Refusal;
 use crate::wire::{HeadReader, Response};
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -63,10 +64,10 @@ pub fn handle(acc: Accepted, deadline: std::time::Instant, page: impl FnOnce() -
     let response = match HeadReader::new().read_head(&mut stream, deadline) {
         Ok(head) => match (head.method.as_str(), head.path()) {
             ("GET", "/.well-known/rendezvous/metrics" | "/metrics") => response(page()),
-            _ => Response::error(404, true, "no such endpoint"),
+            _ => Refusal::NoSuchEndpoint.response(),
         },
-        Err(e) => match e.status() {
-            Some(status) => Response::error(status, true, e.reason()),
+        Err(e) => match e.refusal() {
+            Some(refusal) => refusal.response(),
             None => return,
         },
     };

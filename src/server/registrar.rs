@@ -14,6 +14,7 @@ use crate::server::conn::Conn;
 use crate::server::http_protocol;
 use crate::server::shared::Shared;
 use crate::tls::{self};
+use crate::wire::Refusal;
 use crate::wire::{ChunkError, Chunked, Framing, Head, HeadError, HeadReader, Response};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -171,8 +172,8 @@ impl Session<'_> {
             let head = match read {
                 Ok(h) => h,
                 Err(e) => {
-                    if let Some(status) = e.status() {
-                        let _ = Response::error(status, true, e.reason()).write_to(&mut conn);
+                    if let Some(refusal) = e.refusal() {
+                        let _ = refusal.response().write_to(&mut conn);
                     }
                     if !matches!(e, HeadError::Eof) {
                         log::debug!(target: T, "conn={id} peer={peer} closing: {}", e.reason());
@@ -187,7 +188,7 @@ impl Session<'_> {
                 Ok(f) => f,
                 Err(e) => {
                     log::debug!(target: T, "conn={id} peer={peer} closing: {}", e.reason());
-                    let _ = Response::error(e.status(), true, e.reason()).write_to(&mut conn);
+                    let _ = e.refusal().response().write_to(&mut conn);
                     return close(conn);
                 }
             };
@@ -226,14 +227,14 @@ impl Session<'_> {
                         id,
                         slot,
                     ),
-                    None => Some((conn, Response::error(500, false, "internal error"))),
+                    None => Some((conn, Refusal::Internal.response())),
                 };
             }
             Route::MobileAuthorization => head
                 .header("authorization")
                 .and_then(crate::wire::authorization_uuid)
-                .ok_or("malformed authorization"),
-            _ => upgrade_uuid(head).ok_or("malformed uuid"),
+                .ok_or(Refusal::MalformedAuthorization),
+            _ => upgrade_uuid(head).ok_or(Refusal::MalformedUuid),
         };
         match uuid {
             Ok(uuid) => http_protocol::mobile(
@@ -245,7 +246,7 @@ impl Session<'_> {
                 (peer, id),
                 &mut self.pre_auth,
             ),
-            Err(why) => Some((conn, Response::error(400, true, why))),
+            Err(why) => Some((conn, why.response())),
         }
     }
 
@@ -297,7 +298,7 @@ fn discard_body(
     conn: &mut Conn,
     deadline: Instant,
 ) -> Result<(), Response> {
-    let too_large = || Response::error(413, true, "body too large");
+    let too_large = || Refusal::BodyTooLarge.response();
     match framing {
         Framing::None => Ok(()),
         Framing::Length(len) => {
@@ -320,7 +321,7 @@ fn discard_body(
             loop {
                 let used = dec.feed(&bytes).map_err(|e| match e {
                     ChunkError::TooLarge => too_large(),
-                    ChunkError::Malformed => Response::error(400, true, "malformed chunked body"),
+                    ChunkError::Malformed => Refusal::MalformedChunkedBody.response(),
                 })?;
                 if dec.done() {
                     reader.unread(&bytes[used..]);
@@ -339,16 +340,16 @@ fn read_body(conn: &mut Conn, buf: &mut [u8], deadline: Instant) -> Result<usize
     loop {
         let t = deadline.saturating_duration_since(Instant::now());
         if t.is_zero() || conn.tcp().set_read_timeout(Some(t)).is_err() {
-            return Err(Response::error(408, true, "body timed out"));
+            return Err(Refusal::BodyTimedOut.response());
         }
         match conn.read(buf) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e)
                 if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
             {
-                return Err(Response::error(408, true, "body timed out"))
+                return Err(Refusal::BodyTimedOut.response())
             }
-            Ok(0) | Err(_) => return Err(Response::error(400, true, "body cut short")),
+            Ok(0) | Err(_) => return Err(Refusal::BodyCutShort.response()),
             Ok(n) => return Ok(n),
         }
     }
@@ -359,17 +360,17 @@ fn challenge() -> Response {
     crate::random::fill(&mut nonce);
     let mut opaque = [0u8; 16];
     crate::random::fill(&mut opaque);
-    let mut r = Response::error(401, false, "name the hidden server: user name = its UUID");
-    r.close = false;
-    r.with_header(
-        "WWW-Authenticate",
-        format!(
-            "Digest realm=\"rendezvous\", qop=\"auth, auth-int\", nonce=\"{}\", opaque=\"{}\"",
-            certs::hex(&nonce),
-            certs::hex(&opaque)
-        ),
-    )
-    .with_header("WWW-Authenticate", "Basic realm=\"rendezvous\"")
+    Refusal::Challenge
+        .response()
+        .with_header(
+            "WWW-Authenticate",
+            format!(
+                "Digest realm=\"rendezvous\", qop=\"auth, auth-int\", nonce=\"{}\", opaque=\"{}\"",
+                certs::hex(&nonce),
+                certs::hex(&opaque)
+            ),
+        )
+        .with_header("WWW-Authenticate", "Basic realm=\"rendezvous\"")
 }
 
 fn well_known(shared: &Shared, head: &Head, peer: SocketAddr) -> Response {
@@ -387,7 +388,7 @@ fn well_known(shared: &Shared, head: &Head, peer: SocketAddr) -> Response {
         }
         // Outside --metrics-from, or with a metrics listener of its own, the
         // endpoint does not exist here.
-        _ => Response::error(404, true, "no such endpoint"),
+        _ => Refusal::NoSuchEndpoint.response(),
     }
 }
 

@@ -7,6 +7,7 @@
 use crate::secret::Token;
 use crate::wire::head::parse_query;
 use crate::wire::response::Response;
+use crate::wire::status::Refusal;
 use uuid::Uuid;
 
 /// Why a `CONNECT` was refused; mapped to its status in [`ConnectError::response`].
@@ -14,8 +15,9 @@ use uuid::Uuid;
 pub enum ConnectError {
     /// 403: the target is not `uuid:ID`.
     NotUuid,
-    /// 400: the ID is not a UUID, or both `response` and `cookie` were given.
-    Malformed(&'static str),
+    /// 400: the ID is not a UUID ([`Refusal::MalformedUuid`]), or both
+    /// `response` and `cookie` were given ([`Refusal::ResponseAndCookie`]).
+    Malformed(Refusal),
     /// 407: neither `response` nor `cookie`.
     NoCredentials,
     /// 409: data arrived before the 200.
@@ -26,12 +28,10 @@ impl ConnectError {
     /// The response for this refusal (each closes the connection).
     pub fn response(&self) -> Response {
         match self {
-            ConnectError::NotUuid => Response::error(403, true, "target is not uuid:ID"),
-            ConnectError::Malformed(why) => Response::error(400, true, why),
-            ConnectError::NoCredentials => {
-                Response::error(407, true, "response or cookie required")
-            }
-            ConnectError::EarlyData => Response::error(409, true, "data before 200"),
+            ConnectError::NotUuid => Refusal::NotUuidTarget.response(),
+            ConnectError::Malformed(r) => r.response(),
+            ConnectError::NoCredentials => Refusal::NoCredentials.response(),
+            ConnectError::EarlyData => Refusal::DataBeforeAnswer.response(),
         }
     }
 }
@@ -57,11 +57,11 @@ pub enum ConnectAuth {
 pub fn parse_connect_target(target: &str) -> Result<(Uuid, ConnectAuth), ConnectError> {
     let rest = target.strip_prefix("uuid:").ok_or(ConnectError::NotUuid)?;
     let (id, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let uuid = Uuid::try_parse(id).map_err(|_| ConnectError::Malformed("malformed uuid"))?;
+    let uuid = Uuid::try_parse(id).map_err(|_| ConnectError::Malformed(Refusal::MalformedUuid))?;
     let q = parse_query(query);
     let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     match (get("response"), get("cookie")) {
-        (Some(_), Some(_)) => Err(ConnectError::Malformed("give response or cookie, not both")),
+        (Some(_), Some(_)) => Err(ConnectError::Malformed(Refusal::ResponseAndCookie)),
         (Some(t), None) => Ok((uuid, ConnectAuth::Token(Token::new(t)))),
         (None, Some(c)) => Ok((uuid, ConnectAuth::Cookie(c))),
         (None, None) => Err(ConnectError::NoCredentials),

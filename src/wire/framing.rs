@@ -4,6 +4,7 @@
 
 use crate::limits::MAX_HEAD_BYTES;
 use crate::wire::head::Head;
+use crate::wire::status::Refusal;
 
 /// How a request's body is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,22 +32,19 @@ pub enum FramingError {
 }
 
 impl FramingError {
-    /// The status to answer with.
-    pub fn status(&self) -> u16 {
+    /// The refusal to answer with.
+    pub fn refusal(&self) -> Refusal {
         match self {
-            FramingError::UnknownCoding => 501,
-            _ => 400,
+            FramingError::Both => Refusal::TransferEncodingAndLength,
+            FramingError::BadLength => Refusal::MalformedContentLength,
+            FramingError::BadCoding => Refusal::MalformedTransferEncoding,
+            FramingError::UnknownCoding => Refusal::CodingNotImplemented,
         }
     }
 
     /// The diagnostic (never peer data).
     pub fn reason(&self) -> &'static str {
-        match self {
-            FramingError::Both => "Transfer-Encoding and Content-Length together",
-            FramingError::BadLength => "malformed Content-Length",
-            FramingError::BadCoding => "malformed Transfer-Encoding",
-            FramingError::UnknownCoding => "transfer coding not implemented",
-        }
+        self.refusal().text()
     }
 }
 
@@ -279,8 +277,8 @@ mod tests {
         for (headers, want) in cases {
             assert_eq!(framing_of(headers), want, "{headers:?}");
         }
-        assert_eq!(UnknownCoding.status(), 501);
-        assert_eq!(Both.status(), 400);
+        assert_eq!(UnknownCoding.refusal().status(), 501);
+        assert_eq!(Both.refusal().status(), 400);
     }
 
     /// Feed `body` in pieces of `step` bytes; the bytes that were the body.

@@ -3,12 +3,13 @@
 //! HTTP-specific protocol can forward them verbatim), and query strings.
 
 use crate::limits::{MAX_HEADERS, MAX_HEAD_BYTES};
+use crate::wire::status::Refusal;
 use std::io::{self, Read};
 use std::net::TcpStream;
 use std::time::Instant;
 
 /// Why a request head could not be read. Mapped to a status in one place:
-/// [`HeadError::status`].
+/// [`HeadError::refusal`].
 #[derive(Debug)]
 pub enum HeadError {
     /// More than [`MAX_HEAD_BYTES`] without the final blank line.
@@ -26,12 +27,13 @@ pub enum HeadError {
 }
 
 impl HeadError {
-    /// The status to answer with, or `None` to just close.
-    pub fn status(&self) -> Option<u16> {
+    /// The refusal to answer with, or `None` to just close.
+    pub fn refusal(&self) -> Option<Refusal> {
         match self {
-            HeadError::TooLarge | HeadError::TooManyHeaders => Some(431),
-            HeadError::Malformed => Some(400),
-            HeadError::Timeout => Some(408),
+            HeadError::TooLarge => Some(Refusal::HeadTooLarge),
+            HeadError::TooManyHeaders => Some(Refusal::TooManyHeaders),
+            HeadError::Malformed => Some(Refusal::MalformedHead),
+            HeadError::Timeout => Some(Refusal::HeadTimedOut),
             HeadError::Eof | HeadError::Io(_) => None,
         }
     }

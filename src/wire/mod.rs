@@ -9,6 +9,7 @@ pub mod date;
 pub mod framing;
 pub mod head;
 pub mod response;
+pub mod status;
 pub mod triple;
 
 pub use authorization::{
@@ -19,4 +20,5 @@ pub use date::{http_date, parse_http_date};
 pub use framing::{ChunkError, Chunked, Framing, FramingError};
 pub use head::{parse_query, percent_decode, Head, HeadError, HeadReader, TcpBacked};
 pub use response::{error_body, read_response, reason, ClientResponse, Response};
+pub use status::Refusal;
 pub use triple::Triple;

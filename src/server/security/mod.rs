@@ -80,7 +80,7 @@ struct Inner {
 
 /// Why an attempt is refused before it is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub enum Throttled {
     /// This (UUID, address) is locked for this long.
     PairLocked(Duration),
     /// The UUID's per-step failure cap is reached; retry at the next step.
@@ -89,12 +89,12 @@ pub enum Refusal {
     Busy,
 }
 
-impl Refusal {
+impl Throttled {
     /// Seconds for `Retry-After` (at least 1).
     pub fn retry_after(&self) -> u64 {
         let d = match self {
-            Refusal::PairLocked(d) | Refusal::UuidCapped(d) => *d,
-            Refusal::Busy => Duration::from_secs(1),
+            Throttled::PairLocked(d) | Throttled::UuidCapped(d) => *d,
+            Throttled::Busy => Duration::from_secs(1),
         };
         (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
     }
@@ -102,9 +102,9 @@ impl Refusal {
     /// A short reason for the log.
     pub fn reason(&self) -> &'static str {
         match self {
-            Refusal::PairLocked(_) => "locked-out",
-            Refusal::UuidCapped(_) => "uuid-capped",
-            Refusal::Busy => "in-flight",
+            Throttled::PairLocked(_) => "locked-out",
+            Throttled::UuidCapped(_) => "uuid-capped",
+            Throttled::Busy => "in-flight",
         }
     }
 }
@@ -180,7 +180,7 @@ impl SecurityState {
         ip: IpAddr,
         step: u64,
         to_next_step: Duration,
-    ) -> std::result::Result<Attempt<'_>, Refusal> {
+    ) -> std::result::Result<Attempt<'_>, Throttled> {
         self.begin_at(uuid, ip, step, to_next_step, self.clock.now())
     }
 
@@ -191,14 +191,14 @@ impl SecurityState {
         step: u64,
         to_next_step: Duration,
         now: Instant,
-    ) -> std::result::Result<Attempt<'_>, Refusal> {
+    ) -> std::result::Result<Attempt<'_>, Throttled> {
         let mut inner = self.lock();
         if let Some(p) = inner.pairs.get(&(uuid, ip)) {
             if let Some(until) = p.locked_until.filter(|u| *u > now) {
-                return Err(Refusal::PairLocked(until - now));
+                return Err(Throttled::PairLocked(until - now));
             }
             if p.failures + p.inflight >= LOCK_AFTER_FAILURES {
-                return Err(Refusal::Busy);
+                return Err(Throttled::Busy);
             }
         }
         let last_good = inner.last_good.get(&uuid) == Some(&ip);
@@ -208,7 +208,7 @@ impl SecurityState {
             u.failures = 0;
         }
         if !last_good && u.failures + u.inflight >= UUID_FAILURES_PER_STEP {
-            return Err(Refusal::UuidCapped(to_next_step));
+            return Err(Throttled::UuidCapped(to_next_step));
         }
         u.inflight += 1;
         let tracked = match pair_entry(&mut inner.pairs, uuid, ip, now) {
@@ -444,7 +444,7 @@ mod tests {
         assert_eq!(fail(&s, u, ip(1), 5, t), Some(LOCK_BASE));
         assert!(matches!(
             s.begin_at(u, ip(1), 5, STEP, t),
-            Err(Refusal::PairLocked(_))
+            Err(Throttled::PairLocked(_))
         ));
         assert!(
             s.begin_at(u, ip(2), 5, STEP, t).is_ok(),
@@ -490,7 +490,7 @@ mod tests {
         assert!(
             matches!(
                 s.begin_at(u, ip(1), 3, STEP, just_before),
-                Err(Refusal::PairLocked(_))
+                Err(Throttled::PairLocked(_))
             ),
             "still locked after cookie successes"
         );
@@ -543,7 +543,7 @@ mod tests {
             .collect();
         assert_eq!(
             s.begin_at(u, ip(1), 1, STEP, t).err(),
-            Some(Refusal::Busy),
+            Some(Throttled::Busy),
             "the whole allowance is in flight"
         );
         // An attempt dropped unsettled gives its place back.
@@ -561,7 +561,7 @@ mod tests {
             fail(&s, u, ip(10 + (i % 5) as u8), 7, t);
         }
         assert!(
-            matches!(s.begin_at(u, ip(3), 7, STEP, t), Err(Refusal::UuidCapped(d)) if d == STEP)
+            matches!(s.begin_at(u, ip(3), 7, STEP, t), Err(Throttled::UuidCapped(d)) if d == STEP)
         );
         assert!(
             s.begin_at(u, ip(9), 7, STEP, t).is_ok(),
@@ -589,7 +589,7 @@ mod tests {
         let loaded = SecurityState::from_text(&s.to_text()).expect("reads back");
         assert_eq!(loaded.floor(&u), Some(7), "replay floor kept");
         assert!(
-            matches!(loaded.begin(u, ip(1), 7, STEP), Err(Refusal::PairLocked(d)) if d > LOCK_BASE - Duration::from_secs(5)),
+            matches!(loaded.begin(u, ip(1), 7, STEP), Err(Throttled::PairLocked(d)) if d > LOCK_BASE - Duration::from_secs(5)),
             "lock kept"
         );
         let now = Instant::now();
@@ -602,7 +602,7 @@ mod tests {
         );
         assert!(matches!(
             loaded.begin(u, ip(3), 8, STEP),
-            Err(Refusal::UuidCapped(_))
+            Err(Throttled::UuidCapped(_))
         ));
         // The doubling history came along: the next lock of ip(1) is 2x.
         let inner = loaded.lock();
