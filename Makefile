@@ -48,6 +48,7 @@ check: lint-man
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) test --locked --test layers
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --locked --no-deps
 
 lint-man:
 	@for m in $(MANS); do \

@@ -8,6 +8,29 @@
 //! inside an HTTPS `CONNECT`; an ordinary HTTPS client names it in its
 //! `Authorization` header). See rendezvous-protocol(7).
 //!
+//! ## Embedding
+//!
+//! A gateway's own daemon can run the hidden server's agent, or dial a
+//! hidden server, or run a server, with the types at the crate's root; the
+//! modules behind them are the crate's inside, public for its tests, fuzz
+//! targets and benchmark only, and may change. `examples/` has an embedded
+//! agent and an embedded dialer.
+//!
+//! ```no_run
+//! use rendezvous::{Agent, ClientFlags, ExposeOpts, Settings};
+//!
+//! // The provisioning file `rendezvousd user add` wrote (it holds the secret).
+//! let flags = ClientFlags {
+//!     config: Some("/etc/rendezvous/gw.conf".into()),
+//!     ..ClientFlags::default()
+//! };
+//! let settings = Settings::resolve(&flags, true)?;
+//! let agent = Agent::new(&settings, ExposeOpts { to: "127.0.0.1:22".into(), ..ExposeOpts::default() })?;
+//! // Agent::stop, from another thread, ends run.
+//! agent.run()?;
+//! # Ok::<(), rendezvous::Error>(())
+//! ```
+//!
 //! ## Threading model
 //!
 //! Synchronous and thread-per-connection: blocking `std::net` listeners, one
@@ -46,28 +69,60 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+// The crate's inside: public for the tests, the fuzz targets and the
+// benchmark, hidden from the documentation, which shows the API below.
+#[doc(hidden)]
 pub mod agent;
+#[doc(hidden)]
 pub mod certs;
+#[doc(hidden)]
 pub mod cli;
+#[doc(hidden)]
 pub mod clock;
 pub mod error;
+#[doc(hidden)]
 pub mod files;
 pub mod limits;
+#[doc(hidden)]
 pub mod liveness;
+#[doc(hidden)]
 pub mod notify;
+#[doc(hidden)]
 pub mod provision;
+#[doc(hidden)]
 pub mod random;
+#[doc(hidden)]
 pub mod ratelimit;
+#[doc(hidden)]
 pub mod relay;
+#[doc(hidden)]
 pub mod secret;
+#[doc(hidden)]
 pub mod server;
+#[doc(hidden)]
 pub mod signals;
+#[doc(hidden)]
 pub mod state;
+#[doc(hidden)]
 pub mod tcp_info;
+#[doc(hidden)]
 pub mod threads;
+#[doc(hidden)]
 pub mod tls;
+#[doc(hidden)]
 pub mod totp;
+#[doc(hidden)]
 pub mod users;
+#[doc(hidden)]
 pub mod wire;
 
+// The API an embedder needs: run an agent and stop it, dial a hidden
+// server and get a stream, run a server and stop it, and the error type.
+pub use agent::dial::Dialer;
+pub use agent::expose::{Agent, ExposeOpts, Protocol};
+pub use agent::settings::{ClientFlags, ServerUrl, Settings};
 pub use error::{Error, Result};
+pub use liveness::Keepalive;
+pub use server::{Config, Server};
+pub use state::StatePaths;
+pub use tls::Trust;

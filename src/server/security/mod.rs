@@ -244,7 +244,7 @@ impl SecurityState {
         self.lock().floors.get(uuid).copied()
     }
 
-    /// Forget entries that no longer matter (see [`prune`]).
+    /// Forget entries that no longer matter: see `prune`.
     pub fn sweep(&self) {
         let now = self.clock.now();
         let mut inner = self.lock();
