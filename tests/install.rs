@@ -64,20 +64,8 @@ fn serve_notifies_readiness() {
     let sock = UnixDatagram::bind(&sock_path).expect("bind");
     sock.set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
-    let mut c = rendezvousd();
-    c.args([
-        "serve",
-        "--plaintext",
-        "--registrar",
-        "127.0.0.1:0",
-        "--rendezvous",
-        "none",
-        "--state-dir",
-    ])
-    .arg(dir.join("state"))
-    .env("NOTIFY_SOCKET", &sock_path)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null());
+    let mut c = serve_command(&dir.join("state"), &["--plaintext", "--rendezvous", "none"]);
+    c.env("NOTIFY_SOCKET", &sock_path);
     let mut p = Proc::spawn("serve", c);
     let mut buf = [0u8; 64];
     let n = sock.recv(&mut buf).expect("READY=1 arrives");

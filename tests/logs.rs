@@ -371,19 +371,8 @@ fn client_hello_with_sni(name: &[u8]) -> Vec<u8> {
 #[test]
 fn illegal_sni_does_not_flood_the_log() {
     let dir = TempDir::new("sni");
-    let mut c = rendezvousd();
-    c.args([
-        "serve",
-        "--registrar",
-        "127.0.0.1:0",
-        "--rendezvous",
-        "none",
-        "--state-dir",
-    ])
-    .arg(dir.path())
-    .env("RUST_LOG", "info")
-    .stdin(std::process::Stdio::null())
-    .stdout(std::process::Stdio::null());
+    let mut c = serve_command(dir.path(), &["--rendezvous", "none"]);
+    c.env("RUST_LOG", "info");
     let srv = Proc::spawn("serve", c);
     let addr = srv.listening("registrar");
     let before = srv.lines.lock().expect("lines").len();
@@ -439,19 +428,7 @@ fn loose_state_folder_and_linked_users_file_are_warned_about() {
     std::fs::write(&real, "").expect("users");
     std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     std::os::unix::fs::symlink(&real, state.join("users")).expect("symlink");
-    let mut c = rendezvousd();
-    c.args([
-        "serve",
-        "--plaintext",
-        "--registrar",
-        "127.0.0.1:0",
-        "--rendezvous",
-        "none",
-        "--state-dir",
-    ])
-    .arg(&state)
-    .stdin(std::process::Stdio::null())
-    .stdout(std::process::Stdio::null());
+    let c = serve_command(&state, &["--plaintext", "--rendezvous", "none"]);
     let srv = Proc::spawn("serve", c);
     srv.wait_line("is writable by group or others (mode 0770); run chmod 700");
     srv.wait_line("is a symbolic link: serve reads its target");

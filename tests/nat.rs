@@ -377,66 +377,79 @@ fn within(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Duration
     start.elapsed()
 }
 
-/// Generic protocol, a NAT that forgets silently: a mobile client arriving
-/// at once is never handed a dead parked socket (the old server gave it +OK
-/// and it hung); it is served once the agent, whose keepalive finds its
-/// dead connections, has parked new ones.
-#[test]
-fn generic_after_a_silent_drop() {
-    let mut t = Topology::new("g", Duration::from_secs(600));
-    let dir = TempDir::new("nat-g");
+/// The drop tests' course: an agent of `protocol` keeps two connections
+/// parked behind the NAT, which forgets them once they have settled; one
+/// second later `first`, a mobile client, asserts what it got and says it;
+/// then `served`, a mobile client, is retried until the agent has parked
+/// anew. The server's own keepalive is slow here: the liveness proof is what
+/// keeps dead sockets from the mobile clients.
+fn after_a_silent_drop(
+    tag: &str,
+    protocol: &str,
+    first: impl FnOnce(&uuid::Uuid) -> String,
+    mut served: impl FnMut(&uuid::Uuid) -> bool,
+) {
+    let mut t = Topology::new(tag, Duration::from_secs(600));
+    let dir = TempDir::new(&format!("nat-{tag}"));
     let uuid = uuid::Uuid::new_v4();
-    let svc = Service::start(&t.hidden, true);
+    let svc = Service::start(&t.hidden, protocol == "generic");
     t.server.enter();
-    // The server's own keepalive is slow here: the liveness proof is what
-    // keeps dead sockets from the mobile client.
-    let _srv = serve(
-        &t,
-        &dir,
-        &uuid,
-        &["--keepalive", "300", "--pair-timeout", "15"],
-    );
+    let extra = ["--keepalive", "300", "--pair-timeout", "15"];
+    let _srv = serve(&t, &dir, &uuid, &extra);
+    let ka = agent_keepalive();
     let agent = expose(
         &t,
         &uuid,
-        "generic",
+        protocol,
         svc.addr,
-        &["--pool", "2", "--keepalive", &agent_keepalive()],
+        &["--pool", "2", "--keepalive", &ka],
     );
     within("two parked", Duration::from_secs(20), || {
-        parked("generic") == 2
+        parked(protocol) == 2
     });
     // Parked long enough to count as settled: the agent replaces them at once.
     thread::sleep(rendezvous::limits::PARK_SETTLED);
     t.forget();
     let dropped_at = Instant::now();
     thread::sleep(Duration::from_secs(1));
-    let (status, mut s) = generic_mobile(&uuid, Duration::from_secs(30));
-    let served_after = dropped_at.elapsed();
-    assert!(
-        status == "+OK" || status == "-ERR not ready",
-        "status {status:?} after {served_after:?}"
-    );
-    if status == "+OK" {
-        assert!(
-            echoes(&mut s, Duration::from_secs(5)),
-            "+OK, then silence: a dead socket"
-        );
-    }
+    let got = first(&uuid);
+    let answered_after = dropped_at.elapsed();
     assert!(metric("rendezvous_liveness_proofs_total{result=\"dropped\"}") >= 1);
     // The agent found its dead connections (keepalive 3 s: user timeout
     // 5 s) and parked new ones.
     agent.wait_line("waiting connection lost after");
-    within("agent re-parked", Duration::from_secs(60), || {
-        let (st, mut s) = generic_mobile(&uuid, Duration::from_secs(5));
+    within("agent re-parked", Duration::from_secs(60), || served(&uuid));
+    eprintln!(
+        "{protocol}: first mobile client answered {got} {:.1} s after the drop; served again within {:.1} s",
+        answered_after.as_secs_f64(),
+        dropped_at.elapsed().as_secs_f64()
+    );
+}
+
+/// Generic protocol, a NAT that forgets silently: a mobile client arriving
+/// at once is never handed a dead parked socket (the old server gave it +OK
+/// and it hung); it is served once the agent, whose keepalive finds its
+/// dead connections, has parked new ones.
+#[test]
+fn generic_after_a_silent_drop() {
+    let first = |uuid: &uuid::Uuid| {
+        let (status, mut s) = generic_mobile(uuid, Duration::from_secs(30));
+        assert!(
+            status == "+OK" || status == "-ERR not ready",
+            "status {status:?}"
+        );
+        if status == "+OK" {
+            assert!(
+                echoes(&mut s, Duration::from_secs(5)),
+                "+OK, then silence: a dead socket"
+            );
+        }
+        format!("{status:?}")
+    };
+    after_a_silent_drop("g", "generic", first, |uuid| {
+        let (st, mut s) = generic_mobile(uuid, Duration::from_secs(5));
         st == "+OK" && echoes(&mut s, Duration::from_secs(5))
     });
-    let reparked = dropped_at.elapsed();
-    eprintln!(
-        "generic: first mobile client answered {status:?} {:.1} s after the drop; served again within {:.1} s",
-        served_after.as_secs_f64(),
-        reparked.as_secs_f64()
-    );
 }
 
 /// HTTP-specific protocol, a NAT that forgets silently: the agent's parked
@@ -446,48 +459,14 @@ fn generic_after_a_silent_drop() {
 /// arriving at once gets a live one or a 404, never a hang.
 #[test]
 fn http_after_a_silent_drop() {
-    let mut t = Topology::new("h", Duration::from_secs(600));
-    let dir = TempDir::new("nat-h");
-    let uuid = uuid::Uuid::new_v4();
-    let svc = Service::start(&t.hidden, false);
-    t.server.enter();
-    let _srv = serve(
-        &t,
-        &dir,
-        &uuid,
-        &["--keepalive", "300", "--pair-timeout", "15"],
-    );
-    let agent = expose(
-        &t,
-        &uuid,
-        "http",
-        svc.addr,
-        &["--pool", "2", "--keepalive", &agent_keepalive()],
-    );
-    within("two parked", Duration::from_secs(20), || {
-        parked("http") == 2
+    let first = |uuid: &uuid::Uuid| {
+        let status = http_mobile(uuid, "/first", Duration::from_secs(30));
+        assert!(status == 200 || status == 404, "status {status}");
+        status.to_string()
+    };
+    after_a_silent_drop("h", "http", first, |uuid| {
+        http_mobile(uuid, "/again", Duration::from_secs(5)) == 200
     });
-    thread::sleep(rendezvous::limits::PARK_SETTLED);
-    t.forget();
-    let dropped_at = Instant::now();
-    thread::sleep(Duration::from_secs(1));
-    let status = http_mobile(&uuid, "/first", Duration::from_secs(30));
-    let served_after = dropped_at.elapsed();
-    assert!(
-        status == 200 || status == 404,
-        "status {status} after {served_after:?}"
-    );
-    assert!(metric("rendezvous_liveness_proofs_total{result=\"dropped\"}") >= 1);
-    agent.wait_line("waiting connection lost after");
-    within("agent re-parked", Duration::from_secs(60), || {
-        http_mobile(&uuid, "/again", Duration::from_secs(5)) == 200
-    });
-    let reparked = dropped_at.elapsed();
-    eprintln!(
-        "http: first mobile client answered {status} {:.1} s after the drop; served again within {:.1} s",
-        served_after.as_secs_f64(),
-        reparked.as_secs_f64()
-    );
 }
 
 /// A relayed pair whose hidden side vanishes (everything dropped, no FIN,

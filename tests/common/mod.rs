@@ -51,6 +51,19 @@ pub fn rendezvous() -> Command {
     c
 }
 
+/// `rendezvousd serve` on a state folder, its registrar on 127.0.0.1 port 0
+/// (see `Proc::listening`), standard input and output closed; `args` add to
+/// it (`--plaintext`, `--rendezvous none`, …).
+pub fn serve_command(state: &Path, args: &[&str]) -> Command {
+    let mut c = rendezvousd();
+    c.args(["serve", "--registrar", "127.0.0.1:0", "--state-dir"])
+        .arg(state)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    c
+}
+
 /// Run to completion (these commands finish by themselves) and return the output.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.stdin(std::process::Stdio::null())
