@@ -17,6 +17,8 @@ pub enum Timeout {
     Pair,
     /// A TCP connect did not complete.
     Connect,
+    /// A read or write on an established connection (its socket timeout).
+    Io,
 }
 
 impl fmt::Display for Timeout {
@@ -26,6 +28,7 @@ impl fmt::Display for Timeout {
             Timeout::Head => "request head timed out",
             Timeout::Pair => "no hidden server arrived in time",
             Timeout::Connect => "connect timed out",
+            Timeout::Io => "timed out",
         })
     }
 }
@@ -55,6 +58,16 @@ impl fmt::Display for AuthFailure {
             AuthFailure::LockedOut => "locked out",
         })
     }
+}
+
+/// Why an initiator got no responder. Mapped to the wire by the callers:
+/// `-ERR not registered` / `-ERR not ready` (generic), 404 (HTTP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeError {
+    /// No live cookie of that role (or no live registration).
+    NotRegistered,
+    /// Registered, but no responder arrived within the pair timeout.
+    NotReady,
 }
 
 /// Everything that can go wrong in this crate.
@@ -90,6 +103,12 @@ pub enum Error {
     ClockSkew(i64),
     /// The command line is wrong (exit status 2).
     Usage(String),
+    /// The rendezvous server refused a pairing (`-ERR not registered` or
+    /// `-ERR not ready`): the caller may look the hidden server up again, or
+    /// retry later.
+    Refused(TakeError),
+    /// The work was stopped (an agent's `stop`) before it finished.
+    Stopped,
     /// A runtime failure with its own message ("certificate exists").
     Other(String),
 }
@@ -144,6 +163,11 @@ impl fmt::Display for Error {
                 if *s > 0 { "behind" } else { "ahead of" }
             ),
             Error::Usage(m) => write!(f, "{m}"),
+            Error::Refused(TakeError::NotRegistered) => f.write_str("rendezvous: not registered"),
+            Error::Refused(TakeError::NotReady) => {
+                f.write_str("rendezvous: not ready (no hidden server waiting)")
+            }
+            Error::Stopped => f.write_str("stopped"),
             Error::Other(m) => write!(f, "{m}"),
         }
     }
@@ -171,7 +195,7 @@ impl From<io::Error> for Error {
             return Error::Other("unknown error".into());
         }
         if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock {
-            return Error::Timeout(Timeout::Head);
+            return Error::Timeout(Timeout::Io);
         }
         Error::Io {
             op: "i/o",

@@ -275,6 +275,17 @@ impl fmt::Display for DialError {
     }
 }
 
+impl DialError {
+    /// As the crate's error: a refusal stays one ([`Error::Refused`]), so
+    /// the caller can tell it from a failure; the rest keep their text.
+    pub fn into_error(self) -> Error {
+        match self {
+            DialError::Refused(t) => Error::Refused(t),
+            other => Error::Other(other.to_string()),
+        }
+    }
+}
+
 /// Connect to a triple's rendezvous server, send the cookie line, and wait
 /// for the status line (at most `wait`, or forever for a parked responder).
 /// On `+OK` the socket is positioned at the first relayed byte.

@@ -75,9 +75,9 @@ impl Dialer {
             Err(DialError::Refused(TakeError::NotRegistered)) if !fresh => {
                 log::debug!(target: T, "cached triple refused; looking up again");
                 let t = self.lookup()?;
-                dial(&t, Some(STATUS_WAIT)).map_err(|e| Error::Other(e.to_string()))
+                dial(&t, Some(STATUS_WAIT)).map_err(DialError::into_error)
             }
-            Err(e) => Err(Error::Other(e.to_string())),
+            Err(e) => Err(e.into_error()),
         }
     }
 }

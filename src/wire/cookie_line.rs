@@ -5,15 +5,7 @@
 use crate::limits::MAX_COOKIE_LINE;
 use crate::secret::Cookie;
 
-/// Why an initiator got no responder. Mapped to the wire by the callers:
-/// `-ERR not registered` / `-ERR not ready` (generic), 404 (HTTP).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TakeError {
-    /// No live cookie of that role (or no live registration).
-    NotRegistered,
-    /// Registered, but no responder arrived within the pair timeout.
-    NotReady,
-}
+pub use crate::error::TakeError;
 
 /// The success line sent to both sides.
 pub const OK: &[u8] = b"+OK\n";

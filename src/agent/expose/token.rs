@@ -90,7 +90,7 @@ impl Agent {
             step = step.max(last.saturating_add(1));
         }
         if self.stopped() {
-            return Err(Error::Other("stopped".into()));
+            return Err(Error::Stopped);
         }
         self.state
             .lock()
