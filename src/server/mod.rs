@@ -1,6 +1,7 @@
-//! `rendezvousd serve`: the configuration, the state every connection thread
-//! shares, start-up (state folder, users file, certificate), the accept loops
-//! and the reaper, reload (SIGHUP) and shutdown with a drain (SIGTERM/SIGINT).
+//! `rendezvousd serve`: start-up (state folder, users file, certificate,
+//! security state), the accept loops and the reaper, reload (SIGHUP) and
+//! shutdown with a drain (SIGTERM/SIGINT). The configuration is `config`,
+//! what the connection threads share `shared`.
 //!
 //! # Locks
 //!

@@ -3,7 +3,8 @@
 //! DESIGN's rules in order — CONNECT (hidden server, HTTP-specific),
 //! Authorization (mobile client), Upgrade with `uuid=` (WebSocket mobile
 //! client), `/.well-known/rendezvous/`, the generic API (`uuid=`), and
-//! otherwise the 401 challenge. Every error response is written from here.
+//! otherwise the 401 challenge. Rules 1-3 are handed to `http_protocol`,
+//! rule 5 to `api`; every error response comes from `wire::status`.
 
 use crate::certs;
 use crate::limits::{KEEPALIVE_IDLE, MAX_BODY_BYTES};
