@@ -786,7 +786,24 @@ fn main() {
         return;
     }
 
-    // 1. direct baseline and the generic relay, 1 and 4 streams.
+    let srv = generic_throughput(&o, &dir, &mut rep);
+    full_chain(&o, &dir, &mut rep, &srv);
+    let tls_srv = tls_throughput(&o, &dir, &mut rep);
+    setup_and_pairings(&o, &mut rep, tls_srv);
+    memory(&o, &dir, &mut rep);
+    stack_row(&mut rep);
+    drop(srv);
+
+    sweep_row(&mut rep, &dir, o.quick);
+    print_table(&rep, &o);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- the phases -------------------------------------------------------------
+
+/// Phase 1: the direct baseline, and the generic relay with 1 and 4 streams (and
+/// socat for comparison). Returns the server, used again by the chain.
+fn generic_throughput(o: &Opts, dir: &Path, rep: &mut Report) -> Server {
     let (direct1, busy_direct) = machine_busy(|| blast(direct_pairs(1), o.secs));
     rep.add(
         "direct_1_gbps",
@@ -806,7 +823,7 @@ fn main() {
         "Gbit/s",
         "baseline".into(),
     );
-    let srv = start_server(&dir, false, &[]);
+    let srv = start_server(dir, false, &[]);
     let (r, i) = register(&srv);
     let ((g1, cpu1), busy1) =
         machine_busy(|| blast_with_cpu(srv.proc.pid(), vec![pair(&srv, &r, &i)], o.secs));
@@ -864,84 +881,87 @@ fn main() {
             "apt-get install socat".into(),
         ));
     }
+    srv
+}
 
-    // 2. full chain: connect --listen -> rendezvousd -> expose -> sink.
-    {
-        let secret_file = dir.join("secret");
-        std::fs::write(&secret_file, SECRET_B32).expect("secret");
-        let server_url = format!("http://127.0.0.1:{}", srv.registrar.port());
-        let (sink_addr, received) = sink();
-        let mut agent = Proc::spawn({
-            let mut c = Command::new(bin("rendezvous"));
-            c.args([
-                "expose",
-                "--pool",
-                "4",
-                "--server",
-                &server_url,
-                "--uuid",
-                UUID,
-            ])
-            .args(["--to", &sink_addr.to_string(), "--secret-file"])
-            .arg(&secret_file);
-            c
-        });
-        agent.wait_line("registered uuid=");
-        let mut listen = Proc::spawn({
-            let mut c = Command::new(bin("rendezvous"));
-            c.args([
-                "connect",
-                "--listen",
-                "127.0.0.1:0",
-                "--server",
-                &server_url,
-                "--uuid",
-                UUID,
-            ]);
-            c
-        });
-        let line = listen.wait_line("listening on");
-        let addr: SocketAddr = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
-            .expect("listen address");
-        let before = blast(direct_pairs(1), o.secs);
-        let tx = TcpStream::connect(addr).expect("connect local");
-        let stop = Arc::new(AtomicBool::new(false));
-        let s2 = stop.clone();
-        let h = thread::spawn(move || {
-            let mut tx = tx;
-            let buf = vec![0x5au8; CHUNK];
-            while !s2.load(Ordering::Relaxed) {
-                if tx.write_all(&buf).is_err() {
-                    break;
-                }
+/// Phase 2: the full chain: connect --listen -> rendezvousd -> expose -> sink.
+fn full_chain(o: &Opts, dir: &Path, rep: &mut Report, srv: &Server) {
+    let secret_file = dir.join("secret");
+    std::fs::write(&secret_file, SECRET_B32).expect("secret");
+    let server_url = format!("http://127.0.0.1:{}", srv.registrar.port());
+    let (sink_addr, received) = sink();
+    let mut agent = Proc::spawn({
+        let mut c = Command::new(bin("rendezvous"));
+        c.args([
+            "expose",
+            "--pool",
+            "4",
+            "--server",
+            &server_url,
+            "--uuid",
+            UUID,
+        ])
+        .args(["--to", &sink_addr.to_string(), "--secret-file"])
+        .arg(&secret_file);
+        c
+    });
+    agent.wait_line("registered uuid=");
+    let mut listen = Proc::spawn({
+        let mut c = Command::new(bin("rendezvous"));
+        c.args([
+            "connect",
+            "--listen",
+            "127.0.0.1:0",
+            "--server",
+            &server_url,
+            "--uuid",
+            UUID,
+        ]);
+        c
+    });
+    let line = listen.wait_line("listening on");
+    let addr: SocketAddr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .expect("listen address");
+    let before = blast(direct_pairs(1), o.secs);
+    let tx = TcpStream::connect(addr).expect("connect local");
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let h = thread::spawn(move || {
+        let mut tx = tx;
+        let buf = vec![0x5au8; CHUNK];
+        while !s2.load(Ordering::Relaxed) {
+            if tx.write_all(&buf).is_err() {
+                break;
             }
-        });
-        thread::sleep(Duration::from_millis(300));
-        let (b0, t0) = (received.load(Ordering::Relaxed), Instant::now());
-        thread::sleep(Duration::from_secs_f64(o.secs));
-        let g =
-            (received.load(Ordering::Relaxed) - b0) as f64 * 8.0 / t0.elapsed().as_secs_f64() / 1e9;
-        stop.store(true, Ordering::Relaxed);
-        let _ = h.join();
-        let after = blast(direct_pairs(1), o.secs);
-        rep.add(
-            "chain_1_ratio",
-            "full chain connect->rendezvousd->expose, 1 stream",
-            g / ((before + after) / 2.0),
-            "x direct",
-            format!("{g:.2} Gbit/s at the sink; direct {before:.1} before, {after:.1} after"),
-        );
-        rep.json.insert("chain_1_gbps".into(), g);
-        drop(listen);
-        drop(agent);
-    }
+        }
+    });
+    thread::sleep(Duration::from_millis(300));
+    let (b0, t0) = (received.load(Ordering::Relaxed), Instant::now());
+    thread::sleep(Duration::from_secs_f64(o.secs));
+    let g = (received.load(Ordering::Relaxed) - b0) as f64 * 8.0 / t0.elapsed().as_secs_f64() / 1e9;
+    stop.store(true, Ordering::Relaxed);
+    let _ = h.join();
+    let after = blast(direct_pairs(1), o.secs);
+    rep.add(
+        "chain_1_ratio",
+        "full chain connect->rendezvousd->expose, 1 stream",
+        g / ((before + after) / 2.0),
+        "x direct",
+        format!("{g:.2} Gbit/s at the sink; direct {before:.1} before, {after:.1} after"),
+    );
+    rep.json.insert("chain_1_gbps".into(), g);
+    drop(listen);
+    drop(agent);
+}
 
-    // 3. TLS-to-TLS (HTTP-specific), 1 stream.
-    let tls_srv = start_server(&dir, true, &[]);
+/// Phase 3: TLS-to-TLS (HTTP-specific), 1 stream. Returns the TLS server, used
+/// again for the setup latencies.
+fn tls_throughput(o: &Opts, dir: &Path, rep: &mut Report) -> Server {
+    let tls_srv = start_server(dir, true, &[]);
     let before = blast(direct_pairs(1), o.secs);
     let (gt, cput) = tls_blast(&tls_srv, o.secs);
     let after = blast(direct_pairs(1), o.secs);
@@ -955,8 +975,12 @@ fn main() {
         ),
     );
     rep.json.insert("tls_1_gbps".into(), gt);
+    tls_srv
+}
 
-    // 4. setup latency: direct vs cached triple vs fresh HTTPS lookup.
+/// Phases 4 and 5: setup latency (direct, cached triple, fresh HTTPS lookup, and
+/// the liveness proof's share), then pairings per second with 4 clients.
+fn setup_and_pairings(o: &Opts, rep: &mut Report, tls_srv: Server) {
     let n = if o.quick { 300 } else { 2000 };
     let echo_l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let echo = echo_l.local_addr().expect("addr");
@@ -1067,10 +1091,13 @@ fn main() {
     stop.store(true, Ordering::Relaxed);
     let _ = pool.join();
     drop(tls_srv);
+}
 
-    // 6. memory: parked plain sockets, parked TLS connections, idle pairs.
+/// Phase 6: memory: parked plain sockets, parked TLS connections, idle pairs, and
+/// the server's CPU while all of that idles.
+fn memory(o: &Opts, dir: &Path, rep: &mut Report) {
     let mem_n = if o.quick { 200 } else { 1000 };
-    let m = start_server(&dir, true, &[]);
+    let m = start_server(dir, true, &[]);
     let pid = m.proc.pid();
     let (mr, mi) = register(&m);
     thread::sleep(Duration::from_millis(200));
@@ -1211,8 +1238,10 @@ fn main() {
     drop(pairs);
     drop(parked);
     drop(m);
+}
 
-    // 7. The connection thread's stack: the smallest that fits the deepest path.
+/// Phase 7: the connection thread's stack: the smallest that fits the deepest path.
+fn stack_row(rep: &mut Report) {
     if let Some(kib) = min_stack() {
         let set = rendezvous::limits::CONN_STACK / 1024;
         rep.add(
@@ -1226,10 +1255,6 @@ fn main() {
             ),
         );
     }
-
-    sweep_row(&mut rep, &dir, o.quick);
-    print_table(&rep, &o);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The table, and the JSON file when `--json` asked for it.
