@@ -7,6 +7,30 @@ use argh::FromArgs;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+/// What `--version` prints: the crate's version and, when built from a git
+/// checkout, the commit: `0.1.0 (2e45807)`.
+pub fn version() -> String {
+    match option_env!("RENDEZVOUS_COMMIT") {
+        Some(c) => format!("{} ({c})", env!("CARGO_PKG_VERSION")),
+        None => env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+/// The front ends' answer to `--version` (stdout, exit 0), or to a command
+/// line without a subcommand (a usage error, exit 2).
+pub fn version_or_usage(prog: &str, asked: bool) -> ExitCode {
+    use std::io::Write;
+    if asked {
+        let _ = writeln!(std::io::stdout(), "{prog} {}", version());
+        return ExitCode::SUCCESS;
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "{prog}: a subcommand is required\nRun {prog} --help for more information."
+    );
+    ExitCode::from(2)
+}
+
 /// Parse the process arguments into `T`. `--help` prints to stdout and exits 0;
 /// a usage error prints to stderr and exits 2 (argh's own `from_env` exits 1).
 pub fn parse_args<T: FromArgs>() -> Result<T, ExitCode> {

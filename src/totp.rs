@@ -144,6 +144,7 @@ pub fn verify(
 pub fn totp_now(
     secret: &Secret,
     params: Params,
+    at: Option<u64>,
     out: &mut dyn std::io::Write,
 ) -> crate::error::Result<()> {
     if !crate::limits::TOTP_DIGITS.contains(&params.digits)
@@ -153,7 +154,7 @@ pub fn totp_now(
             "--digits must be 6 to 8 and --step 1 to 3600".into(),
         ));
     }
-    writeln!(out, "{}", generate(secret, params, now()))
+    writeln!(out, "{}", generate(secret, params, at.unwrap_or_else(now)))
         .map_err(|e| crate::error::Error::io("write output", e))
 }
 

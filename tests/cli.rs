@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{mode, rendezvous, rendezvousd, run, stderr, stdout, TempDir};
+use common::{mode, rendezvous, rendezvousd, run, stderr, stdout, TempDir, SECRET_B32};
 use rendezvous::provision::Provision;
 use rendezvous::secret::Token;
 use rendezvous::{totp, users};
@@ -347,4 +347,46 @@ fn a_broken_stderr_pipe_keeps_the_exit_status() {
         Some(1),
         "runtime error"
     );
+}
+
+/// `--version` on both programs: the crate's version, and the commit when
+/// built from a git checkout (as the tests are), on stdout, exit 0. Without
+/// a subcommand it is a usage error.
+#[test]
+fn version_names_the_crate_version_and_commit() {
+    for (name, mut cmd) in [("rendezvous", rendezvous()), ("rendezvousd", rendezvousd())] {
+        let o = run(cmd.arg("--version"));
+        assert_eq!(o.status.code(), Some(0), "{name}: {}", stderr(&o));
+        let out = stdout(&o);
+        let want = format!("{name} {} (", env!("CARGO_PKG_VERSION"));
+        assert!(
+            out.starts_with(&want) && out.trim_end().ends_with(')'),
+            "{out:?}"
+        );
+        let commit = out
+            .trim_end()
+            .rsplit('(')
+            .next()
+            .unwrap_or("")
+            .trim_end_matches(')');
+        assert!(
+            commit.len() == 7 && commit.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{out:?}"
+        );
+    }
+    let o = run(&mut rendezvousd());
+    assert_eq!(o.status.code(), Some(2), "no subcommand");
+}
+
+/// `totp --at`: the password of a given instant (RFC 6238 Appendix B,
+/// SHA-1, 8 digits), so two builds can be compared at one instant.
+#[test]
+fn totp_at_a_fixed_instant() {
+    for (at, code) in [(59, "94287082"), (1_111_111_109, "07081804")] {
+        let o = run(rendezvous()
+            .args(["totp", "--digits", "8", "--at", &at.to_string()])
+            .env("RENDEZVOUS_SECRET", SECRET_B32));
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(stdout(&o).trim(), code);
+    }
 }

@@ -86,6 +86,7 @@ fn rendezvousd_flags_are_documented() {
         "rendezvousd.8",
         rendezvousd,
         &[
+            &[],
             &["serve"],
             &["user", "add"],
             &["user", "list"],
@@ -100,7 +101,7 @@ fn rendezvous_flags_are_documented() {
     check(
         "rendezvous.1",
         rendezvous,
-        &[&["expose"], &["connect"], &["lookup"], &["totp"]],
+        &[&[], &["expose"], &["connect"], &["lookup"], &["totp"]],
     );
 }
 
@@ -108,7 +109,9 @@ fn rendezvous_flags_are_documented() {
 /// programs (a page may name the other program's flags).
 #[test]
 fn every_flag_a_page_names_exists() {
-    let subcommands: [(&str, &[&str]); 9] = [
+    let subcommands: [(&str, &[&str]); 11] = [
+        ("rendezvousd", &[]),
+        ("rendezvous", &[]),
         ("rendezvousd", &["serve"]),
         ("rendezvousd", &["user", "add"]),
         ("rendezvousd", &["user", "list"]),

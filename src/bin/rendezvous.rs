@@ -11,8 +11,11 @@ use std::process::ExitCode;
 #[derive(FromArgs)]
 /// rendezvous client: expose a hidden server, or connect to one
 struct Top {
+    /// print the version (and the commit it was built from) and exit
+    #[argh(switch)]
+    version: bool,
     #[argh(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
 }
 
 #[derive(FromArgs)]
@@ -124,6 +127,9 @@ struct Totp {
     /// digits, 6 to 8 (default: the provisioning file's, else 6)
     #[argh(option)]
     digits: Option<u32>,
+    /// the password at this Unix time instead of now
+    #[argh(option)]
+    at: Option<u64>,
 }
 
 /// The connection flags that `expose`, `connect` and `lookup` share, moved
@@ -142,8 +148,8 @@ macro_rules! client_flags {
     };
 }
 
-fn run(top: Top) -> Result<(), Error> {
-    match top.cmd {
+fn run(cmd: Cmd) -> Result<(), Error> {
+    match cmd {
         Cmd::Totp(t) => {
             let (secret, (step, digits)) =
                 provision::read_secret_and_params(t.secret_file.as_deref())?;
@@ -151,7 +157,7 @@ fn run(top: Top) -> Result<(), Error> {
                 step: t.step.or(step).unwrap_or(totp::DEFAULT_STEP),
                 digits: t.digits.or(digits).unwrap_or(totp::DEFAULT_DIGITS),
             };
-            totp::totp_now(&secret, params, &mut std::io::stdout().lock())
+            totp::totp_now(&secret, params, t.at, &mut std::io::stdout().lock())
         }
         Cmd::Expose(e) => {
             let flags = client_flags!(e, e.secret_file, e.keepalive);
@@ -203,6 +209,9 @@ fn main() -> ExitCode {
         Ok(t) => t,
         Err(code) => return code,
     };
+    let (Some(cmd), false) = (top.cmd, top.version) else {
+        return cli::version_or_usage("rendezvous", top.version);
+    };
     cli::init_logger();
-    cli::finish("rendezvous", run(top))
+    cli::finish("rendezvous", run(cmd))
 }

@@ -11,8 +11,11 @@ use std::time::Duration;
 #[derive(FromArgs)]
 /// rendezvous server: registrar (HTTPS) and rendezvous server (TCP), and user provisioning
 struct Top {
+    /// print the version (and the commit it was built from) and exit
+    #[argh(switch)]
+    version: bool,
     #[argh(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
 }
 
 #[derive(FromArgs)]
@@ -181,9 +184,9 @@ fn parse_uuid(text: &str) -> Result<uuid::Uuid, Error> {
     uuid::Uuid::try_parse(text).map_err(|_| Error::Usage(format!("malformed uuid {text:?}")))
 }
 
-fn run(top: Top) -> Result<(), Error> {
+fn run(cmd: Cmd) -> Result<(), Error> {
     let mut stdout = std::io::stdout().lock();
-    match top.cmd {
+    match cmd {
         Cmd::Serve(s) => serve(s),
         Cmd::User(User {
             cmd: UserCmd::Add(a),
@@ -278,6 +281,9 @@ fn main() -> ExitCode {
         Ok(t) => t,
         Err(code) => return code,
     };
+    let (Some(cmd), false) = (top.cmd, top.version) else {
+        return cli::version_or_usage("rendezvousd", top.version);
+    };
     cli::init_logger();
-    cli::finish("rendezvousd", run(top))
+    cli::finish("rendezvousd", run(cmd))
 }
