@@ -41,12 +41,10 @@ impl HeadError {
     /// A short reason for the log (never peer data).
     pub fn reason(&self) -> &'static str {
         match self {
-            HeadError::TooLarge => "head too large",
-            HeadError::TooManyHeaders => "too many headers",
-            HeadError::Timeout => "head timed out",
-            HeadError::Malformed => "malformed head",
             HeadError::Eof => "closed",
             HeadError::Io(_) => "i/o error",
+            // The others are refusals: their text is the status table's.
+            _ => self.refusal().map_or("malformed head", Refusal::text),
         }
     }
 }
