@@ -47,6 +47,9 @@ test:
 check: lint-man
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	# Without the tests' `internals` feature the inside is pub(crate), so
+	# this run finds what only the tests use.
+	$(CARGO) clippy --locked -- -D warnings
 	$(CARGO) test --locked --test layers
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --locked --no-deps
 

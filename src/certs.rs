@@ -7,7 +7,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::fs;
 use std::path::Path;
-use std::path::PathBuf;
 
 /// Load every certificate from a PEM file.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
@@ -95,8 +94,10 @@ pub fn generate_self_signed(hosts: &[String]) -> Result<(String, String)> {
     Ok((ck.cert.pem(), ck.key_pair.serialize_pem()))
 }
 
-/// Where a state folder keeps its pair.
-pub fn state_pair(state_dir: &Path) -> (PathBuf, PathBuf) {
+/// Where a state folder keeps its pair (the tests' shorthand; the crate
+/// uses [`crate::state::StatePaths`]).
+#[cfg(any(test, feature = "internals"))]
+pub fn state_pair(state_dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     (state_dir.join("cert.pem"), state_dir.join("key.pem"))
 }
 

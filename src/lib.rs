@@ -12,8 +12,9 @@
 //!
 //! A gateway's own daemon can run the hidden server's agent, or dial a
 //! hidden server, or run a server, with the types at the crate's root; the
-//! modules behind them are the crate's inside, public for its tests, fuzz
-//! targets and benchmark only, and may change. `examples/` has an embedded
+//! modules behind them are the crate's inside (`pub(crate)`; the crate's own
+//! tests, fuzz targets and benchmark see them through the `internals`
+//! feature, which is not an API). `examples/` has an embedded
 //! agent and an embedded dialer.
 //!
 //! ```no_run
@@ -69,52 +70,31 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-// The crate's inside: public for the tests, the fuzz targets and the
-// benchmark, hidden from the documentation, which shows the API below.
-#[doc(hidden)]
-pub mod agent;
-#[doc(hidden)]
-pub mod certs;
-#[doc(hidden)]
-pub mod cli;
-#[doc(hidden)]
-pub mod clock;
+/// Declares the crate's inside: `pub(crate)` in a normal build, so the
+/// compiler sees what nothing uses; public (and hidden from the
+/// documentation) with the `internals` feature, which only the crate's own
+/// tests, examples, fuzz targets and benchmark turn on (Cargo.toml's
+/// dev-dependency on the crate itself).
+macro_rules! inside {
+    ($($m:ident),* $(,)?) => {$(
+        #[cfg(feature = "internals")]
+        #[doc(hidden)]
+        pub mod $m;
+        #[cfg(not(feature = "internals"))]
+        pub(crate) mod $m;
+    )*};
+}
+
+inside!(
+    agent, certs, clock, files, front, liveness, notify, provision, random, ratelimit, relay,
+    secret, server, signals, state, tcp_info, threads, tls, totp, users, wire,
+);
 pub mod error;
-#[doc(hidden)]
-pub mod files;
 pub mod limits;
+
+// The programs: `src/bin/` calls these, and nothing else.
 #[doc(hidden)]
-pub mod liveness;
-#[doc(hidden)]
-pub mod notify;
-#[doc(hidden)]
-pub mod provision;
-#[doc(hidden)]
-pub mod random;
-#[doc(hidden)]
-pub mod ratelimit;
-#[doc(hidden)]
-pub mod relay;
-#[doc(hidden)]
-pub mod secret;
-#[doc(hidden)]
-pub mod server;
-#[doc(hidden)]
-pub mod signals;
-#[doc(hidden)]
-pub mod state;
-#[doc(hidden)]
-pub mod tcp_info;
-#[doc(hidden)]
-pub mod threads;
-#[doc(hidden)]
-pub mod tls;
-#[doc(hidden)]
-pub mod totp;
-#[doc(hidden)]
-pub mod users;
-#[doc(hidden)]
-pub mod wire;
+pub use front::{rendezvous::main as rendezvous_main, rendezvousd::main as rendezvousd_main};
 
 // The API an embedder needs: run an agent and stop it, dial a hidden
 // server and get a stream, run a server and stop it, and the error type.

@@ -150,11 +150,6 @@ impl Registrar {
         })
     }
 
-    /// The URL.
-    pub fn url(&self) -> &ServerUrl {
-        &self.url
-    }
-
     fn exchange(&self, method: &str, target: &str) -> Result<ClientResponse> {
         let mut conn = self.open()?;
         let req = format!(

@@ -33,7 +33,7 @@ mod splice;
 mod tls_leg;
 
 pub use leg::{Leg, Totals};
-pub use pairs::{ActivePairs, PairEntry};
+pub use pairs::ActivePairs;
 use pump::pump;
 pub use tls_leg::TlsLeg;
 

@@ -177,7 +177,7 @@ impl Session<'_> {
                         let _ = refusal.response().write_to(&mut conn);
                     }
                     if !matches!(e, HeadError::Eof) {
-                        log::debug!(target: T, "conn={id} peer={peer} closing: {}", e.reason());
+                        log::debug!(target: T, "conn={id} peer={peer} closing: {e}");
                     }
                     return close(conn);
                 }

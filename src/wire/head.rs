@@ -49,6 +49,16 @@ impl HeadError {
     }
 }
 
+/// The reason, and for a socket error the error (never peer data).
+impl std::fmt::Display for HeadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeadError::Io(e) => write!(f, "{}: {e}", self.reason()),
+            _ => f.write_str(self.reason()),
+        }
+    }
+}
+
 /// A parsed request head, with the exact bytes it arrived as.
 #[derive(Debug, Clone)]
 pub struct Head {
@@ -189,6 +199,7 @@ impl HeadReader {
     /// Add received bytes and try to parse a head (the parsing half of
     /// [`HeadReader::read_head`], for tests and fuzzing). `Ok(None)`: more
     /// bytes are needed.
+    #[cfg(any(test, feature = "internals"))]
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Option<Head>, HeadError> {
         self.buf.extend_from_slice(bytes);
         match self.try_parse()? {

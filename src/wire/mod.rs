@@ -16,9 +16,17 @@ pub use authorization::{
     authorization_uuid, parse_connect_target, strip_authorization, ConnectAuth, ConnectError,
 };
 pub use cookie_line::{err_line, parse_first_line, FirstLine, TakeError, OK};
-pub use date::{http_date, parse_http_date};
-pub use framing::{ChunkError, Chunked, Framing, FramingError};
-pub use head::{parse_query, percent_decode, Head, HeadError, HeadReader, TcpBacked};
-pub use response::{error_body, read_response, reason, ClientResponse, Response};
+pub use date::parse_http_date;
+pub use framing::{ChunkError, Chunked, Framing};
+pub use head::{Head, HeadError, HeadReader, TcpBacked};
+pub use response::{read_response, ClientResponse, Response};
+// For the tests and fuzz targets: the crate reaches these by their files.
+#[cfg(feature = "internals")]
+pub use {
+    date::http_date,
+    framing::FramingError,
+    head::{parse_query, percent_decode},
+    response::{error_body, reason},
+};
 pub use status::Refusal;
 pub use triple::Triple;

@@ -188,6 +188,7 @@ impl Refusal {
     }
 
     /// Every refusal, status and diagnostic, in table order.
+    #[cfg(any(test, feature = "internals"))]
     pub fn table() -> impl Iterator<Item = (Refusal, u16, bool, &'static str)> {
         TABLE.iter().copied()
     }

@@ -1,6 +1,12 @@
-//! Shared front-end helpers: argh parsing that exits 2 on a usage error and 0
+//! The two programs' front ends: `rendezvous` (the agent's commands) and
+//! `rendezvousd` (the server and its administration), each parsing its
+//! command line and dispatching to the floors below; `src/bin/` only calls
+//! them. Here too the helpers they share: argh parsing that exits 2 on a usage error and 0
 //! on `--help`, logger set-up (`RUST_LOG`, default `info`, no timestamps when
 //! stderr is not a terminal), and the one-line `prog: what: why` error report.
+
+pub mod rendezvous;
+pub mod rendezvousd;
 
 use crate::error::Error;
 use argh::FromArgs;
