@@ -5,23 +5,25 @@
 //! Usage: `cargo bench --bench relay -- [--json FILE] [--secs N] [--quick]`.
 //! Everything binds 127.0.0.1 port 0; every phase is bounded in time.
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use rendezvous::agent::client::Registrar;
 use rendezvous::agent::settings::ServerUrl;
 use rendezvous::certs;
-use rendezvous::secret::Secret;
 use rendezvous::tls::{self, Trust};
 use rendezvous::totp;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
+use support::{park, read_head, read_line, secret, Proc, SECRET_B32};
 
-const SECRET_B32: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 const UUID: &str = "0b3e1c4e-6f55-4a8e-9d7a-5b2f0c1d2e3f";
 const CHUNK: usize = 128 * 1024;
 
@@ -58,73 +60,10 @@ fn opts() -> Opts {
 
 // ---- processes -------------------------------------------------------------
 
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command) -> Proc {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .env("RUST_LOG", "info");
-        let mut child = cmd.spawn().expect("spawn");
-        let err = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc {
-            child,
-            lines: rx,
-            seen: Vec::new(),
-        }
-    }
-
-    fn wait_line(&mut self, needle: &str) -> String {
-        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
-            return l.clone();
-        }
-        let end = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    self.seen.push(l.clone());
-                    if l.contains(needle) {
-                        return l;
-                    }
-                }
-                Err(_) => panic!("no line {needle:?}; saw:\n{}", self.seen.join("\n")),
-            }
-        }
-    }
-
-    fn listening(&mut self, what: &str) -> SocketAddr {
-        let l = self.wait_line(&format!("({what}"));
-        l.split("listening on ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
-            .expect("address")
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A child with standard input and output closed, its stderr collected.
+fn spawn(name: &str, mut cmd: Command) -> Proc {
+    cmd.stdin(Stdio::null()).stdout(Stdio::null());
+    Proc::spawn(name, cmd)
 }
 
 /// The binaries under test; `RENDEZVOUSD_BIN` names another rendezvousd
@@ -222,7 +161,7 @@ fn start_server_for(dir: &Path, tls: bool, extra: &[&str], uuids: &[&str]) -> Se
     if !tls {
         c.arg("--plaintext");
     }
-    let mut proc = Proc::spawn(c);
+    let proc = spawn("rendezvousd", c);
     let registrar = proc.listening("registrar");
     let rendezvous = proc.listening("rendezvous");
     Server {
@@ -232,10 +171,6 @@ fn start_server_for(dir: &Path, tls: bool, extra: &[&str], uuids: &[&str]) -> Se
         state,
         steps: AtomicU64::new(0),
     }
-}
-
-fn secret() -> Secret {
-    Secret::from_base32(SECRET_B32).expect("base32")
 }
 
 /// Register (a fresh step each call within one process: use skew) and
@@ -257,25 +192,6 @@ fn register(s: &Server) -> (String, String) {
     let r = reg.register(&uuid, &s.next_token()).expect("register");
     let i = reg.lookup(&uuid).expect("lookup");
     (r.cookie, i.cookie)
-}
-
-fn read_line(s: &mut TcpStream) -> String {
-    let mut out = Vec::new();
-    let mut b = [0u8; 1];
-    while let Ok(1) = s.read(&mut b) {
-        if b[0] == b'\n' {
-            break;
-        }
-        out.push(b[0]);
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn park(addr: SocketAddr, cookie: &str) -> TcpStream {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.write_all(format!("{cookie}\n").as_bytes())
-        .expect("cookie");
-    s
 }
 
 /// A generic pair through the server: (initiator, responder), both past +OK.
@@ -486,18 +402,6 @@ fn proof_stats(s: &Server) -> (f64, f64) {
     )
 }
 
-fn read_head<S: Read>(s: &mut S) -> String {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut b) {
-            Ok(1) => head.push(b[0]),
-            _ => break,
-        }
-    }
-    String::from_utf8_lossy(&head).into_owned()
-}
-
 fn tls_blast(s: &Server, secs: f64) -> (f64, f64) {
     let tok = s.next_token();
     let mut hidden = tls_client(s);
@@ -541,7 +445,7 @@ fn tls_blast(s: &Server, secs: f64) -> (f64, f64) {
         }
     });
     thread::sleep(Duration::from_millis(200));
-    let pid = s.proc.pid();
+    let pid = s.proc.child.id();
     let (b0, c0, t0) = (total.load(Ordering::Relaxed), cpu_secs(pid), Instant::now());
     thread::sleep(Duration::from_secs_f64(secs));
     let bytes = total.load(Ordering::Relaxed) - b0;
@@ -826,7 +730,7 @@ fn generic_throughput(o: &Opts, dir: &Path, rep: &mut Report) -> Server {
     let srv = start_server(dir, false, &[]);
     let (r, i) = register(&srv);
     let ((g1, cpu1), busy1) =
-        machine_busy(|| blast_with_cpu(srv.proc.pid(), vec![pair(&srv, &r, &i)], o.secs));
+        machine_busy(|| blast_with_cpu(srv.proc.child.id(), vec![pair(&srv, &r, &i)], o.secs));
     // The loopback baseline drifts on a shared machine: each single-stream
     // ratio is taken against the mean of the direct windows just before and
     // just after it.
@@ -847,7 +751,7 @@ fn generic_throughput(o: &Opts, dir: &Path, rep: &mut Report) -> Server {
     rep.json.insert("generic_1_gbps".into(), g1);
     rep.json.insert("generic_1_cpu_pct".into(), cpu1);
     let four: Vec<_> = (0..4).map(|_| pair(&srv, &r, &i)).collect();
-    let (g4, cpu4) = blast_with_cpu(srv.proc.pid(), four, o.secs);
+    let (g4, cpu4) = blast_with_cpu(srv.proc.child.id(), four, o.secs);
     rep.add(
         "generic_4_ratio",
         "generic relay, 4 streams",
@@ -890,7 +794,7 @@ fn full_chain(o: &Opts, dir: &Path, rep: &mut Report, srv: &Server) {
     std::fs::write(&secret_file, SECRET_B32).expect("secret");
     let server_url = format!("http://127.0.0.1:{}", srv.registrar.port());
     let (sink_addr, received) = sink();
-    let mut agent = Proc::spawn({
+    let agent = spawn("expose", {
         let mut c = Command::new(bin("rendezvous"));
         c.args([
             "expose",
@@ -906,7 +810,7 @@ fn full_chain(o: &Opts, dir: &Path, rep: &mut Report, srv: &Server) {
         c
     });
     agent.wait_line("registered uuid=");
-    let mut listen = Proc::spawn({
+    let listen = spawn("connect", {
         let mut c = Command::new(bin("rendezvous"));
         c.args([
             "connect",
@@ -1098,7 +1002,7 @@ fn setup_and_pairings(o: &Opts, rep: &mut Report, tls_srv: Server) {
 fn memory(o: &Opts, dir: &Path, rep: &mut Report) {
     let mem_n = if o.quick { 200 } else { 1000 };
     let m = start_server(dir, true, &[]);
-    let pid = m.proc.pid();
+    let pid = m.proc.child.id();
     let (mr, mi) = register(&m);
     thread::sleep(Duration::from_millis(200));
     settle();

@@ -5,10 +5,10 @@
 //! that the per-UUID cap spares the last good address, are unit tests of
 //! `authn::SecurityState` with synthetic addresses.
 
-mod common;
+mod support;
 
-use common::*;
 use std::sync::atomic::Ordering;
+use support::*;
 
 #[test]
 fn ten_failures_lock_the_address_but_not_cookie_authentication() {

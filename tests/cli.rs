@@ -1,12 +1,12 @@
 //! The binaries as a user runs them: exit statuses (0 help, 2 usage, 1 runtime),
 //! the one-line `prog: what: why` error, provisioning and file modes.
 
-mod common;
+mod support;
 
-use common::{mode, rendezvous, rendezvousd, run, stderr, stdout, TempDir, SECRET_B32};
 use rendezvous::provision::Provision;
 use rendezvous::secret::Token;
 use rendezvous::{totp, users};
+use support::{mode, rendezvous, rendezvousd, run, stderr, stdout, TempDir, SECRET_B32};
 
 #[test]
 fn help_exits_zero_on_stdout() {

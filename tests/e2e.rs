@@ -3,9 +3,8 @@
 //! `--listen`); recovery after the server is killed and restarted; SIGTERM
 //! and SIGHUP.
 
-mod common;
+mod support;
 
-use common::*;
 use rendezvous::agent::client::Registrar;
 use rendezvous::agent::settings::ServerUrl;
 use rendezvous::certs::parse_fingerprint;
@@ -17,6 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
+use support::*;
 
 fn user_add(state: &Path, out: &Path) {
     let o = run(rendezvousd()

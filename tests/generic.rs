@@ -3,13 +3,13 @@
 //! sockets, cookie independence, and the relay's integrity, half-close and
 //! prompt close.
 
-mod common;
+mod support;
 
-use common::*;
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::thread;
 use std::time::{Duration, Instant};
+use support::*;
 
 #[test]
 fn pair_ok_both_sides_and_early_bytes() {

@@ -4,9 +4,8 @@
 //! oldest first, 404 when none waits, and 16 MiB each way through the
 //! TLS-to-TLS relay.
 
-mod common;
+mod support;
 
-use common::*;
 use rendezvous::tls::{self, ClientStream, Trust};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -15,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+use support::*;
 
 fn tls_opts() -> Opts {
     Opts {
@@ -32,20 +32,6 @@ fn tls_connect(ts: &TestServer) -> ClientStream {
     let cfg = tls::client_config(&Trust::Ca(cert(ts))).expect("client config");
     let sock = connect(ts.registrar());
     tls::connect(sock, cfg, "127.0.0.1", Instant::now() + IO_TIMEOUT).expect("handshake")
-}
-
-/// Read a response head byte by byte (nothing after it is consumed).
-fn read_head<S: Read>(s: &mut S) -> String {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut b) {
-            Ok(0) => break,
-            Ok(_) => head.push(b[0]),
-            Err(e) => panic!("read head: {e} after {:?}", String::from_utf8_lossy(&head)),
-        }
-    }
-    String::from_utf8_lossy(&head).into_owned()
 }
 
 fn status(head: &str) -> u16 {

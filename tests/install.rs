@@ -2,14 +2,14 @@
 //! pages with the right modes; `make uninstall` removes them again. Also:
 //! `serve` reports readiness on `$NOTIFY_SOCKET`.
 
-mod common;
+mod support;
 
-use common::*;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use support::*;
 
 const FILES: [(&str, u32); 6] = [
     ("usr/local/bin/rendezvous", 0o755),

@@ -4,15 +4,15 @@
 //! keep-alive connections it reclaims, and the per-address cap on
 //! connections that proved no credential.
 
-mod common;
+mod support;
 
-use common::*;
 use rendezvous::tls::{self, Trust};
 use rendezvous::wire::read_response;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
+use support::*;
 
 /// Trickle `bytes` one per 100 ms until the server closes; returns how long
 /// the server let it go on.

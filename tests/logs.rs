@@ -5,9 +5,8 @@
 //! for any UUID-shaped text other than the users' UUIDs (which catches the
 //! agents' own cookies, which the test never sees).
 
-mod common;
+mod support;
 
-use common::*;
 use rendezvous::agent::client::Registrar;
 use rendezvous::agent::dial::Dialer;
 use rendezvous::agent::expose::{Agent, ExposeOpts, Protocol};
@@ -16,6 +15,7 @@ use rendezvous::tls::{self, Trust};
 use std::io::{Read, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use support::*;
 
 static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
@@ -30,18 +30,6 @@ impl log::Log for Capture {
         LINES.lock().unwrap_or_else(|e| e.into_inner()).push(line);
     }
     fn flush(&self) {}
-}
-
-fn read_head<S: Read>(s: &mut S) -> String {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut b) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => head.push(b[0]),
-        }
-    }
-    String::from_utf8_lossy(&head).into_owned()
 }
 
 /// Every UUID-shaped run (8-4-4-4-12 hex digits) in `line`. Cookies are `R`

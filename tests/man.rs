@@ -4,11 +4,11 @@
 //! and render with `man -l`; every message the programs log at warn (and
 //! the client's at info) is explained in DIAGNOSTICS.
 
-mod common;
+mod support;
 
-use common::{rendezvous, rendezvousd, run, stdout};
 use std::path::Path;
 use std::process::Command;
+use support::{rendezvous, rendezvousd, run, stdout};
 
 const PAGES: [&str; 4] = [
     "rendezvousd.8",

@@ -2,11 +2,11 @@
 //! line parsed as Prometheus text, the figures checked; `--metrics-from`
 //! decides who may read it.
 
-mod common;
+mod support;
 
-use common::*;
 use std::collections::HashMap;
 use std::io::{Read, Write};
+use support::*;
 
 /// Parse the exposition format strictly: HELP and TYPE before each family's
 /// samples, every sample `name{labels} value` with a declared name.

@@ -15,9 +15,8 @@
 //! Needs root, iproute2 and nftables; fails with the install command when
 //! they are missing. Each test removes its namespaces (and so its rules).
 
-mod common;
+mod support;
 
-use common::*;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
@@ -25,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
+use support::*;
 
 const REGISTRAR: &str = "10.2.0.2:8898";
 const RENDEZVOUS: &str = "10.2.0.2:8899";

@@ -2,12 +2,12 @@
 //! API, keep-alive, the 401 challenge, head limits, and TOTP authentication
 //! with its guessing limits.
 
-mod common;
+mod support;
 
-use common::*;
 use rendezvous::wire::read_response;
 use std::io::Write;
 use std::time::Duration;
+use support::*;
 
 #[test]
 fn put_get_refresh_and_json_shapes() {

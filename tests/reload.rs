@@ -2,14 +2,14 @@
 //! rewritten and reloaded over and over, a user present in every version is
 //! never unknown to a request, not even for an instant.
 
-mod common;
+mod support;
 
-use common::*;
 use rendezvous::certs;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
+use support::*;
 
 #[test]
 fn reload_under_load_never_shows_a_half_loaded_table() {

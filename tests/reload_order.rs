@@ -5,12 +5,12 @@
 //! loaded machine. A logger checks the server's state at the moment each line
 //! is written, so the check does not depend on timing.
 
-mod common;
+mod support;
 
-use common::*;
 use rendezvous::files::write_atomic;
 use rendezvous::server::Shared;
 use std::sync::{Arc, Mutex, OnceLock};
+use support::*;
 
 /// The server under test, for the logger to look at.
 static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();

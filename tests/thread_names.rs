@@ -2,12 +2,12 @@
 //! show), also when a pooled thread is reused for the next connection. Its
 //! own test binary: the threads of other tests would be in the same process.
 
-mod common;
+mod support;
 
-use common::*;
 use std::collections::BTreeMap;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
+use support::*;
 
 /// Thread id → kernel name, for this process's connection threads.
 fn conn_threads() -> BTreeMap<String, String> {

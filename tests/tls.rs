@@ -3,15 +3,15 @@
 //! 127.0.0.1; a wrong pin fails with a clear error; a stalled handshake is cut
 //! at its deadline.
 
-mod common;
+mod support;
 
-use common::TempDir;
 use rendezvous::certs;
 use rendezvous::tls::{self, Trust};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
+use support::TempDir;
 
 struct Pair {
     _dir: TempDir,
@@ -35,7 +35,7 @@ fn pair() -> Pair {
     assert!(fp
         .bytes()
         .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
-    assert_eq!(common::mode(&key), 0o600);
+    assert_eq!(support::mode(&key), 0o600);
     let config = tls::server_config(&cert, &key).expect("server config");
     Pair {
         _dir: dir,

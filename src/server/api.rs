@@ -5,23 +5,35 @@
 
 use crate::secret::Cookie;
 use crate::secret::Token;
-use crate::server::auth::authenticate;
-use crate::server::metrics::Metrics;
-use crate::server::shared::Shared;
+use crate::server::auth::Authn;
 use crate::wire::Head;
 use crate::wire::Refusal;
 use crate::wire::Response;
 use std::net::SocketAddr;
 use std::net::TcpStream;
+use std::time::Duration;
 use uuid::Uuid;
 
 const T: &str = "rendezvous::registrar";
 
+/// What the API may touch: authentication's context, and what a triple
+/// names. `Shared::api` lends one.
+pub struct Api<'a> {
+    /// Tokens and cookies.
+    pub authn: Authn<'a>,
+    /// `--public-host`.
+    pub public_host: Option<&'a str>,
+    /// The port triples name (`None`: the generic protocol is off).
+    pub triple_port: Option<u16>,
+    /// The `R` cookie's lifetime, reported as a triple's `ttl`.
+    pub cookie_ttl: Duration,
+}
+
 /// The host a triple names: `--public-host`, else the client's `Host` (without
 /// its port), else the address the client reached us on.
-fn triple_host(shared: &Shared, head: &Head, sock: &TcpStream) -> Result<String, Response> {
-    if let Some(h) = &shared.cfg.public_host {
-        return Ok(h.clone());
+fn triple_host(public_host: Option<&str>, head: &Head, sock: &TcpStream) -> Result<String, Response> {
+    if let Some(h) = public_host {
+        return Ok(h.to_string());
     }
     if let Some(host) = head.header("host") {
         let name = if let Some(rest) = host.strip_prefix('[') {
@@ -46,7 +58,7 @@ fn triple_host(shared: &Shared, head: &Head, sock: &TcpStream) -> Result<String,
 }
 
 pub(crate) fn api(
-    shared: &Shared,
+    ctx: &Api,
     head: &Head,
     peer: SocketAddr,
     sock: &TcpStream,
@@ -57,7 +69,7 @@ pub(crate) fn api(
     let Some(uuid) = get("uuid").and_then(|u| Uuid::try_parse(u).ok()) else {
         return Refusal::MalformedUuid.response();
     };
-    let Some(port) = shared.triple_port else {
+    let Some(port) = ctx.triple_port else {
         return Refusal::NotConfigured.response();
     };
     let (response, cookie) = (get("response"), get("cookie"));
@@ -72,38 +84,34 @@ pub(crate) fn api(
     if head.method != allowed {
         return refusal.response().with_header("Allow", allowed);
     }
-    let host = match triple_host(shared, head, sock) {
+    let host = match triple_host(ctx.public_host, head, sock) {
         Ok(h) => h,
         Err(r) => return r,
     };
     let triple = |cookie: &Cookie, ttl: bool| {
         let mut v = serde_json::json!({ "host": host, "port": port, "cookie": cookie.expose() });
         if ttl {
-            v["ttl"] = serde_json::json!(shared.cfg.cookie_ttl.as_secs());
+            v["ttl"] = serde_json::json!(ctx.cookie_ttl.as_secs());
         }
         Response::result(v)
     };
     if let Some(token) = response {
-        return match authenticate(shared, uuid, &Token::new(token), peer.ip(), id) {
+        return match ctx.authn.token(uuid, &Token::new(token), peer.ip(), id) {
             Ok(c) => triple(&c, true),
             Err(r) => r,
         };
     }
     if let Some(text) = cookie {
-        return match Cookie::parse(text).filter(|c| shared.registry.refresh(uuid, c).is_ok()) {
-            Some(c) => {
-                shared.security.cookie_success(uuid, peer.ip());
+        let valid = Cookie::parse(text).filter(|c| ctx.authn.registry.refresh(uuid, c).is_ok());
+        return match ctx.authn.cookie(valid, uuid, peer, id, T) {
+            Ok(c) => {
                 log::debug!(target: T, "conn={id} cookie refreshed uuid={uuid}");
                 triple(&c, true)
             }
-            None => {
-                Metrics::bump(&shared.metrics.auth_bad_cookie);
-                log::info!(target: T, "conn={id} auth failed uuid={uuid} peer={peer} reason=bad-cookie");
-                Refusal::UnknownCookie.response()
-            }
+            Err(r) => r,
         };
     }
-    match shared.registry.initiator_cookie(&uuid) {
+    match ctx.authn.registry.initiator_cookie(&uuid) {
         Some(c) => triple(&c, false),
         None => Refusal::NotRegistered.response(),
     }

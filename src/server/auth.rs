@@ -7,20 +7,75 @@
 use crate::error::AuthFailure;
 use crate::secret::{Cookie, Token};
 use crate::server::metrics::Metrics;
-use crate::server::shared::Shared;
+use crate::server::registry::Registry;
+use crate::server::security::SecurityState;
+use crate::users::Users;
 use crate::totp;
 use crate::wire::Refusal;
 use crate::wire::Response;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use uuid::Uuid;
 
 const T: &str = "rendezvous::registrar";
 
-/// TOTP authentication with the guessing limits. On success the UUID gets a
-/// new `R` cookie.
-pub fn authenticate(
-    shared: &Shared,
+/// What authentication may touch: the users table in use, the security
+/// state, the registry (a new `R` cookie, under its lock) and the counters.
+/// `Shared::authn` lends one.
+pub struct Authn<'a> {
+    /// The users table, swapped whole by a reload.
+    pub users: &'a RwLock<Arc<Users>>,
+    /// Replay floors, guessing limits and last good addresses.
+    pub security: &'a SecurityState,
+    /// Registrations and pools.
+    pub registry: &'a Registry,
+    /// Event counters.
+    pub metrics: &'a Metrics,
+}
+
+impl Authn<'_> {
+    /// The users table in use now.
+    pub fn users(&self) -> Arc<Users> {
+        self.users
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// A cookie credential the caller checked (`valid`): on success the
+    /// address is remembered as a good one; else the failure is counted and
+    /// logged under `target`, and answered 401.
+    pub fn cookie(
+        &self,
+        valid: Option<Cookie>,
+        uuid: Uuid,
+        peer: SocketAddr,
+        id: u64,
+        target: &str,
+    ) -> Result<Cookie, Response> {
+        match valid {
+            Some(c) => {
+                self.security.cookie_success(uuid, peer.ip());
+                Ok(c)
+            }
+            None => {
+                Metrics::bump(&self.metrics.auth_bad_cookie);
+                log::info!(target: target, "conn={id} auth failed uuid={uuid} peer={peer} reason=bad-cookie");
+                Err(Refusal::UnknownCookie.response())
+            }
+        }
+    }
+
+    /// TOTP authentication with the guessing limits. On success the UUID
+    /// gets a new `R` cookie.
+    pub fn token(&self, uuid: Uuid, token: &Token, ip: IpAddr, id: u64) -> Result<Cookie, Response> {
+        authenticate(self, uuid, token, ip, id)
+    }
+}
+
+fn authenticate(
+    shared: &Authn,
     uuid: Uuid,
     token: &Token,
     ip: IpAddr,

@@ -10,11 +10,11 @@
 use crate::relay::{self, Leg, TlsLeg};
 use crate::secret::Cookie;
 use crate::server::accept::{ConnSlot, PreAuth};
-use crate::server::auth::authenticate;
+use crate::server::auth::Authn;
 use crate::server::conn::Conn;
 use crate::server::parked::{Parked, ParkedStream};
 use crate::server::registry::Proto;
-use crate::server::shared::Shared;
+use crate::server::pairing::Pairing;
 use crate::wire::parse_connect_target;
 use crate::wire::strip_authorization;
 use crate::wire::ConnectAuth;
@@ -67,7 +67,7 @@ fn has_early_data(conn: &mut Conn, reader: &mut HeadReader) -> bool {
 /// Handle `CONNECT` from a hidden server. Returns `Some(conn)` with a
 /// response to write when the connection is refused; `None` once it is parked.
 pub fn hidden_connect(
-    shared: &Shared,
+    (authn, pairing): (&Authn, &Pairing),
     head: &Head,
     mut conn: Conn,
     reader: &mut HeadReader,
@@ -83,23 +83,15 @@ pub fn hidden_connect(
         return Some((conn, ConnectError::EarlyData.response()));
     }
     let cookie = match auth {
-        ConnectAuth::Token(token) => match authenticate(shared, uuid, &token, peer.ip(), id) {
-            Ok(c) => c,
-            Err(r) => return Some((conn, r)),
-        },
+        ConnectAuth::Token(token) => authn.token(uuid, &token, peer.ip(), id),
         ConnectAuth::Cookie(text) => {
-            match Cookie::parse(&text).filter(|c| shared.registry.responder_uuid(c) == Some(uuid)) {
-                Some(c) => {
-                    shared.security.cookie_success(uuid, peer.ip());
-                    c
-                }
-                None => {
-                    crate::server::metrics::Metrics::bump(&shared.metrics.auth_bad_cookie);
-                    log::info!(target: T, "conn={id} auth failed uuid={uuid} peer={peer} reason=bad-cookie");
-                    return Some((conn, Refusal::UnknownCookie.response()));
-                }
-            }
+            let valid = Cookie::parse(&text).filter(|c| pairing.registry.responder_uuid(c) == Some(uuid));
+            authn.cookie(valid, uuid, peer, id, T)
         }
+    };
+    let cookie = match cookie {
+        Ok(c) => c,
+        Err(r) => return Some((conn, r)),
     };
     // A 2xx answer to CONNECT carries no Content-Length (RFC 9110 §9.3.6).
     let ok = format!(
@@ -114,7 +106,7 @@ pub fn hidden_connect(
         return None;
     }
     let _ = conn.tcp().set_read_timeout(None);
-    let _ = shared.cfg.keepalive.apply(conn.tcp());
+    let _ = pairing.keepalive.apply(conn.tcp());
     let stream = match conn {
         Conn::Plain(s) => ParkedStream::Tcp(s),
         Conn::Tls(s) => ParkedStream::Tls(s),
@@ -126,14 +118,11 @@ pub fn hidden_connect(
         conn: id,
         slot,
     };
-    match shared.registry.park_uuid(uuid, Proto::Http, parked) {
+    match pairing.registry.park_uuid(uuid, Proto::Http, parked) {
         Ok(evicted) => {
             log::debug!(target: T, "conn={id} parked uuid={uuid} proto=http");
-            if let Some(old) =
-                evicted.filter(|_| crate::server::rendezvous::overflow_warn().ready())
-            {
-                log::warn!(target: T, "pool full uuid={uuid}: closed oldest conn={} (--pool-max {})",
-                    old.conn, shared.cfg.pool_max);
+            if let Some(old) = evicted {
+                pairing.evicted(uuid, old.conn, T);
             }
         }
         Err((why, p)) => {
@@ -149,7 +138,7 @@ pub fn hidden_connect(
 /// `pre_auth` is the connection's place among the unauthenticated ones of
 /// its address, given up once it is paired.
 pub fn mobile(
-    shared: &Shared,
+    pairing: &Pairing,
     head: &Head,
     uuid: Uuid,
     conn: Conn,
@@ -157,11 +146,11 @@ pub fn mobile(
     (peer, id): (SocketAddr, u64),
     pre_auth: &mut Option<PreAuth>,
 ) -> Option<(Conn, Response)> {
-    let deadline = Instant::now() + shared.cfg.pair_timeout;
+    let deadline = Instant::now() + pairing.pair_timeout;
     let mut first = strip_authorization(&head.raw);
     first.extend_from_slice(&reader.take_buffered());
     let (responder, rpeer, rconn) = loop {
-        let p = match shared.registry.take_uuid(&uuid, Proto::Http, deadline) {
+        let p = match pairing.registry.take_uuid(&uuid, Proto::Http, deadline) {
             Ok(p) => p,
             Err(why) => {
                 log::debug!(target: T, "conn={id} uuid={uuid} no hidden server: {why:?}");
@@ -177,20 +166,20 @@ pub fn mobile(
             log::debug!(target: T, "conn={rconn} parked connection failed on write");
             continue;
         }
-        if crate::server::rendezvous::proven(shared, leg.socket(), rconn) {
+        if pairing.proven(leg.socket(), rconn) {
             break ((leg, rslot), rpeer, rconn);
         }
     };
     let _ = conn.tcp().set_read_timeout(None);
-    let _ = shared.cfg.keepalive.apply(conn.tcp());
+    let _ = pairing.keepalive.apply(conn.tcp());
     pre_auth.take();
     log::debug!(target: T, "conn={id} paired uuid={uuid} responder conn={rconn}");
     let initiator = into_leg(conn);
     let (responder, _rslot) = responder;
-    let mut totals = relay::relay(initiator, responder, Some(&shared.pairs));
+    let mut totals = relay::relay(initiator, responder, Some(pairing.pairs));
     // The forwarded head (and body bytes read with it) went up too.
     totals.up += first.len() as u64;
-    shared.pairs.account(&totals);
+    pairing.pairs.account(&totals);
     log::info!(target: T,
         "pair done conn={id} uuid={uuid} proto=http initiator={peer} responder={rpeer} up={} down={} secs={:.3}",
         totals.up, totals.down, totals.duration.as_secs_f64());

@@ -28,6 +28,7 @@ pub mod config;
 pub mod conn;
 pub mod http_protocol;
 pub mod metrics;
+pub mod pairing;
 pub mod parked;
 pub mod registrar;
 pub mod registry;
@@ -138,7 +139,7 @@ fn start_listeners(
     if let Some(l) = rendezvous {
         let s = shared.clone();
         let rv = AcceptLoop::spawn("rendezvous", l, shared.conns.clone(), max, move |a| {
-            crate::server::rendezvous::handle(a, &s)
+            crate::server::rendezvous::handle(a, s.cfg.handshake_timeout, &s.pairing())
         })
         .op("start rendezvous accept thread")?;
         log::info!(target: "rendezvous::server", "listening on {} (rendezvous)", rv.local_addr());

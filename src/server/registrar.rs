@@ -220,7 +220,7 @@ impl Session<'_> {
             Route::HiddenConnect => {
                 return match self.slot.take() {
                     Some(slot) => http_protocol::hidden_connect(
-                        shared,
+                        (&shared.authn(), &shared.pairing()),
                         head,
                         conn,
                         &mut self.reader,
@@ -239,7 +239,7 @@ impl Session<'_> {
         };
         match uuid {
             Ok(uuid) => http_protocol::mobile(
-                shared,
+                &shared.pairing(),
                 head,
                 uuid,
                 conn,
@@ -266,7 +266,7 @@ impl Session<'_> {
         match route {
             Route::WellKnown => well_known(self.shared, head, self.peer),
             Route::Api => {
-                crate::server::api::api(self.shared, head, self.peer, conn.tcp(), self.id)
+                crate::server::api::api(&self.shared.api(), head, self.peer, conn.tcp(), self.id)
             }
             _ => challenge(),
         }

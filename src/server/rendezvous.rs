@@ -5,22 +5,19 @@
 //! `-ERR invalid cookie`, `-ERR not registered`, `-ERR not ready`, then closes.
 
 use crate::limits::MAX_COOKIE_LINE;
-use crate::liveness::{self, Undelivered};
-use crate::ratelimit::RateLimit;
 use crate::relay;
 use crate::secret::{Cookie, Role};
 use crate::server::accept::Accepted;
-use crate::server::metrics::Metrics;
 use crate::server::parked::{Parked, ParkedStream};
 use crate::server::registry::Proto;
-use crate::server::shared::Shared;
+use crate::server::pairing::Pairing;
 use crate::wire::err_line;
 use crate::wire::parse_first_line;
 use crate::wire::FirstLine;
 use crate::wire::OK;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const T: &str = "rendezvous::rendezvous";
@@ -63,44 +60,8 @@ fn read_line(sock: &mut TcpStream, deadline: Instant) -> Result<(Cookie, Vec<u8>
     }
 }
 
-/// The rate limit of the `pool full` warning (both protocols).
-pub(crate) fn overflow_warn() -> &'static RateLimit {
-    static W: OnceLock<RateLimit> = OnceLock::new();
-    W.get_or_init(|| RateLimit::new(Duration::from_secs(10)))
-}
-
-/// The liveness proof of a parked socket the server just wrote its first
-/// bytes to: true once the peer acknowledged them. A socket that does not
-/// prove alive (silent, closed or reset) is closed with an RST and counted;
-/// the caller takes the next one, and the other side never sees it.
-pub(crate) fn proven(shared: &Shared, sock: &TcpStream, conn: u64) -> bool {
-    let m = &shared.metrics;
-    match liveness::prove_delivered(sock) {
-        Ok(took) => {
-            Metrics::bump(&m.proofs_acked);
-            m.proof_micros.fetch_add(
-                u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            true
-        }
-        Err(why) => {
-            Metrics::bump(&m.proofs_failed);
-            if let Undelivered::Timeout(t) = why {
-                m.proof_micros.fetch_add(
-                    u64::try_from(t.as_micros()).unwrap_or(u64::MAX),
-                    std::sync::atomic::Ordering::Relaxed,
-                );
-            }
-            log::debug!(target: T, "conn={conn} parked socket failed its liveness proof: {why:?}");
-            liveness::abort(sock);
-            false
-        }
-    }
-}
-
 /// Serve one rendezvous connection.
-pub fn handle(acc: Accepted, shared: &Shared) {
+pub fn handle(acc: Accepted, handshake_timeout: Duration, pairing: &Pairing) {
     let Accepted {
         mut stream,
         peer,
@@ -108,7 +69,7 @@ pub fn handle(acc: Accepted, shared: &Shared) {
         slot,
         pre_auth,
     } = acc;
-    let deadline = Instant::now() + shared.cfg.handshake_timeout;
+    let deadline = Instant::now() + handshake_timeout;
     let line = read_line(&mut stream, deadline);
     drop(pre_auth);
     let (cookie, early) = match line {
@@ -126,13 +87,13 @@ pub fn handle(acc: Accepted, shared: &Shared) {
     let _ = stream.set_read_timeout(None);
     let _ = stream.set_nodelay(true);
     match cookie.role() {
-        Role::Responder => park(shared, cookie, stream, early, peer, id, slot),
-        Role::Initiator => pair(shared, cookie, stream, early, peer, id),
+        Role::Responder => park(pairing, cookie, stream, early, peer, id, slot),
+        Role::Initiator => pair(pairing, cookie, stream, early, peer, id),
     }
 }
 
 fn park(
-    shared: &Shared,
+    pairing: &Pairing,
     cookie: Cookie,
     stream: TcpStream,
     early: Vec<u8>,
@@ -140,7 +101,7 @@ fn park(
     id: u64,
     slot: crate::server::accept::ConnSlot,
 ) {
-    let _ = shared.cfg.keepalive.apply(&stream);
+    let _ = pairing.keepalive.apply(&stream);
     let parked = Parked {
         stream: ParkedStream::Tcp(stream),
         early,
@@ -148,14 +109,11 @@ fn park(
         conn: id,
         slot,
     };
-    match shared.registry.park(&cookie, Proto::Generic, parked) {
+    match pairing.registry.park(&cookie, Proto::Generic, parked) {
         Ok((uuid, evicted)) => {
             log::debug!(target: T, "conn={id} parked uuid={uuid} proto=generic");
             if let Some(old) = evicted {
-                if overflow_warn().ready() {
-                    log::warn!(target: T, "pool full uuid={uuid}: closed oldest conn={} (--pool-max {})",
-                        old.conn, shared.cfg.pool_max);
-                }
+                pairing.evicted(uuid, old.conn, T);
             }
         }
         Err((why, mut p)) => {
@@ -168,15 +126,15 @@ fn park(
 }
 
 fn pair(
-    shared: &Shared,
+    pairing: &Pairing,
     cookie: Cookie,
     mut stream: TcpStream,
     early: Vec<u8>,
     peer: std::net::SocketAddr,
     id: u64,
 ) {
-    let deadline = Instant::now() + shared.cfg.pair_timeout;
-    let _ = shared.cfg.keepalive.apply(&stream);
+    let deadline = Instant::now() + pairing.pair_timeout;
+    let _ = pairing.keepalive.apply(&stream);
     let mut hello = OK.to_vec();
     hello.extend_from_slice(&early);
     // A parked socket may be dead while the peek says it is open (a NAT
@@ -184,7 +142,7 @@ fn pair(
     // acknowledged its own +OK. Otherwise take the next one, within the
     // same deadline.
     let (uuid, responder) = loop {
-        match shared.registry.take(&cookie, Proto::Generic, deadline) {
+        match pairing.registry.take(&cookie, Proto::Generic, deadline) {
             Err(why) => {
                 log::debug!(target: T, "conn={id} peer={peer} initiator refused: {why:?}");
                 let _ = stream.write_all(err_line(Some(why)));
@@ -198,7 +156,7 @@ fn pair(
                     log::debug!(target: T, "conn={} parked socket failed on write", p.conn);
                     continue;
                 }
-                if proven(shared, &rs, p.conn) {
+                if pairing.proven(&rs, p.conn) {
                     break (
                         uuid,
                         Parked {
@@ -227,11 +185,11 @@ fn pair(
         return;
     };
     log::debug!(target: T, "conn={id} paired uuid={uuid} responder conn={rconn}");
-    let mut totals = relay::relay(Arc::new(stream), Arc::new(rs), Some(&shared.pairs));
+    let mut totals = relay::relay(Arc::new(stream), Arc::new(rs), Some(pairing.pairs));
     // Bytes sent before the pairing, forwarded with the +OK lines.
     totals.up += early_up;
     totals.down += early_down;
-    shared.pairs.account(&totals);
+    pairing.pairs.account(&totals);
     log::info!(target: T,
         "pair done conn={id} uuid={uuid} proto=generic initiator={peer} responder={rpeer} up={} down={} secs={:.3}",
         totals.up, totals.down, totals.duration.as_secs_f64());

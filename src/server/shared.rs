@@ -1,12 +1,17 @@
 //! What every connection thread of the server shares: the configuration,
 //! the registry, the security state, the connection count, the active
 //! pairs, the counters, and the users table and TLS configuration a reload
-//! swaps whole.
+//! swaps whole. The registrar's dispatch and `serve` hold all of it; the
+//! handlers get narrow views lent from it: [`Authn`] for authentication,
+//! [`Api`] for the generic API, [`Pairing`] for both protocols' pairing.
 
 use crate::relay::ActivePairs;
 use crate::server::accept::Conns;
+use crate::server::api::Api;
+use crate::server::auth::Authn;
 use crate::server::config::Config;
 use crate::server::metrics::{Metrics, Snapshot};
+use crate::server::pairing::Pairing;
 use crate::server::registry::Registry;
 use crate::server::security::SecurityState;
 use crate::users::Users;
@@ -36,10 +41,39 @@ pub struct Shared {
 impl Shared {
     /// The current users table (swapped whole on reload).
     pub fn users(&self) -> Arc<Users> {
-        self.users
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.authn().users()
+    }
+
+    /// What authentication needs.
+    pub fn authn(&self) -> Authn<'_> {
+        Authn {
+            users: &self.users,
+            security: &self.security,
+            registry: &self.registry,
+            metrics: &self.metrics,
+        }
+    }
+
+    /// What the generic protocol's API needs.
+    pub fn api(&self) -> Api<'_> {
+        Api {
+            authn: self.authn(),
+            public_host: self.cfg.public_host.as_deref(),
+            triple_port: self.triple_port,
+            cookie_ttl: self.cfg.cookie_ttl,
+        }
+    }
+
+    /// What pairing needs (both protocols).
+    pub fn pairing(&self) -> Pairing<'_> {
+        Pairing {
+            registry: &self.registry,
+            pairs: &self.pairs,
+            metrics: &self.metrics,
+            keepalive: self.cfg.keepalive,
+            pair_timeout: self.cfg.pair_timeout,
+            pool_max: self.cfg.pool_max,
+        }
     }
 
     /// The current TLS configuration (`None` with `--plaintext`).

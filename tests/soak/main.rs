@@ -35,14 +35,13 @@
 //! sees the agent's connection close, to cancel this harness's own wake-up
 //! delay (which the report shows as "harness lag").
 
-#[path = "../common/mod.rs"]
-mod common;
 mod load;
 mod nofile;
 mod restarts;
+#[path = "../support/mod.rs"]
+mod support;
 mod tls;
 
-use common::*;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -52,6 +51,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+use support::*;
 use uuid::Uuid;
 
 /// Read and write timeout of every socket the soak opens.
@@ -710,24 +710,6 @@ impl Drop for Service {
 const RESPONSE_HEAD: &[u8] =
     b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n";
 
-/// Read an HTTP head (through its blank line) one byte at a time, so nothing
-/// after it is consumed.
-fn read_head(mut r: &TcpStream, mut head: Vec<u8>) -> io::Result<Vec<u8>> {
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if head.len() > 16 * 1024 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "head too long"));
-        }
-        match r.read(&mut b) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(_) => head.push(b[0]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(head)
-}
-
 fn serve_conn(sock: TcpStream, board: &Board) {
     let _ = sock.set_read_timeout(Some(IO_LONG));
     let _ = sock.set_write_timeout(Some(IO_LONG));
@@ -741,7 +723,7 @@ fn serve_conn(sock: TcpStream, board: &Board) {
     if &first != MAGIC {
         // The HTTP-specific protocol: the mobile client's request head,
         // forwarded minus Authorization.
-        let Ok(head) = read_head(&sock, first.to_vec()) else {
+        let Ok(head) = read_head_after(&sock, first.to_vec()) else {
             board.bad_headers.fetch_add(1, Ordering::Relaxed);
             return;
         };
@@ -1051,7 +1033,7 @@ fn establish(
     .map_err(|e| format!("send request: {e}"))?;
     s.set_read_timeout(Some(wait))
         .map_err(|e| format!("timeout: {e}"))?;
-    let head = read_head(&s, Vec::new()).map_err(|e| format!("response head: {e}"))?;
+    let head = read_head_after(&s, Vec::new()).map_err(|e| format!("response head: {e}"))?;
     if head != RESPONSE_HEAD {
         let line = String::from_utf8_lossy(&head);
         return Err(format!("answered {:?}", line.lines().next().unwrap_or("")));
@@ -1470,7 +1452,7 @@ fn park_raw(
                 "CONNECT uuid:{uuid}?cookie={cookie} HTTP/1.1\r\nHost: x\r\n\r\n"
             )
             .expect("send CONNECT");
-            let head = read_head(&s, Vec::new()).expect("CONNECT answer");
+            let head = read_head_after(&s, Vec::new()).expect("CONNECT answer");
             assert!(
                 head.starts_with(b"HTTP/1.1 200"),
                 "{}",

@@ -1,5 +1,8 @@
-//! Test harness shared by the integration tests: temporary folders, binary
-//! paths, and a bounded way to run a command.
+//! Test harness shared by the integration tests, the soak (`tests/soak`) and
+//! the benchmark (`benches/relay.rs`), which include it by path: temporary
+//! folders, binary paths, a bounded way to run a command, child processes,
+//! an in-process server, raw registrar and rendezvous clients, network
+//! namespaces.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -334,6 +337,40 @@ pub fn rv_line(addr: SocketAddr, line: &str) -> (TcpStream, String) {
     s.write_all(line.as_bytes()).expect("send line");
     let status = read_line(&mut s);
     (s, status)
+}
+
+/// Read an HTTP head through its blank line, one byte at a time so nothing
+/// after it is consumed; `head` holds what was already read. A head over
+/// 16 KiB, or EOF before its end, is an error.
+pub fn read_head_after<R: Read>(mut r: R, mut head: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    use std::io::ErrorKind;
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 16 * 1024 {
+            return Err(std::io::Error::new(ErrorKind::InvalidData, "head too long"));
+        }
+        match r.read(&mut b) {
+            Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+            Ok(_) => head.push(b[0]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(head)
+}
+
+/// An HTTP head as text (nothing after it consumed), or what of it arrived
+/// before EOF or an error: the callers assert on its status line.
+pub fn read_head<S: Read>(s: &mut S) -> String {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
 }
 
 pub fn read_line(s: &mut TcpStream) -> String {
