@@ -86,15 +86,25 @@ macro_rules! inside {
 }
 
 inside!(
-    agent, certs, clock, files, front, liveness, notify, provision, random, ratelimit, relay,
-    secret, server, signals, state, tcp_info, threads, tls, totp, users, wire,
+    agent, certs, cli, clock, files, liveness, notify, provision, random, ratelimit, relay, secret,
+    server, signals, state, tcp_info, threads, tls, totp, users, wire,
 );
 pub mod error;
 pub mod limits;
 
-// The programs: `src/bin/` calls these, and nothing else.
+/// What the two programs in `src/bin/` call besides the API below: they
+/// parse their command lines, dispatch here, and print one error line.
+/// Not an API.
 #[doc(hidden)]
-pub use front::{rendezvous::main as rendezvous_main, rendezvousd::main as rendezvousd_main};
+pub mod programs {
+    pub use crate::agent::dial::{connect_listen, connect_stdio, lookup};
+    pub use crate::agent::expose::expose;
+    pub use crate::cli::{finish, init_logger, parse_args, version_or_usage};
+    pub use crate::provision::read_secret_and_params;
+    pub use crate::server::admin::{cert, user_add, user_list, user_remove, UserAdd};
+    pub use crate::server::serve;
+    pub use crate::totp::{totp_now, Params as TotpParams, DEFAULT_DIGITS, DEFAULT_STEP};
+}
 
 // The API an embedder needs: run an agent and stop it, dial a hidden
 // server and get a stream, run a server and stop it, and the error type.

@@ -141,7 +141,7 @@ pub fn read_secret(file: Option<&std::path::Path>) -> Result<Secret> {
 /// The `step` and `digits` a provisioning file names, if any.
 pub type FileParams = (Option<u64>, Option<u32>);
 
-/// As [`read_secret`], plus the `step` and `digits` a provisioning file names.
+/// As `read_secret`, plus the `step` and `digits` a provisioning file names.
 pub fn read_secret_and_params(file: Option<&std::path::Path>) -> Result<(Secret, FileParams)> {
     match file {
         Some(path) => {

@@ -14,13 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-const FLOORS: [(&str, u8); 5] = [
-    ("wire", 1),
-    ("relay", 1),
-    ("server", 2),
-    ("agent", 2),
-    ("front", 3),
-];
+const FLOORS: [(&str, u8); 4] = [("wire", 1), ("relay", 1), ("server", 2), ("agent", 2)];
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")

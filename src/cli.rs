@@ -1,12 +1,6 @@
-//! The two programs' front ends: `rendezvous` (the agent's commands) and
-//! `rendezvousd` (the server and its administration), each parsing its
-//! command line and dispatching to the floors below; `src/bin/` only calls
-//! them. Here too the helpers they share: argh parsing that exits 2 on a usage error and 0
+//! Shared front-end helpers: argh parsing that exits 2 on a usage error and 0
 //! on `--help`, logger set-up (`RUST_LOG`, default `info`, no timestamps when
 //! stderr is not a terminal), and the one-line `prog: what: why` error report.
-
-pub mod rendezvous;
-pub mod rendezvousd;
 
 use crate::error::Error;
 use argh::FromArgs;
@@ -98,7 +92,7 @@ pub fn log_filter(rust_log: Option<&str>) -> String {
 /// Dependencies that log at warn on what a peer sends (see [`log_filter`]).
 const QUIET_DEPENDENCIES: [&str; 1] = ["rustls"];
 
-/// Start the logger with [`log_filter`], and no timestamps when stderr is
+/// Start the logger with `log_filter`, and no timestamps when stderr is
 /// not a terminal (journald adds its own).
 pub fn init_logger() {
     let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
