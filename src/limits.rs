@@ -161,3 +161,19 @@ pub const MAX_LOCKOUT_ENTRIES: usize = 100_000;
 /// How long a (UUID, address) pair that was locked keeps its lock count
 /// after the lock ends, so that pausing does not restart the doubling.
 pub const LOCK_MEMORY: Duration = Duration::from_secs(24 * 3600);
+
+/// The shared store (`serve --store`): connect, read and write timeout of
+/// each round trip. A store on the same network answers in well under a
+/// millisecond; a second means it is gone, and a token waiting longer
+/// holds a connection thread for nothing.
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Idle connections to the shared store kept for reuse. More are opened
+/// when more threads ask at once, and closed after use.
+pub const STORE_POOL_IDLE: usize = 16;
+/// How long a UUID's replay floor, failure count and last good address stay
+/// in the shared store after their last write. Each registration and
+/// cookie use writes it again; a UUID silent for a week has its
+/// floor below any token the window accepts anyway.
+pub const STORE_STATE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// `Retry-After` of a 503 while the shared store does not answer.
+pub const STORE_RETRY_AFTER: u64 = 5;

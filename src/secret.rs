@@ -127,6 +127,29 @@ impl fmt::Display for Token {
     }
 }
 
+/// A password for the shared store (`$RENDEZVOUS_STORE_PASSWORD` or
+/// `--store-password-file`), never shown.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl Password {
+    /// Wrap a password.
+    pub fn new(s: impl Into<String>) -> Password {
+        Password(s.into())
+    }
+
+    /// The password text, for the store's handshake.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
 /// Which side a cookie admits to the rendezvous server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {

@@ -101,6 +101,10 @@ pub fn generate(secret: &Secret, params: Params, unix_time: u64) -> String {
 /// assert_eq!(totp::verify(&s, p, &t, 1000, Some(step)), Err(AuthFailure::Replay));
 /// assert_eq!(totp::verify(&s, p, &Token::new("12"), 1000, None), Err(AuthFailure::BadToken));
 /// ```
+///
+/// The server asks its store instead ([`matching_steps`], then the store's
+/// judgement); this is the tests' shorthand.
+#[cfg(any(test, feature = "internals"))]
 pub fn verify(
     secret: &Secret,
     params: Params,
@@ -108,35 +112,47 @@ pub fn verify(
     unix_time: u64,
     last_step: Option<u64>,
 ) -> Result<u64, AuthFailure> {
+    judge(&matching_steps(secret, params, token, unix_time), last_step)
+}
+
+/// The steps of the skew window (the current one and one either side)
+/// whose code `token` is; none for a token of the wrong length or with
+/// non-digits, which is refused before any HMAC is computed. All three are
+/// computed whatever matches, so timing does not tell which did.
+pub fn matching_steps(secret: &Secret, params: Params, token: &Token, unix_time: u64) -> Vec<u64> {
     let text = token.expose();
     if text.len() != params.digits as usize || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(AuthFailure::BadToken);
+        return Vec::new();
     }
     let current = params.step_of(unix_time);
-    let mut fresh: Option<u64> = None;
-    let mut replayed = false;
-    // Check all three candidates, whatever matches, so timing does not tell which.
-    for step in [
+    [
         current.saturating_sub(1),
         current,
         current.saturating_add(1),
-    ] {
-        let ok = ct_eq(
-            hotp(secret, step, params.digits).as_bytes(),
+    ]
+    .into_iter()
+    .filter(|step| {
+        ct_eq(
+            hotp(secret, *step, params.digits).as_bytes(),
             text.as_bytes(),
-        );
-        if ok {
-            if last_step.is_some_and(|last| step <= last) {
-                replayed = true;
-            } else if fresh.is_none() {
-                fresh = Some(step);
-            }
-        }
-    }
-    match (fresh, replayed) {
-        (Some(step), _) => Ok(step),
-        (None, true) => Err(AuthFailure::Replay),
-        (None, false) => Err(AuthFailure::BadToken),
+        )
+    })
+    .collect()
+}
+
+/// The step a token is accepted for, given the steps it matched: the
+/// earliest one above the replay floor `last_step`. A token that matched
+/// only steps at or below the floor is a replay (RFC 6238 §5.2).
+pub fn judge(matched: &[u64], last_step: Option<u64>) -> Result<u64, AuthFailure> {
+    let fresh = matched
+        .iter()
+        .copied()
+        .filter(|s| last_step.is_none_or(|f| *s > f))
+        .min();
+    match fresh {
+        Some(step) => Ok(step),
+        None if matched.is_empty() => Err(AuthFailure::BadToken),
+        None => Err(AuthFailure::Replay),
     }
 }
 

@@ -151,7 +151,12 @@ fn replay_floor_and_lock_survive_a_restart() {
     let r = ts.put_token(&token);
     assert_eq!(r.status, 429, "the lock survived the restart");
     // The floor: checked directly, as the lock refuses every token now.
-    let floor = ts.server().shared().security.floor(&ts.uuid);
+    let floor = ts
+        .server()
+        .shared()
+        .store
+        .embedded()
+        .and_then(|s| s.floor(&ts.uuid));
     let step = rendezvous::totp::now() / 30;
     assert!(
         floor.is_some_and(|f| f + 1 >= step),

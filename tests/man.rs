@@ -200,17 +200,23 @@ fn pages_render_with_man_l() {
     }
 }
 
-/// The source files of one folder of `src/` (one floor), as paths under `src/`.
+/// The source files of one folder of `src/` (one floor) and its folders, as
+/// paths under `src/`.
 fn sources(floor: &str) -> Vec<String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("src")
-        .join(floor);
-    let mut v: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".rs"))
-        .map(|n| format!("{floor}/{n}"))
-        .collect();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut v = Vec::new();
+    let mut dirs = vec![root.join(floor)];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let rel = p.strip_prefix(&root).expect("under src");
+                v.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
     v.sort();
     v
 }

@@ -84,6 +84,12 @@ struct Serve {
     /// serve the metrics on their own plain-HTTP listener at this address (default off)
     #[argh(option)]
     metrics_listen: Option<String>,
+    /// keep replay floors, failure counts and locks in Redis or Valkey (redis://HOST:PORT or unix:///PATH) instead of the state folder
+    #[argh(option)]
+    store: Option<String>,
+    /// read the store's password from FILE (default: $RENDEZVOUS_STORE_PASSWORD)
+    #[argh(option)]
+    store_password_file: Option<PathBuf>,
 }
 
 #[derive(FromArgs)]
@@ -270,6 +276,10 @@ fn serve(s: Serve) -> Result<(), Error> {
             .collect::<Result<_, _>>()?;
     }
     cfg.metrics_listen = s.metrics_listen;
+    cfg.store = s.store;
+    if cfg.store.is_some() {
+        cfg.store_password = cli::store_password(s.store_password_file.as_deref())?;
+    }
     if let Some(k) = s.keepalive {
         cfg.keepalive = Keepalive::from_secs(k);
     }

@@ -1,15 +1,17 @@
 //! Token authentication of a hidden server (PUT or CONNECT with
-//! `response=`): the users table in use, the guessing limits and replay
-//! floor of the security state, and a new `R` cookie from the registry, in
-//! one step under the registry lock; every outcome counted and logged
-//! without the credential.
+//! `response=`): the token checked against the users table in use, judged
+//! by the store (guessing limits and replay floor, one atomic step), then a
+//! new `R` cookie from the registry; every outcome counted and logged
+//! without the credential. No store, no token: 503.
 
 use crate::error::AuthFailure;
 use crate::secret::{Cookie, Token};
 use crate::server::metrics::Metrics;
 use crate::server::registry::Registry;
-use crate::server::security::SecurityState;
-use crate::users::Users;
+use crate::server::store::ops::{TokenAttempt, Verdict};
+use crate::server::store::{Store, Unavailable};
+use crate::limits::STORE_RETRY_AFTER;
+use crate::users::{User, Users};
 use crate::totp;
 use crate::wire::Refusal;
 use crate::wire::Response;
@@ -27,7 +29,7 @@ pub struct Authn<'a> {
     /// The users table, swapped whole by a reload.
     pub users: &'a RwLock<Arc<Users>>,
     /// Replay floors, guessing limits and last good addresses.
-    pub security: &'a SecurityState,
+    pub store: &'a Store,
     /// Registrations and pools.
     pub registry: &'a Registry,
     /// Event counters.
@@ -56,7 +58,9 @@ impl Authn<'_> {
     ) -> Result<Cookie, Response> {
         match valid {
             Some(c) => {
-                self.security.cookie_success(uuid, peer.ip());
+                // Recording the address may fail with the store; the cookie
+                // is still good (the registry holds it).
+                let _ = self.store.cookie_success(uuid, peer.ip());
                 Ok(c)
             }
             None => {
@@ -88,31 +92,65 @@ fn authenticate(
         return Err(Refusal::AuthenticationFailed.response());
     };
     let now = totp::now();
-    let step = user.params.step_of(now);
-    let to_next = Duration::from_secs(user.params.secs_to_next_step(now));
-    // The attempt is reserved here and settled below, so guesses sent at
-    // once count as if they came one after another.
-    let attempt = match shared.security.begin(uuid, ip, step, to_next) {
-        Ok(a) => a,
-        Err(refusal) => {
+    // The HMACs here; the store sees which steps matched, and judges them
+    // against the floor and the limits in one atomic step.
+    let attempt = TokenAttempt {
+        uuid,
+        ip,
+        step: user.params.step_of(now),
+        to_next_step: Duration::from_secs(user.params.secs_to_next_step(now)),
+        matched: totp::matching_steps(&user.secret, user.params, token, now),
+    };
+    let verdict = match shared.store.token(&attempt) {
+        Ok(v) => v,
+        Err(Unavailable) => {
+            Metrics::bump(&shared.metrics.auth_store_down);
+            log::info!(target: T, "conn={id} auth refused uuid={uuid} peer={ip} reason=store-unavailable");
+            return Err(Refusal::StoreUnavailable
+                .response()
+                .with_header("Retry-After", STORE_RETRY_AFTER.to_string()));
+        }
+    };
+    let failed = match verdict {
+        Verdict::Accepted(_) => return register(shared, uuid, user, ip, id),
+        Verdict::Throttled(refusal) => {
             Metrics::bump(&shared.metrics.auth_locked_out);
             log::info!(target: T, "conn={id} auth refused uuid={uuid} peer={ip} reason={}", refusal.reason());
             return Err(Refusal::TooManyFailures
                 .response()
                 .with_header("Retry-After", refusal.retry_after().to_string()));
         }
+        Verdict::Failed(f) => f,
     };
-    // The token is checked under the registry lock against the table in use
-    // at that moment, not the one read above: a reload swaps the table and
-    // then (under the same lock) drops removed users' registrations, so a
-    // user removed or re-keyed meanwhile can never register on the old entry.
+    let reason = match failed.why {
+        AuthFailure::Replay => {
+            Metrics::bump(&shared.metrics.auth_replay);
+            "replay"
+        }
+        _ => {
+            Metrics::bump(&shared.metrics.auth_bad_token);
+            "bad-token"
+        }
+    };
+    log::info!(target: T, "conn={id} Failed totp for uuid {uuid} from {ip} reason={reason}");
+    if let Some(period) = failed.locked {
+        Metrics::bump(&shared.metrics.lockouts_total);
+        log::warn!(target: T, "auth lockout engaged uuid={uuid} peer={ip} secs={}", period.as_secs());
+    }
+    Err(Refusal::AuthenticationFailed.response())
+}
+
+/// A new `R` cookie for a token the store accepted. The user is looked up
+/// again under the registry lock: a reload swaps the table and then (under
+/// the same lock) drops removed users' registrations, so a user removed or
+/// re-keyed since the token was checked never registers on the old entry.
+fn register(shared: &Authn, uuid: Uuid, checked: &User, ip: IpAddr, id: u64) -> Result<Cookie, Response> {
     let result = shared.registry.register_with(uuid, || {
         let users = shared.users();
-        let user = users.get(&uuid);
-        attempt.commit(|floor| match user {
-            Some(user) => totp::verify(&user.secret, user.params, token, now, floor),
-            None => Err(AuthFailure::BadToken),
-        })
+        match users.get(&uuid) {
+            Some(now) if now.secret == checked.secret && now.params == checked.params => Ok(()),
+            _ => Err(()),
+        }
     });
     match result {
         Ok(cookie) => {
@@ -120,22 +158,9 @@ fn authenticate(
             log::info!(target: T, "conn={id} registration ok uuid={uuid} peer={ip}");
             Ok(cookie)
         }
-        Err(failed) => {
-            let reason = match failed.why {
-                AuthFailure::Replay => {
-                    Metrics::bump(&shared.metrics.auth_replay);
-                    "replay"
-                }
-                _ => {
-                    Metrics::bump(&shared.metrics.auth_bad_token);
-                    "bad-token"
-                }
-            };
-            log::info!(target: T, "conn={id} Failed totp for uuid {uuid} from {ip} reason={reason}");
-            if let Some(period) = failed.locked {
-                Metrics::bump(&shared.metrics.lockouts_total);
-                log::warn!(target: T, "auth lockout engaged uuid={uuid} peer={ip} secs={}", period.as_secs());
-            }
+        Err(()) => {
+            Metrics::bump(&shared.metrics.auth_unknown_uuid);
+            log::info!(target: T, "conn={id} auth failed uuid={uuid} peer={ip} reason=unknown-uuid");
             Err(Refusal::AuthenticationFailed.response())
         }
     }

@@ -42,6 +42,12 @@ pub struct Config {
     /// A listener of its own for the metrics (plain HTTP); when set, the
     /// registrar's metrics path answers 404.
     pub metrics_listen: Option<String>,
+    /// `--store`: a Redis or Valkey URL without credentials; `None` keeps
+    /// the state in this process (the embedded store).
+    pub store: Option<String>,
+    /// The store's password (`$RENDEZVOUS_STORE_PASSWORD` or
+    /// `--store-password-file`).
+    pub store_password: Option<crate::secret::Password>,
 }
 
 impl Config {
@@ -64,6 +70,8 @@ impl Config {
             metrics_from: crate::server::metrics::Cidr::loopback(),
             metrics_listen: None,
             keepalive: crate::liveness::Keepalive::default(),
+            store: None,
+            store_password: None,
         }
     }
 
@@ -103,6 +111,22 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The shared store's password: the first line of `file`, else
+/// `$RENDEZVOUS_STORE_PASSWORD`, else none. Never taken from the command
+/// line, where every user of the machine could read it.
+pub fn store_password(file: Option<&std::path::Path>) -> Result<Option<crate::secret::Password>> {
+    let text = match file {
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|e| Error::config(f, None, format!("cannot read the store password: {e}")))?,
+        None => match std::env::var("RENDEZVOUS_STORE_PASSWORD") {
+            Ok(v) => v,
+            Err(_) => return Ok(None),
+        },
+    };
+    let first = text.lines().next().unwrap_or("").trim_end_matches('\r');
+    Ok((!first.is_empty()).then(|| crate::secret::Password::new(first)))
 }
 
 #[cfg(test)]

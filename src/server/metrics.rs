@@ -25,6 +25,8 @@ pub struct Metrics {
     pub auth_bad_cookie: AtomicU64,
     /// Attempts refused with 429.
     pub auth_locked_out: AtomicU64,
+    /// Tokens refused with 503: the shared store did not answer.
+    pub auth_store_down: AtomicU64,
     /// Locks engaged on a (UUID, address) pair.
     pub lockouts_total: AtomicU64,
     /// Parked sockets whose first bytes were acknowledged (liveness proof).
@@ -215,6 +217,7 @@ impl Metrics {
                     ("unknown-uuid", get(&self.auth_unknown_uuid)),
                     ("bad-cookie", get(&self.auth_bad_cookie)),
                     ("locked-out", get(&self.auth_locked_out)),
+                    ("store-unavailable", get(&self.auth_store_down)),
                 ])),
             ("rendezvous_lockouts_total", "counter", "Locks engaged on a (UUID, address) pair.",
                 one(get(&self.lockouts_total))),

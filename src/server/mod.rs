@@ -1,5 +1,5 @@
 //! `rendezvousd serve`: start-up (state folder, users file, certificate,
-//! security state), the accept loops and the reaper, reload (SIGHUP) and
+//! the store), the accept loops and the reaper, reload (SIGHUP) and
 //! shutdown with a drain (SIGTERM/SIGINT). The configuration is `config`,
 //! what the connection threads share `shared`.
 //!
@@ -11,10 +11,11 @@
 //! | first | then | where |
 //! |---|---|---|
 //! | registry | users table (read) | token authentication, `registry::register_with` |
-//! | registry | security state | the same: the replay floor is raised under both |
 //! | TLS leg's connection | its writer | `relay::tls_leg`, before the socket write |
 //!
-//! Taken alone: the users table and TLS configuration for a reload's swap,
+//! Taken alone: the embedded store's state (judging a token: the shared
+//! store is asked holding no lock), the users table and TLS configuration
+//! for a reload's swap,
 //! the connection counts (`accept::Conns`: per address, idle keep-alive),
 //! the active pairs, the rate limiters, the thread pool. The reaper takes a
 //! pool's parked sockets out under the registry lock and peeks at them
@@ -35,6 +36,7 @@ pub mod registry;
 pub mod rendezvous;
 pub mod security;
 pub mod shared;
+pub mod store;
 
 pub use config::Config;
 pub use shared::Shared;
@@ -48,6 +50,7 @@ use crate::relay::ActivePairs;
 use crate::server::accept::{AcceptLoop, Conns};
 use crate::server::registry::{Registry, RegistryConfig};
 use crate::server::security::SecurityState;
+use crate::server::store::Store;
 use crate::tls;
 use crate::users::{self, Users};
 use crossbeam_channel::{bounded, Sender};
@@ -68,10 +71,13 @@ pub struct Server {
 /// Write the security state to the state folder if it changed. A failure
 /// is logged (rate-limited) and retried at the next change.
 fn save_security(shared: &Shared) {
-    if !shared.security.take_dirty() {
+    let Some(security) = shared.store.embedded() else {
+        return;
+    };
+    if !security.take_dirty() {
         return;
     }
-    if let Err(e) = shared.security.save(&shared.cfg.paths.state) {
+    if let Err(e) = security.save(&shared.cfg.paths.state) {
         static W: std::sync::OnceLock<crate::ratelimit::RateLimit> = std::sync::OnceLock::new();
         if W.get_or_init(|| crate::ratelimit::RateLimit::new(Duration::from_secs(60)))
             .ready()
@@ -159,6 +165,32 @@ fn start_listeners(
     Ok(loops)
 }
 
+/// The store `cfg` names: the embedded one, loaded from the state folder,
+/// or a shared one (`--store`), which must answer now.
+fn open_store(cfg: &Config, clock: &Arc<dyn crate::clock::Clock>) -> Result<Store> {
+    let Some(url) = &cfg.store else {
+        let (security, warning) = SecurityState::load(&cfg.paths.state);
+        if let Some(w) = warning {
+            log::warn!(target: "rendezvous::server", "{w}");
+        }
+        return Ok(Store::Embedded(security.with_clock(clock.clone())));
+    };
+    #[cfg(feature = "store-redis")]
+    {
+        let store = crate::server::store::redis::RedisStore::connect(
+            url,
+            cfg.store_password.as_ref(),
+            clock.clone(),
+        )?;
+        log::info!(target: "rendezvous::server", "store {}", store.describe());
+        Ok(Store::Redis(store))
+    }
+    #[cfg(not(feature = "store-redis"))]
+    Err(crate::error::Error::Usage(format!(
+        "--store {url}: this rendezvousd was built without the store-redis feature"
+    )))
+}
+
 /// The reaper: every [`limits::STATE_SAVE_INTERVAL`] it saves the security
 /// state if it changed, and every [`limits::REAP_INTERVAL`] it sweeps
 /// expired cookies, dead parked sockets and forgotten lockouts. It saves
@@ -177,7 +209,9 @@ fn start_reaper(shared: &Arc<Shared>) -> Result<(Sender<()>, thread::JoinHandle<
                 }
                 last_sweep = std::time::Instant::now();
                 let swept = s.registry.sweep();
-                s.security.sweep();
+                if let Some(security) = s.store.embedded() {
+                    security.sweep();
+                }
                 if swept != Default::default() {
                     log::debug!(target: "rendezvous::registry",
                         "reaper swept cookies={} dead={} lapsed={}", swept.cookies, swept.dead, swept.lapsed);
@@ -215,11 +249,7 @@ impl Server {
         let table = load_users(&cfg.paths.users)?;
         log::info!(target: "rendezvous::server", "users loaded n={}", table.len());
         let tls_config = load_tls(&cfg)?;
-        let (security, warning) = SecurityState::load(&cfg.paths.state);
-        let security = security.with_clock(clock.clone());
-        if let Some(w) = warning {
-            log::warn!(target: "rendezvous::server", "{w}");
-        }
+        let store = open_store(&cfg, &clock)?;
         let rendezvous_port = match &rendezvous {
             Some(l) => Some(l.local_addr().op("rendezvous listener address")?.port()),
             None => None,
@@ -232,7 +262,7 @@ impl Server {
                 },
                 clock,
             ),
-            security,
+            store,
             conns: Arc::new(Conns::default()),
             pairs: ActivePairs::new(),
             metrics: Default::default(),
@@ -305,9 +335,9 @@ impl Server {
                     .shared
                     .registry
                     .retain_users(|u| table.get(u).is_some());
-                self.shared
-                    .security
-                    .retain_users(|u| table.get(u).is_some());
+                if let Some(security) = self.shared.store.embedded() {
+                    security.retain_users(|u| table.get(u).is_some());
+                }
                 log::info!(target: "rendezvous::server", "users reloaded n={}", table.len());
                 if dropped > 0 {
                     log::info!(target: "rendezvous::server", "registrations of removed users dropped n={dropped}");

@@ -13,7 +13,7 @@ use crate::server::config::Config;
 use crate::server::metrics::{Metrics, Snapshot};
 use crate::server::pairing::Pairing;
 use crate::server::registry::Registry;
-use crate::server::security::SecurityState;
+use crate::server::store::Store;
 use crate::users::Users;
 use rustls::ServerConfig;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -25,7 +25,7 @@ pub struct Shared {
     /// Registrations and pools.
     pub registry: Registry,
     /// Replay floors, guessing limits and last good addresses.
-    pub security: SecurityState,
+    pub store: Store,
     /// Connection count and ids.
     pub conns: Arc<Conns>,
     /// Pairs relaying now.
@@ -48,7 +48,7 @@ impl Shared {
     pub fn authn(&self) -> Authn<'_> {
         Authn {
             users: &self.users,
-            security: &self.security,
+            store: &self.store,
             registry: &self.registry,
             metrics: &self.metrics,
         }

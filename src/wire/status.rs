@@ -73,12 +73,14 @@ pub enum Refusal {
     NoLocalAddress,
     /// 501: a transfer coding other than `chunked`.
     CodingNotImplemented,
+    /// 503: the shared store cannot be asked, so a token cannot be judged.
+    StoreUnavailable,
 }
 
 use Refusal::*;
 
 /// The table: refusal, status, permanent, diagnostic.
-const TABLE: [(Refusal, u16, bool, &str); 31] = [
+const TABLE: [(Refusal, u16, bool, &str); 32] = [
     (MalformedHead, 400, true, "malformed head"),
     (MalformedUuid, 400, true, "malformed uuid"),
     (
@@ -144,6 +146,12 @@ const TABLE: [(Refusal, u16, bool, &str); 31] = [
         501,
         true,
         "transfer coding not implemented",
+    ),
+    (
+        StoreUnavailable,
+        503,
+        false,
+        "state store unavailable; try later",
     ),
 ];
 

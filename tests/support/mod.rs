@@ -162,6 +162,10 @@ pub struct Opts {
     pub public_port: Option<u16>,
     pub metrics_from: Option<Vec<rendezvous::server::metrics::Cidr>>,
     pub metrics_listen: Option<String>,
+    /// `--store`.
+    pub store: Option<String>,
+    /// The user's UUID (default: a new one), to share one between servers.
+    pub uuid: Option<uuid::Uuid>,
 }
 
 impl Default for Opts {
@@ -178,6 +182,8 @@ impl Default for Opts {
             public_port: None,
             metrics_from: None,
             metrics_listen: None,
+            store: None,
+            uuid: None,
         }
     }
 }
@@ -186,7 +192,7 @@ impl TestServer {
     pub fn start(opts: Opts) -> TestServer {
         init_log();
         let dir = TempDir::new("srv");
-        let uuid = uuid::Uuid::new_v4();
+        let uuid = opts.uuid.unwrap_or_else(uuid::Uuid::new_v4);
         std::fs::write(
             dir.join("users"),
             format!("{} {SECRET_B32} 30 6 test\n", uuid.hyphenated()),
@@ -208,6 +214,7 @@ impl TestServer {
             cfg.metrics_from = m;
         }
         cfg.metrics_listen = opts.metrics_listen;
+        cfg.store = opts.store;
         cfg.drain_timeout = Duration::from_secs(2);
         let reg = TcpListener::bind("127.0.0.1:0").expect("bind registrar");
         let rv = opts
@@ -688,4 +695,105 @@ pub fn connect_from(from: std::net::IpAddr, to: SocketAddr) -> TcpStream {
     s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
     s.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
     s
+}
+
+// ---- a real redis-server ----------------------------------------------------
+
+/// A `redis-server` of the test's own: no TCP port (`--port 0`), a Unix
+/// socket in a private folder, no persistence (`--save ''`); killed by its
+/// PID on drop. A missing binary fails the test with the install command.
+pub struct RedisServer {
+    child: Option<Child>,
+    dir: TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let mut r = RedisServer {
+            child: None,
+            dir: TempDir::new("redis"),
+        };
+        r.restart();
+        r
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("redis.sock")
+    }
+
+    /// `--store` for it.
+    pub fn url(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    /// Start it (again, on the same socket) and wait until it answers.
+    pub fn restart(&mut self) {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join("redis-server").is_file()))
+            .unwrap_or(false);
+        assert!(
+            found,
+            "redis-server is missing: the store tests need a real one (apt-get install -y redis-server)"
+        );
+        let _ = std::fs::remove_file(self.socket());
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--save", "", "--appendonly", "no"])
+            .arg("--unixsocket")
+            .arg(self.socket())
+            .args(["--unixsocketperm", "700"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(["--maxmemory-policy", "noeviction"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        wait_until("redis-server to answer", || self.ping());
+    }
+
+    /// `kill -9`, and wait for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(mut s) = std::os::unix::net::UnixStream::connect(self.socket()) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut buf = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    /// One command's reply, raw (RESP), for assertions such as `INFO`.
+    pub fn command(&self, args: &[&str]) -> String {
+        let mut s = std::os::unix::net::UnixStream::connect(self.socket()).expect("connect redis");
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).expect("send");
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

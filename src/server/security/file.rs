@@ -77,7 +77,6 @@ impl SecurityState {
                 (p.uuid, p.ip),
                 PairState {
                     failures: p.failures.min(LOCK_AFTER_FAILURES - 1),
-                    inflight: 0,
                     locks: p.locks,
                     locked_until: p.locked_until.map(from_unix),
                     last_seen: from_unix(p.last_seen),

@@ -1,0 +1,77 @@
+//! The server's state behind one boundary ([`Store`]), with one operation
+//! per protocol step, each at most one round trip: judge a token
+//! ([`Store::token`]), record a cookie success ([`Store::cookie_success`]).
+//! Sockets never go in: parked and relayed connections are descriptors of
+//! one process and stay in the registry.
+//!
+//! Two stores: the embedded one (the default: in memory, saved to
+//! `STATE/state`, see `security`), and Redis or Valkey (`serve --store`, see
+//! `redis`), which several servers can share. The operations' values are in
+//! `ops`; tests/store.rs holds both stores to the same cases.
+//!
+//! Kept in the store so far: replay floors, failure counts and locks, and
+//! last good addresses. Registrations' cookies and the users table are still
+//! each server's own.
+
+pub mod ops;
+#[cfg(feature = "store-redis")]
+pub mod redis;
+
+use crate::server::security::SecurityState;
+pub use ops::Unavailable;
+use ops::{TokenAttempt, Verdict};
+use std::net::IpAddr;
+use uuid::Uuid;
+
+/// Where the state lives.
+pub enum Store {
+    /// In this process, saved to the state folder.
+    Embedded(SecurityState),
+    /// In Redis or Valkey, shared by every server that names it.
+    #[cfg(feature = "store-redis")]
+    Redis(redis::RedisStore),
+}
+
+impl Store {
+    /// Judge a token attempt: throttles, replay floor and failure count in
+    /// one atomic step.
+    pub fn token(&self, a: &TokenAttempt) -> Result<Verdict, Unavailable> {
+        match self {
+            Store::Embedded(s) => Ok(s.token(a)),
+            #[cfg(feature = "store-redis")]
+            Store::Redis(r) => r.token(a),
+        }
+    }
+
+    /// A success by cookie: `ip` becomes the UUID's last good address.
+    pub fn cookie_success(&self, uuid: Uuid, ip: IpAddr) -> Result<(), Unavailable> {
+        match self {
+            Store::Embedded(s) => {
+                s.cookie_success(uuid, ip);
+                Ok(())
+            }
+            #[cfg(feature = "store-redis")]
+            Store::Redis(r) => r.cookie_success(uuid, ip),
+        }
+    }
+
+    /// The embedded store, which the server saves, sweeps and prunes on
+    /// reload; `None` for a shared store (its keys expire by themselves).
+    pub fn embedded(&self) -> Option<&SecurityState> {
+        match self {
+            Store::Embedded(s) => Some(s),
+            #[cfg(feature = "store-redis")]
+            Store::Redis(_) => None,
+        }
+    }
+
+    /// The store's name for the log: `embedded`, or the URL without
+    /// credentials.
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Embedded(_) => "embedded".into(),
+            #[cfg(feature = "store-redis")]
+            Store::Redis(r) => r.describe(),
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! The shared store: Redis or Valkey (`serve --store URL`), through the
+//! `redis` crate's synchronous API. Each operation is one Lua script
+//! (`EVALSHA`, falling back to `EVAL` once after a restart of the store), so
+//! it is one round trip and atomic across every server that shares the
+//! store.
+//!
+//! Keys are prefixed `rdv:` and hash-tagged by UUID, and every one has a
+//! TTL: `rdv:{UUID}:sec` (a hash: replay floor, last good address, the
+//! current step's failures; [`STORE_STATE_TTL`] after its last write) and
+//! `rdv:{UUID}:ip:ADDR` (a hash: failures, locks, lock end; while locked and
+//! [`LOCK_MEMORY`] after, else [`LOCK_MAX`] after its last failure, as in
+//! the embedded store). Times are the servers' wall clocks in milliseconds.
+//!
+//! Connections are pooled here: a bounded channel of idle ones, a new one
+//! made when none is idle; one that failed is dropped. Every connect, read
+//! and write has [`STORE_TIMEOUT`].
+
+use super::ops::{Failed, Throttled, TokenAttempt, Unavailable, Verdict};
+use crate::clock::Clock;
+use crate::error::{AuthFailure, Error, Result};
+use crate::limits::{
+    LOCK_AFTER_FAILURES, LOCK_BASE, LOCK_MAX, LOCK_MEMORY, STORE_POOL_IDLE, STORE_STATE_TTL,
+    STORE_TIMEOUT, UUID_FAILURES_PER_STEP,
+};
+use crate::secret::Password;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use redis::{Client, Connection, IntoConnectionInfo, Script};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use uuid::Uuid;
+
+const T: &str = "rendezvous::store";
+
+/// The token check: throttles, replay floor and failure count in one step.
+/// KEYS: the UUID's `sec` hash, the pair's hash. ARGV: now (ms), step,
+/// to next step (ms), address, lock after, UUID cap, lock base (ms), lock
+/// max (ms), lock memory (ms), state TTL (ms), then the matched steps.
+/// Answers {kind, n, replay}: `locked` ms left, `capped` ms to the next
+/// step, `ok` the step, `fail` the lock engaged (ms, 0 for none).
+const TOKEN: &str = r"
+local now, step, to_next = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local ip = ARGV[4]
+local lock_after, cap = tonumber(ARGV[5]), tonumber(ARGV[6])
+local base, maxp, memory, ttl = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local p = redis.call('HMGET', KEYS[2], 'fail', 'locks', 'until')
+local pfail, locks, untl = tonumber(p[1]) or 0, tonumber(p[2]) or 0, tonumber(p[3]) or 0
+if untl > now then return {'locked', untl - now, 0} end
+local s = redis.call('HMGET', KEYS[1], 'floor', 'good', 'ustep', 'ufail')
+local floor = tonumber(s[1])
+local ustep, ufail = tonumber(s[3]) or 0, tonumber(s[4]) or 0
+if step > ustep then ustep = step; ufail = 0 end
+local this_step = step == ustep
+if this_step and s[2] ~= ip and ufail >= cap then return {'capped', to_next, 0} end
+local fresh = nil
+for i = 11, #ARGV do
+  local m = tonumber(ARGV[i])
+  if (floor == nil or m > floor) and (fresh == nil or m < fresh) then fresh = m end
+end
+if fresh then
+  redis.call('HSET', KEYS[1], 'floor', fresh, 'good', ip, 'ustep', ustep, 'ufail', ufail)
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  if locks == 0 then redis.call('DEL', KEYS[2]) elseif pfail > 0 then redis.call('HSET', KEYS[2], 'fail', 0) end
+  return {'ok', fresh, 0}
+end
+if this_step then ufail = ufail + 1 end
+redis.call('HSET', KEYS[1], 'ustep', ustep, 'ufail', ufail)
+redis.call('PEXPIRE', KEYS[1], ttl)
+pfail = pfail + 1
+local locked = 0
+if pfail >= lock_after then
+  locked = math.min(base * 2 ^ math.min(locks, 16), maxp)
+  untl = now + locked
+  locks = locks + 1
+  pfail = 0
+end
+redis.call('HSET', KEYS[2], 'fail', pfail, 'locks', locks, 'until', untl)
+if locks > 0 then
+  redis.call('PEXPIRE', KEYS[2], math.max(untl - now, 0) + memory)
+else
+  redis.call('PEXPIRE', KEYS[2], maxp)
+end
+local replay = 0
+if #ARGV >= 11 then replay = 1 end
+return {'fail', locked, replay}
+";
+
+/// A cookie success: the address becomes the UUID's last good one.
+const COOKIE: &str = r"
+redis.call('HSET', KEYS[1], 'good', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+";
+
+/// The shared store.
+pub struct RedisStore {
+    client: Client,
+    idle: (Sender<Connection>, Receiver<Connection>),
+    clock: Arc<dyn Clock>,
+    /// The clock's reading at start and the wall time then (ms): the
+    /// scripts' `now`, which a test clock moves.
+    epoch: (Instant, u64),
+    /// The last operation failed (warned once until one succeeds).
+    down: AtomicBool,
+    token: Script,
+    cookie: Script,
+    described: String,
+}
+
+impl RedisStore {
+    /// A store at `url` (`redis://HOST:PORT[/DB]` or `unix:///PATH`), with
+    /// `password` if it needs one. Connects once, so a wrong URL or password
+    /// stops the start.
+    pub fn connect(url: &str, password: Option<&Password>, clock: Arc<dyn Clock>) -> Result<RedisStore> {
+        let described = describe(url)?;
+        let mut info = url
+            .into_connection_info()
+            .map_err(|e| Error::Usage(format!("--store {described}: {e}")))?;
+        if let Some(p) = password {
+            let settings = info.redis_settings().clone().set_password(p.expose());
+            info = info.set_redis_settings(settings);
+        }
+        let client = Client::open(info).map_err(|e| store_error(&described, &e))?;
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let store = RedisStore {
+            client,
+            idle: bounded(STORE_POOL_IDLE),
+            epoch: (clock.now(), wall),
+            clock,
+            down: AtomicBool::new(false),
+            token: Script::new(TOKEN),
+            cookie: Script::new(COOKIE),
+            described,
+        };
+        let mut con = store.open().map_err(|e| store_error(&store.described, &e))?;
+        redis::cmd("PING")
+            .query::<String>(&mut con)
+            .map_err(|e| store_error(&store.described, &e))?;
+        store.warn_if_evicting(&mut con);
+        let _ = store.idle.0.try_send(con);
+        Ok(store)
+    }
+
+    /// The URL without credentials.
+    pub fn describe(&self) -> String {
+        self.described.clone()
+    }
+
+    fn open(&self) -> redis::RedisResult<Connection> {
+        let con = self.client.get_connection_with_timeout(STORE_TIMEOUT)?;
+        con.set_read_timeout(Some(STORE_TIMEOUT))?;
+        con.set_write_timeout(Some(STORE_TIMEOUT))?;
+        Ok(con)
+    }
+
+    /// Run `f` on a pooled connection. A failure drops the connection and
+    /// answers [`Unavailable`]; the first after a success is warned about,
+    /// and the first success after failures is logged.
+    fn with<V>(&self, f: impl FnOnce(&mut Connection) -> redis::RedisResult<V>) -> std::result::Result<V, Unavailable> {
+        let got = match self.idle.1.try_recv() {
+            Ok(c) => Ok(c),
+            Err(_) => self.open(),
+        };
+        let result = got.and_then(|mut con| f(&mut con).map(|v| (v, con)));
+        match result {
+            Ok((v, con)) => {
+                let _ = self.idle.0.try_send(con);
+                if self.down.swap(false, Ordering::AcqRel) {
+                    log::info!(target: T, "store {} reachable again", self.described);
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                if !self.down.swap(true, Ordering::AcqRel) {
+                    log::warn!(target: T,
+                        "store {} unreachable: {e}; token authentication answers 503 until it is back",
+                        self.described);
+                }
+                Err(Unavailable)
+            }
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        let since = self.clock.now().saturating_duration_since(self.epoch.0);
+        self.epoch.1 + since.as_millis() as u64
+    }
+
+    /// Judge a token attempt (one script, one round trip).
+    pub fn token(&self, a: &TokenAttempt) -> std::result::Result<Verdict, Unavailable> {
+        let now = self.now_ms();
+        let mut inv = self.token.prepare_invoke();
+        inv.key(sec_key(&a.uuid))
+            .key(pair_key(&a.uuid, a.ip))
+            .arg(now)
+            .arg(a.step)
+            .arg(ms(a.to_next_step))
+            .arg(a.ip.to_string())
+            .arg(LOCK_AFTER_FAILURES)
+            .arg(UUID_FAILURES_PER_STEP)
+            .arg(ms(LOCK_BASE))
+            .arg(ms(LOCK_MAX))
+            .arg(ms(LOCK_MEMORY))
+            .arg(ms(STORE_STATE_TTL));
+        for m in &a.matched {
+            inv.arg(*m);
+        }
+        let (kind, n, replay): (String, u64, u8) = self.with(|con| inv.invoke(con))?;
+        let d = Duration::from_millis(n);
+        Ok(match kind.as_str() {
+            "ok" => Verdict::Accepted(n),
+            "locked" => Verdict::Throttled(Throttled::PairLocked(d)),
+            "capped" => Verdict::Throttled(Throttled::UuidCapped(d)),
+            _ => Verdict::Failed(Failed {
+                why: if replay == 1 {
+                    AuthFailure::Replay
+                } else {
+                    AuthFailure::BadToken
+                },
+                locked: (n > 0).then_some(d),
+            }),
+        })
+    }
+
+    /// A cookie success (one script, one round trip).
+    pub fn cookie_success(&self, uuid: Uuid, ip: IpAddr) -> std::result::Result<(), Unavailable> {
+        let mut inv = self.cookie.prepare_invoke();
+        inv.key(sec_key(&uuid))
+            .arg(ip.to_string())
+            .arg(ms(STORE_STATE_TTL));
+        self.with(|con| inv.invoke::<i64>(con)).map(|_| ())
+    }
+
+    /// A store that evicts keys under memory pressure would drop floors and
+    /// locks without a word: say so at start (when `CONFIG` is permitted).
+    fn warn_if_evicting(&self, con: &mut Connection) {
+        let policy: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query(con);
+        if let Ok(v) = policy {
+            if let Some(p) = v.get(1).filter(|p| p.as_str() != "noeviction") {
+                log::warn!(target: T,
+                    "store {} has maxmemory-policy {p}: it may evict replay floors and locks; set noeviction",
+                    self.described);
+            }
+        }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn sec_key(uuid: &Uuid) -> String {
+    format!("rdv:{{{uuid}}}:sec")
+}
+
+fn pair_key(uuid: &Uuid, ip: IpAddr) -> String {
+    format!("rdv:{{{uuid}}}:ip:{ip}")
+}
+
+fn store_error(described: &str, e: &redis::RedisError) -> Error {
+    Error::Other(format!("store {described}: {e}"))
+}
+
+/// The URL for logs and errors, refused when it carries a password (which
+/// would sit on the command line) or a scheme this build does not speak.
+fn describe(url: &str) -> Result<String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| Error::Usage("--store: not a URL (redis://HOST:PORT or unix:///PATH)".into()))?;
+    match scheme {
+        "redis" | "valkey" | "unix" | "redis+unix" | "valkey+unix" => {}
+        "rediss" | "valkeys" => {
+            return Err(Error::Usage(
+                "--store rediss:// (TLS) is not supported yet; use redis:// on a private network or unix://".into(),
+            ))
+        }
+        other => {
+            return Err(Error::Usage(format!(
+                "--store: unknown scheme {other:?} (redis://HOST:PORT or unix:///PATH)"
+            )))
+        }
+    }
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    if authority.contains('@') || rest.contains("pass=") {
+        return Err(Error::Usage(
+            "--store: put no password in the URL (it would show in the process list); use $RENDEZVOUS_STORE_PASSWORD or --store-password-file".into(),
+        ));
+    }
+    Ok(url.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_with_passwords_or_tls_are_refused() {
+        assert!(describe("redis://127.0.0.1:6379").is_ok());
+        assert!(describe("unix:///run/redis/redis.sock").is_ok());
+        assert!(describe("redis://:hunter2@127.0.0.1:6379").is_err());
+        assert!(describe("redis://user:hunter2@127.0.0.1").is_err());
+        assert!(describe("unix:///run/redis.sock?pass=hunter2").is_err());
+        assert!(describe("rediss://127.0.0.1").is_err());
+        assert!(describe("memcached://127.0.0.1").is_err());
+        let e = describe("redis://:hunter2@127.0.0.1").err().map(|e| e.to_string());
+        assert!(!e.unwrap_or_default().contains("hunter2"), "the password is never echoed");
+    }
+}

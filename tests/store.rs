@@ -1,0 +1,377 @@
+//! The store's contract, held against both stores with the same cases: the
+//! embedded one, and Redis (a real `redis-server` this file starts on a
+//! private Unix socket). Time is a test clock both read, so lock periods are
+//! tested without sleeping.
+
+mod support;
+
+use rendezvous::clock::ManualClock;
+use rendezvous::error::AuthFailure;
+use rendezvous::limits::{LOCK_AFTER_FAILURES, LOCK_BASE, UUID_FAILURES_PER_STEP};
+use rendezvous::server::security::SecurityState;
+use rendezvous::server::store::ops::{Failed, Throttled, TokenAttempt, Verdict};
+use rendezvous::server::store::redis::RedisStore;
+use rendezvous::server::store::Store;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use support::RedisServer;
+use uuid::Uuid;
+
+const STEP: Duration = Duration::from_secs(30);
+
+fn ip(n: u8) -> IpAddr {
+    IpAddr::from([192, 0, 2, n])
+}
+
+/// A store under test, with its clock (and its redis-server, kept alive).
+struct Subject {
+    name: &'static str,
+    store: Store,
+    clock: ManualClock,
+    _redis: Option<RedisServer>,
+}
+
+impl Subject {
+    fn try_token(&self, u: Uuid, from: IpAddr, step: u64, matched: &[u64]) -> Verdict {
+        let a = TokenAttempt {
+            uuid: u,
+            ip: from,
+            step,
+            to_next_step: STEP,
+            matched: matched.to_vec(),
+        };
+        self.store
+            .token(&a)
+            .unwrap_or_else(|_| panic!("{}: store unavailable", self.name))
+    }
+
+    /// A wrong token; the lock it engaged, if any.
+    fn fail(&self, u: Uuid, from: IpAddr, step: u64) -> Option<Duration> {
+        match self.try_token(u, from, step, &[]) {
+            Verdict::Failed(f) => f.locked,
+            other => panic!("{}: a wrong token gave {other:?}", self.name),
+        }
+    }
+}
+
+/// Run `case` against each store, fresh.
+fn both(case: impl Fn(&Subject)) {
+    let clock = ManualClock::new();
+    case(&Subject {
+        name: "embedded",
+        store: Store::Embedded(SecurityState::new().with_clock(Arc::new(clock.clone()))),
+        clock,
+        _redis: None,
+    });
+    let redis = RedisServer::start();
+    let clock = ManualClock::new();
+    let store = RedisStore::connect(&redis.url(), None, Arc::new(clock.clone())).expect("connect");
+    case(&Subject {
+        name: "redis",
+        store: Store::Redis(store),
+        clock,
+        _redis: Some(redis),
+    });
+}
+
+#[test]
+fn a_token_is_accepted_once() {
+    both(|s| {
+        let u = Uuid::new_v4();
+        assert_eq!(
+            s.try_token(u, ip(1), 7, &[7]),
+            Verdict::Accepted(7),
+            "{}",
+            s.name
+        );
+        assert_eq!(
+            s.try_token(u, ip(1), 7, &[7]),
+            Verdict::Failed(Failed {
+                why: AuthFailure::Replay,
+                locked: None
+            }),
+            "{}",
+            s.name
+        );
+        assert_eq!(
+            s.try_token(u, ip(2), 8, &[8]),
+            Verdict::Accepted(8),
+            "{}",
+            s.name
+        );
+        assert!(
+            matches!(s.try_token(u, ip(1), 8, &[7]), Verdict::Failed(f) if f.why == AuthFailure::Replay),
+            "{}: a step below the floor is a replay",
+            s.name
+        );
+        // Another UUID has its own floor.
+        assert_eq!(
+            s.try_token(Uuid::new_v4(), ip(1), 7, &[7]),
+            Verdict::Accepted(7),
+            "{}",
+            s.name
+        );
+    });
+}
+
+#[test]
+fn ten_failures_lock_the_pair_only_and_locks_double() {
+    both(|s| {
+        let u = Uuid::new_v4();
+        let mut periods = Vec::new();
+        for round in 0..3 {
+            for i in 0..LOCK_AFTER_FAILURES {
+                // A new step each round: the per-UUID cap is not the subject.
+                let locked = s.fail(u, ip(1), 100 + round);
+                if i + 1 < LOCK_AFTER_FAILURES {
+                    assert_eq!(locked, None, "{}: failure {i}", s.name);
+                } else if let Some(p) = locked {
+                    periods.push(p);
+                    assert!(
+                        matches!(
+                            s.try_token(u, ip(1), 100 + round, &[100 + round]),
+                            Verdict::Throttled(Throttled::PairLocked(_))
+                        ),
+                        "{}: locked even for the right token",
+                        s.name
+                    );
+                    assert!(
+                        matches!(s.try_token(u, ip(2), 100 + round, &[]), Verdict::Failed(_)),
+                        "{}: another address is not locked",
+                        s.name
+                    );
+                    s.clock.advance(p);
+                }
+            }
+        }
+        assert_eq!(
+            periods,
+            vec![LOCK_BASE, LOCK_BASE * 2, LOCK_BASE * 4],
+            "{}",
+            s.name
+        );
+    });
+}
+
+/// A cookie success from the locked address changes nothing but the last
+/// good address: the lock holds until it ends, and the next one doubles.
+#[test]
+fn a_cookie_success_never_shortens_or_forgets_a_lock() {
+    both(|s| {
+        let u = Uuid::new_v4();
+        for _ in 0..LOCK_AFTER_FAILURES {
+            s.fail(u, ip(1), 1);
+        }
+        for _ in 0..5 {
+            s.store.cookie_success(u, ip(1)).expect("cookie success");
+        }
+        s.clock.advance(LOCK_BASE - Duration::from_millis(10));
+        assert!(
+            matches!(
+                s.try_token(u, ip(1), 3, &[3]),
+                Verdict::Throttled(Throttled::PairLocked(_))
+            ),
+            "{}: still locked after cookie successes",
+            s.name
+        );
+        s.clock.advance(Duration::from_millis(10));
+        let mut locked = None;
+        for _ in 0..LOCK_AFTER_FAILURES {
+            s.store.cookie_success(u, ip(1)).expect("cookie success");
+            locked = s.fail(u, ip(1), 4);
+        }
+        assert_eq!(
+            locked,
+            Some(LOCK_BASE * 2),
+            "{}: the next lock doubles",
+            s.name
+        );
+    });
+}
+
+/// A token success clears the pair's failure count, not its lock history.
+#[test]
+fn a_token_success_clears_failures_not_history() {
+    both(|s| {
+        let u = Uuid::new_v4();
+        for _ in 0..LOCK_AFTER_FAILURES {
+            s.fail(u, ip(1), 1);
+        }
+        s.clock.advance(LOCK_BASE);
+        for _ in 0..LOCK_AFTER_FAILURES - 1 {
+            s.fail(u, ip(1), 2);
+        }
+        assert_eq!(
+            s.try_token(u, ip(1), 2, &[2]),
+            Verdict::Accepted(2),
+            "{}",
+            s.name
+        );
+        for _ in 0..LOCK_AFTER_FAILURES - 1 {
+            assert_eq!(s.fail(u, ip(1), 3), None, "{}: count restarted", s.name);
+        }
+        assert_eq!(s.fail(u, ip(1), 3), Some(LOCK_BASE * 2), "{}", s.name);
+    });
+}
+
+#[test]
+fn the_uuid_cap_spares_the_last_good_address() {
+    both(|s| {
+        let u = Uuid::new_v4();
+        s.store.cookie_success(u, ip(9)).expect("cookie success");
+        for i in 0..UUID_FAILURES_PER_STEP {
+            s.fail(u, ip(10 + (i % 5) as u8), 7);
+        }
+        assert_eq!(
+            s.try_token(u, ip(3), 7, &[7]),
+            Verdict::Throttled(Throttled::UuidCapped(STEP)),
+            "{}",
+            s.name
+        );
+        assert_eq!(
+            s.try_token(u, ip(9), 7, &[7]),
+            Verdict::Accepted(7),
+            "{}: the last good address still tries",
+            s.name
+        );
+        assert_eq!(
+            s.try_token(u, ip(3), 8, &[8]),
+            Verdict::Accepted(8),
+            "{}: the next step opens again",
+            s.name
+        );
+    });
+}
+
+/// Attempts at once count as if one after another: of 40 wrong tokens
+/// from one address at once, exactly 10 are judged; of 8 copies of one
+/// right token, exactly one is accepted.
+#[test]
+fn attempts_at_once_are_judged_one_after_another() {
+    both(|s| {
+        let u = Uuid::new_v4();
+        let verdicts: Vec<Verdict> = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..40)
+                .map(|_| sc.spawn(|| s.try_token(u, ip(1), 5, &[])))
+                .collect();
+            hs.into_iter().map(|h| h.join().expect("thread")).collect()
+        });
+        let judged = verdicts
+            .iter()
+            .filter(|v| matches!(v, Verdict::Failed(_)))
+            .count();
+        assert_eq!(
+            judged, LOCK_AFTER_FAILURES as usize,
+            "{}: {verdicts:?}",
+            s.name
+        );
+        let v = Uuid::new_v4();
+        let accepted = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| sc.spawn(|| s.try_token(v, ip(2), 5, &[5])))
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().expect("thread"))
+                .filter(|v| matches!(v, Verdict::Accepted(_)))
+                .count()
+        });
+        assert_eq!(accepted, 1, "{}", s.name);
+    });
+}
+
+// ---- servers on the store ---------------------------------------------------
+
+use support::{avoid_step_edge, json, request, token_at, wait_until, Opts, TestServer};
+
+fn on(redis: &RedisServer, uuid: Option<Uuid>) -> TestServer {
+    TestServer::start(Opts {
+        store: Some(redis.url()),
+        uuid,
+        ..Opts::default()
+    })
+}
+
+/// The replay floor is the store's: one token sent to two servers at once
+/// is accepted by one of them only. (With the embedded store each server
+/// would accept it.)
+#[test]
+fn one_token_sent_to_two_servers_at_once_is_accepted_once() {
+    let redis = RedisServer::start();
+    let a = on(&redis, None);
+    let b = on(&redis, Some(a.uuid));
+    avoid_step_edge();
+    // The three steps the window accepts, in order (each raises the floor).
+    for round in -1..=1 {
+        let tok = token_at(round);
+        let barrier = std::sync::Barrier::new(2);
+        let mut statuses: Vec<u16> = std::thread::scope(|sc| {
+            let hs: Vec<_> = [&a, &b]
+                .into_iter()
+                .map(|ts| {
+                    let (barrier, tok) = (&barrier, &tok);
+                    sc.spawn(move || {
+                        barrier.wait();
+                        ts.put_token(tok).status
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().expect("thread")).collect()
+        });
+        statuses.sort_unstable();
+        assert_eq!(statuses, vec![200, 401], "round {round}");
+    }
+}
+
+/// Guesses spread over two servers count together: ten wrong tokens, five
+/// at each, lock the address out at both.
+#[test]
+fn failures_at_two_servers_count_together() {
+    let redis = RedisServer::start();
+    let a = on(&redis, None);
+    let b = on(&redis, Some(a.uuid));
+    let wrong = support::wrong_token();
+    for i in 0..10 {
+        let ts = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(ts.put_token(wrong).status, 401, "failure {i}");
+    }
+    for ts in [&a, &b] {
+        let r = ts.put_token(&token_at(0));
+        assert_eq!(r.status, 429);
+        assert!(r.header("retry-after").is_some());
+    }
+}
+
+/// No store, no token: 503 with Retry-After while it is down (cookies
+/// still work), and service back by itself once it returns.
+#[test]
+fn without_its_store_tokens_get_503_until_it_is_back() {
+    let mut redis = RedisServer::start();
+    let ts = on(&redis, None);
+    avoid_step_edge();
+    let cookie = ts.register();
+    redis.kill();
+    let r = ts.put_token(&token_at(1));
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("retry-after"), Some("5"));
+    assert!(String::from_utf8_lossy(&r.body).contains("state store unavailable"));
+    let refresh = request(
+        ts.registrar(),
+        "PUT",
+        &format!("/?uuid={}&cookie={cookie}", ts.uuid),
+        &[],
+    );
+    assert_eq!(refresh.status, 200, "a cookie needs no store");
+    assert_eq!(json(&refresh)["result"]["cookie"], cookie.as_str());
+    redis.restart();
+    let mut seen = Vec::new();
+    wait_until("a token accepted again", || {
+        let s = ts.put_token(&token_at(1)).status;
+        seen.push(s);
+        s == 200
+    });
+    assert!(
+        seen.iter().all(|s| *s == 503 || *s == 200),
+        "only 503 before the store was back: {seen:?}"
+    );
+}
