@@ -2,7 +2,11 @@
 //! `rendezvousd` (release build) on loopback, each as a ratio to a baseline
 //! measured in the same run (the machines are shared and noisy).
 //!
-//! Usage: `cargo bench --bench relay -- [--json FILE] [--secs N] [--quick]`.
+//! Usage: `cargo bench --bench relay -- [--json FILE] [--secs N] [--quick]
+//! [--sweep-only | --memory-only]`. For an A/B run against another build,
+//! `RENDEZVOUSD_BIN=PATH` names the rendezvousd to measure; with
+//! `BENCH_SMAPS=FILE` the memory phase keeps the server's
+//! `/proc/PID/smaps` with its idle pairs (stack pages per thread).
 //! Everything binds 127.0.0.1 port 0; every phase is bounded in time.
 
 #[path = "../tests/support/mod.rs"]
@@ -30,6 +34,8 @@ const CHUNK: usize = 128 * 1024;
 struct Opts {
     /// Only the pairing-under-sweep phase (A/B runs of the reaper).
     sweep_only: bool,
+    /// Only the memory phase (A/B runs of what a parked socket costs).
+    memory_only: bool,
     secs: f64,
     json: Option<PathBuf>,
     quick: bool,
@@ -38,6 +44,7 @@ struct Opts {
 fn opts() -> Opts {
     let mut o = Opts {
         sweep_only: false,
+        memory_only: false,
         secs: 3.0,
         json: None,
         quick: false,
@@ -49,6 +56,7 @@ fn opts() -> Opts {
             "--secs" => o.secs = args.next().and_then(|s| s.parse().ok()).unwrap_or(3.0),
             "--quick" => o.quick = true,
             "--sweep-only" => o.sweep_only = true,
+            "--memory-only" => o.memory_only = true,
             _ => {} // cargo bench passes --bench
         }
     }
@@ -683,8 +691,12 @@ fn main() {
         thread::available_parallelism().map_or(1, |n| n.get())
     );
 
-    if o.sweep_only {
-        sweep_row(&mut rep, &dir, o.quick);
+    if o.sweep_only || o.memory_only {
+        if o.sweep_only {
+            sweep_row(&mut rep, &dir, o.quick);
+        } else {
+            memory(&o, &dir, &mut rep);
+        }
         print_table(&rep, &o);
         let _ = std::fs::remove_dir_all(&dir);
         return;
@@ -1088,6 +1100,10 @@ fn memory(o: &Opts, dir: &Path, rep: &mut Report) {
     settle();
     let rss3 = status_kib(pid, "VmRSS:");
     let th2 = threads(pid);
+    // For a closer look at what the idle pairs hold (stacks or heap).
+    if let Some(path) = std::env::var_os("BENCH_SMAPS") {
+        let _ = std::fs::copy(format!("/proc/{pid}/smaps"), path);
+    }
     // Idle TLS-to-TLS pairs: a mobile client over TLS with Basic credentials
     // takes each kept parked connection (the oldest, first parked above and
     // never read, goes to the first client); each hidden side reads its head.
