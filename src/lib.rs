@@ -101,7 +101,7 @@ pub mod programs {
     pub use crate::agent::expose::expose;
     pub use crate::cli::{finish, init_logger, parse_args, version_or_usage};
     pub use crate::provision::read_secret_and_params;
-    pub use crate::server::admin::{cert, user_add, user_list, user_remove, UserAdd};
+    pub use crate::server::admin::{cert, user_add, user_list, user_remove, StoreArgs, UserAdd};
     pub use crate::server::config::store_password;
     pub use crate::server::serve;
     pub use crate::totp::{totp_now, Params as TotpParams, DEFAULT_DIGITS, DEFAULT_STEP};

@@ -175,5 +175,8 @@ pub const STORE_POOL_IDLE: usize = 16;
 /// cookie use writes it again; a UUID silent for a week has its
 /// floor below any token the window accepts anyway.
 pub const STORE_STATE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often a server on a shared store reads the users table whole, even
+/// without a change notice (a notice is lost while a connection is down).
+pub const USERS_RECONCILE: Duration = Duration::from_secs(10);
 /// `Retry-After` of a 503 while the shared store does not answer.
 pub const STORE_RETRY_AFTER: u64 = 5;

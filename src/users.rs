@@ -107,20 +107,34 @@ impl Users {
     pub fn render(&self) -> String {
         let mut out = String::from("# rendezvous users: UUID BASE32SECRET step digits label\n");
         for u in &self.list {
-            out.push_str(&format!(
-                "{} {} {} {}",
-                u.uuid.hyphenated(),
-                u.secret.to_base32(),
-                u.params.step,
-                u.params.digits
-            ));
-            if !u.label.is_empty() {
-                out.push(' ');
-                out.push_str(&u.label);
-            }
+            out.push_str(&u.line());
             out.push('\n');
         }
         out
+    }
+}
+
+impl User {
+    /// The user as a line of the users file (step and digits always
+    /// written): also how a shared store keeps it.
+    pub fn line(&self) -> String {
+        let mut line = format!(
+            "{} {} {} {}",
+            self.uuid.hyphenated(),
+            self.secret.to_base32(),
+            self.params.step,
+            self.params.digits
+        );
+        if !self.label.is_empty() {
+            line.push(' ');
+            line.push_str(&self.label);
+        }
+        line
+    }
+
+    /// A user from one line of the users file.
+    pub fn parse(line: &str) -> std::result::Result<User, String> {
+        parse_line(line.trim())
     }
 }
 

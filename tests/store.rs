@@ -375,3 +375,115 @@ fn without_its_store_tokens_get_503_until_it_is_back() {
         "only 503 before the store was back: {seen:?}"
     );
 }
+
+// ---- users in the store -----------------------------------------------------
+
+/// `user add --store`, with its provisioning file parsed: (UUID, secret).
+fn add_user(redis: &RedisServer, state: &std::path::Path) -> (Uuid, rendezvous::secret::Secret) {
+    let o = support::run(
+        support::rendezvousd()
+            .args([
+                "user",
+                "add",
+                "--store",
+                &redis.url(),
+                "--server",
+                "http://127.0.0.1:9",
+            ])
+            .arg("--state-dir")
+            .arg(state),
+    );
+    assert!(o.status.success(), "user add: {}", support::stderr(&o));
+    let p =
+        rendezvous::provision::Provision::parse(&support::stdout(&o), std::path::Path::new("-"))
+            .expect("provisioning file");
+    (p.uuid.expect("uuid"), p.secret.expect("secret"))
+}
+
+fn token_for(secret: &rendezvous::secret::Secret, offset: i64) -> String {
+    let now = rendezvous::totp::now() as i64 + offset * 30;
+    rendezvous::totp::generate(secret, rendezvous::totp::Params::default(), now as u64)
+}
+
+fn put(ts: &TestServer, uuid: Uuid, tok: &str) -> u16 {
+    request(
+        ts.registrar(),
+        "PUT",
+        &format!("/?uuid={uuid}&response={tok}"),
+        &[],
+    )
+    .status
+}
+
+/// With --store the users file is not read; a user added with `user add
+/// --store` registers on a running server within 5 s, `user list --store`
+/// shows it without its secret, and once removed it is refused.
+#[test]
+fn users_added_to_the_store_register_within_seconds() {
+    let redis = RedisServer::start();
+    let ts = on(&redis, None);
+    avoid_step_edge();
+    // A user only in the users file is unknown, even after a reload.
+    let file_only = Uuid::new_v4();
+    let users = ts.dir.join("users");
+    let mut text = std::fs::read_to_string(&users).expect("users file");
+    text.push_str(&format!(
+        "{file_only} {} 30 6 file-only\n",
+        support::SECRET_B32
+    ));
+    std::fs::write(&users, text).expect("write users");
+    ts.server().reload();
+    assert_eq!(
+        put(&ts, file_only, &token_at(0)),
+        401,
+        "the users file is not read"
+    );
+    let state = support::TempDir::new("admin");
+    let (uuid, secret) = add_user(&redis, state.path());
+    let added = std::time::Instant::now();
+    let tok = token_for(&secret, 0);
+    wait_until("the new user to register", || put(&ts, uuid, &tok) == 200);
+    assert!(
+        added.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        added.elapsed()
+    );
+    let list = support::run(support::rendezvousd().args(["user", "list", "--store", &redis.url()]));
+    let text = support::stdout(&list);
+    assert!(text.contains(&uuid.hyphenated().to_string()), "{text}");
+    assert!(
+        !text.contains(&secret.to_base32()),
+        "user list shows no secret"
+    );
+    let o = support::run(support::rendezvousd().args([
+        "user",
+        "remove",
+        "--store",
+        &redis.url(),
+        &uuid.hyphenated().to_string(),
+    ]));
+    assert!(o.status.success(), "{}", support::stderr(&o));
+    let removed = std::time::Instant::now();
+    wait_until("the removal to reach the server", || {
+        ts.server().shared().users().get(&uuid).is_none()
+    });
+    assert!(
+        removed.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        removed.elapsed()
+    );
+    assert_eq!(
+        put(&ts, uuid, &token_for(&secret, 1)),
+        401,
+        "a removed user is refused"
+    );
+    let again = support::run(support::rendezvousd().args([
+        "user",
+        "remove",
+        "--store",
+        &redis.url(),
+        &uuid.hyphenated().to_string(),
+    ]));
+    assert_eq!(again.status.code(), Some(1));
+    assert!(support::stderr(&again).contains("is not in the store"));
+}

@@ -118,6 +118,12 @@ struct UserAdd {
     /// users file (default STATE/users)
     #[argh(option)]
     users: Option<PathBuf>,
+    /// the users table of this store (redis://HOST:PORT or unix:///PATH) instead of the users file
+    #[argh(option)]
+    store: Option<String>,
+    /// read the store's password from FILE (default: $RENDEZVOUS_STORE_PASSWORD)
+    #[argh(option)]
+    store_password_file: Option<PathBuf>,
     /// free-text label
     #[argh(option)]
     label: Option<String>,
@@ -154,6 +160,12 @@ struct UserList {
     /// users file (default STATE/users)
     #[argh(option)]
     users: Option<PathBuf>,
+    /// the users table of this store (redis://HOST:PORT or unix:///PATH) instead of the users file
+    #[argh(option)]
+    store: Option<String>,
+    /// read the store's password from FILE (default: $RENDEZVOUS_STORE_PASSWORD)
+    #[argh(option)]
+    store_password_file: Option<PathBuf>,
 }
 
 #[derive(FromArgs)]
@@ -169,6 +181,12 @@ struct UserRemove {
     /// users file (default STATE/users)
     #[argh(option)]
     users: Option<PathBuf>,
+    /// the users table of this store (redis://HOST:PORT or unix:///PATH) instead of the users file
+    #[argh(option)]
+    store: Option<String>,
+    /// read the store's password from FILE (default: $RENDEZVOUS_STORE_PASSWORD)
+    #[argh(option)]
+    store_password_file: Option<PathBuf>,
 }
 
 #[derive(FromArgs)]
@@ -188,6 +206,20 @@ struct Cert {
 
 fn parse_uuid(text: &str) -> Result<uuid::Uuid, Error> {
     uuid::Uuid::try_parse(text).map_err(|_| Error::Usage(format!("malformed uuid {text:?}")))
+}
+
+/// `--store` and its password, for the user commands.
+fn store_args(
+    url: Option<String>,
+    password_file: Option<&std::path::Path>,
+) -> Result<Option<cli::StoreArgs>, Error> {
+    let Some(url) = url else {
+        return Ok(None);
+    };
+    Ok(Some(cli::StoreArgs {
+        url,
+        password: cli::store_password(password_file)?,
+    }))
 }
 
 fn run(cmd: Cmd) -> Result<(), Error> {
@@ -212,6 +244,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                 out: a.out,
                 cert: a.cert,
                 ca: a.ca,
+                store: store_args(a.store, a.store_password_file.as_deref())?,
             };
             user_add(&opts, &mut stdout)
         }
@@ -219,12 +252,14 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             cmd: UserCmd::List(l),
         }) => user_list(
             &StatePaths::resolve(l.state_dir.as_deref(), l.users.as_deref(), None, None),
+            store_args(l.store, l.store_password_file.as_deref())?.as_ref(),
             &mut stdout,
         ),
         Cmd::User(User {
             cmd: UserCmd::Remove(r),
         }) => user_remove(
             &StatePaths::resolve(r.state_dir.as_deref(), r.users.as_deref(), None, None),
+            store_args(r.store, r.store_password_file.as_deref())?.as_ref(),
             &parse_uuid(&r.uuid)?,
         ),
         Cmd::Cert(c) => cert(

@@ -37,6 +37,100 @@ pub struct UserAdd {
     pub cert: Option<PathBuf>,
     /// Write `ca = PATH` instead of a pin.
     pub ca: Option<PathBuf>,
+    /// Add the user to this store instead of the users file.
+    pub store: Option<StoreArgs>,
+}
+
+/// `--store` for the user commands: the URL, and the password from
+/// `--store-password-file` or the environment.
+#[derive(Debug, Clone)]
+pub struct StoreArgs {
+    /// `redis://…` or `unix://…`.
+    pub url: String,
+    /// The store's password.
+    pub password: Option<crate::secret::Password>,
+}
+
+/// What the user commands change: the users file, or a store's table.
+enum Table<'a> {
+    File(&'a std::path::Path),
+    #[cfg(feature = "store-redis")]
+    Store(Box<crate::server::store::redis::RedisStore>),
+}
+
+impl Table<'_> {
+    fn open<'a>(paths: &'a StatePaths, store: Option<&StoreArgs>) -> Result<Table<'a>> {
+        let Some(s) = store else {
+            return Ok(Table::File(&paths.users));
+        };
+        #[cfg(feature = "store-redis")]
+        {
+            let r = crate::server::store::redis::RedisStore::connect(
+                &s.url,
+                s.password.as_ref(),
+                crate::clock::system(),
+            )?;
+            Ok(Table::Store(Box::new(r)))
+        }
+        #[cfg(not(feature = "store-redis"))]
+        Err(Error::Usage(format!(
+            "--store {}: this rendezvousd was built without the store-redis feature",
+            s.url
+        )))
+    }
+
+    fn add(&self, user: User) -> Result<()> {
+        match self {
+            Table::File(path) => users::update(path, |table| table.add(user).map_err(Error::Other)),
+            #[cfg(feature = "store-redis")]
+            Table::Store(r) => match r.add_user(&user) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(Error::Other(format!("duplicate uuid {}", user.uuid.hyphenated()))),
+                Err(_) => Err(unavailable(r)),
+            },
+        }
+    }
+
+    fn file(&self) -> Option<&std::path::Path> {
+        match self {
+            Table::File(path) => Some(path),
+            #[cfg(feature = "store-redis")]
+            Table::Store(_) => None,
+        }
+    }
+
+    fn list(&self) -> Result<users::Users> {
+        match self {
+            Table::File(path) => users::load(path),
+            #[cfg(feature = "store-redis")]
+            Table::Store(r) => r.users().map_err(|_| unavailable(r)),
+        }
+    }
+
+    /// Remove `uuid`; an error when it is not there (and nothing written).
+    fn remove(&self, uuid: &Uuid) -> Result<()> {
+        let missing = |where_: &str| Error::Other(format!("uuid {} is not in {where_}", uuid.hyphenated()));
+        match self {
+            Table::File(path) => users::update(path, |table| {
+                if table.remove(uuid) {
+                    Ok(())
+                } else {
+                    Err(missing("the users file"))
+                }
+            }),
+            #[cfg(feature = "store-redis")]
+            Table::Store(r) => match r.remove_user(uuid) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(missing("the store")),
+                Err(_) => Err(unavailable(r)),
+            },
+        }
+    }
+}
+
+#[cfg(feature = "store-redis")]
+fn unavailable(r: &crate::server::store::redis::RedisStore) -> Error {
+    Error::Other(format!("store {}: unavailable", r.describe()))
 }
 
 fn paths_or_default(p: &Option<StatePaths>) -> StatePaths {
@@ -64,6 +158,7 @@ pub fn user_add(opts: &UserAdd, out: &mut dyn Write) -> Result<()> {
         return Err(Error::Usage("--label must be one line".into()));
     }
     let paths = paths_or_default(&opts.paths);
+    let table = Table::open(&paths, opts.store.as_ref())?;
     // Trust first, so that a failure leaves no user without a provisioning file.
     let (pin, ca) = match (&opts.ca, &opts.cert) {
         (Some(ca), _) => {
@@ -77,7 +172,7 @@ pub fn user_add(opts: &UserAdd, out: &mut dyn Write) -> Result<()> {
             (Some(certs::ensure_pair(&paths.cert, &paths.key)?.0), None)
         }
     };
-    if let Some(dir) = paths.users.parent().filter(|d| !d.as_os_str().is_empty()) {
+    if let Some(dir) = table.file().and_then(|p| p.parent()).filter(|d| !d.as_os_str().is_empty()) {
         ensure_dir(dir)?;
     }
     let user = User {
@@ -105,7 +200,7 @@ pub fn user_add(opts: &UserAdd, out: &mut dyn Write) -> Result<()> {
         ca,
     };
     let uuid = user.uuid;
-    users::update(&paths.users, |table| table.add(user).map_err(Error::Other))?;
+    table.add(user)?;
     let text = provision.render();
     match &opts.out {
         Some(path) => {
@@ -120,8 +215,8 @@ pub fn user_add(opts: &UserAdd, out: &mut dyn Write) -> Result<()> {
 }
 
 /// `rendezvousd user list`: one line per user, `UUID STEP DIGITS LABEL`; never the secret.
-pub fn user_list(paths: &StatePaths, out: &mut dyn Write) -> Result<()> {
-    let table = users::load(&paths.users)?;
+pub fn user_list(paths: &StatePaths, store: Option<&StoreArgs>, out: &mut dyn Write) -> Result<()> {
+    let table = Table::open(paths, store)?.list()?;
     for u in table.iter() {
         let line = format!(
             "{} {} {} {}",
@@ -136,17 +231,8 @@ pub fn user_list(paths: &StatePaths, out: &mut dyn Write) -> Result<()> {
 }
 
 /// `rendezvousd user remove UUID`.
-pub fn user_remove(paths: &StatePaths, uuid: &Uuid) -> Result<()> {
-    users::update(&paths.users, |table| {
-        if table.remove(uuid) {
-            Ok(())
-        } else {
-            Err(Error::Other(format!(
-                "uuid {} is not in the users file",
-                uuid.hyphenated()
-            )))
-        }
-    })
+pub fn user_remove(paths: &StatePaths, store: Option<&StoreArgs>, uuid: &Uuid) -> Result<()> {
+    Table::open(paths, store)?.remove(uuid)
 }
 
 /// `rendezvousd cert`: write a self-signed pair into the state folder and print

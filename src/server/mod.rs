@@ -37,6 +37,7 @@ pub mod rendezvous;
 pub mod security;
 pub mod shared;
 pub mod store;
+pub mod user_table;
 
 pub use config::Config;
 pub use shared::Shared;
@@ -52,11 +53,9 @@ use crate::server::registry::{Registry, RegistryConfig};
 use crate::server::security::SecurityState;
 use crate::server::store::Store;
 use crate::tls;
-use crate::users::{self, Users};
 use crossbeam_channel::{bounded, Sender};
 use rustls::ServerConfig;
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::thread;
 use std::time::Duration;
@@ -66,6 +65,7 @@ pub struct Server {
     shared: Arc<Shared>,
     loops: Vec<AcceptLoop>,
     reaper: Option<(Sender<()>, thread::JoinHandle<()>)>,
+    watch: user_table::Watch,
 }
 
 /// Write the security state to the state folder if it changed. A failure
@@ -85,20 +85,6 @@ fn save_security(shared: &Shared) {
             log::warn!(target: "rendezvous::server", "cannot save the security state: {e}");
         }
     }
-}
-
-fn load_users(path: &Path) -> Result<Users> {
-    if !path.exists() {
-        users::update(path, |_| Ok(()))?;
-        log::info!(target: "rendezvous::server", "created empty users file {}", path.display());
-    }
-    for w in [files::mode_warning(path), users::link_warning(path)]
-        .into_iter()
-        .flatten()
-    {
-        log::warn!(target: "rendezvous::server", "{w}");
-    }
-    users::load(path)
 }
 
 fn load_tls(cfg: &Config) -> Result<Option<Arc<ServerConfig>>> {
@@ -246,10 +232,10 @@ impl Server {
         if let Some(w) = crate::files::dir_mode_warning(&cfg.paths.dir) {
             log::warn!(target: "rendezvous::server", "{w}");
         }
-        let table = load_users(&cfg.paths.users)?;
+        let store = open_store(&cfg, &clock)?;
+        let table = user_table::initial(&cfg.paths.users, &store)?;
         log::info!(target: "rendezvous::server", "users loaded n={}", table.len());
         let tls_config = load_tls(&cfg)?;
-        let store = open_store(&cfg, &clock)?;
         let rendezvous_port = match &rendezvous {
             Some(l) => Some(l.local_addr().op("rendezvous listener address")?.port()),
             None => None,
@@ -273,10 +259,12 @@ impl Server {
         });
         let loops = start_listeners(&shared, registrar, rendezvous)?;
         let reaper = start_reaper(&shared)?;
+        let watch = user_table::start_watch(&shared)?;
         Ok(Server {
             shared,
             loops,
             reaper: Some(reaper),
+            watch,
         })
     }
 
@@ -310,43 +298,7 @@ impl Server {
     /// error is logged with its line and the old table kept.
     pub fn reload(&self) {
         let cfg = &self.shared.cfg;
-        // A users file that disappeared is an error here, not an empty table.
-        match users::load(&cfg.paths.users) {
-            Ok(table) => {
-                for w in [
-                    files::mode_warning(&cfg.paths.users),
-                    users::link_warning(&cfg.paths.users),
-                ]
-                .into_iter()
-                .flatten()
-                {
-                    log::warn!(target: "rendezvous::server", "{w}");
-                }
-                // Swap first, then drop the removed users' registrations, then
-                // log: whoever reads "users reloaded" (an operator, a test) may
-                // rely on the new table being the one in use.
-                let table = Arc::new(table);
-                *self
-                    .shared
-                    .users
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner) = table.clone();
-                let dropped = self
-                    .shared
-                    .registry
-                    .retain_users(|u| table.get(u).is_some());
-                if let Some(security) = self.shared.store.embedded() {
-                    security.retain_users(|u| table.get(u).is_some());
-                }
-                log::info!(target: "rendezvous::server", "users reloaded n={}", table.len());
-                if dropped > 0 {
-                    log::info!(target: "rendezvous::server", "registrations of removed users dropped n={dropped}");
-                }
-            }
-            Err(e) => {
-                log::warn!(target: "rendezvous::server", "reload failed, old users table kept: {e}")
-            }
-        }
+        user_table::reload(&self.shared);
         if !cfg.plaintext {
             if let Some(w) = files::mode_warning(&cfg.paths.key) {
                 log::warn!(target: "rendezvous::server", "{w}");
@@ -378,7 +330,7 @@ impl Server {
         }
         let parked = self.shared.registry.close_all();
         let aborted = self.shared.pairs.drain(self.shared.cfg.drain_timeout);
-        if let Some((tx, t)) = self.reaper.take() {
+        for (tx, t) in [self.reaper.take(), self.watch.take()].into_iter().flatten() {
             let _ = tx.send(());
             let _ = t.join();
         }

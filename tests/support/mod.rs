@@ -198,6 +198,16 @@ impl TestServer {
             format!("{} {SECRET_B32} 30 6 test\n", uuid.hyphenated()),
         )
         .expect("write users");
+        if let Some(url) = &opts.store {
+            // With --store the users file is not read: the user goes in the store.
+            let socket = Path::new(url.strip_prefix("unix://").expect("a unix:// store"));
+            let line = format!("{} {SECRET_B32} 30 6 test", uuid.hyphenated());
+            let reply = redis_command(
+                socket,
+                &["HSET", "rdv:users", &uuid.hyphenated().to_string(), &line],
+            );
+            assert!(reply.starts_with(':'), "HSET: {reply}");
+        }
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.join("users"), std::fs::Permissions::from_mode(0o600))
             .expect("chmod");
@@ -772,7 +782,14 @@ impl RedisServer {
 
     /// One command's reply, raw (RESP), for assertions such as `INFO`.
     pub fn command(&self, args: &[&str]) -> String {
-        let mut s = std::os::unix::net::UnixStream::connect(self.socket()).expect("connect redis");
+        redis_command(&self.socket(), args)
+    }
+}
+
+/// One command to the redis-server on `socket`; its reply, raw (RESP).
+pub fn redis_command(socket: &Path, args: &[&str]) -> String {
+    {
+        let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connect redis");
         s.set_read_timeout(Some(Duration::from_millis(500)))
             .expect("timeout");
         let mut req = format!("*{}\r\n", args.len());
