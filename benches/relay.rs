@@ -3,7 +3,7 @@
 //! measured in the same run (the machines are shared and noisy).
 //!
 //! Usage: `cargo bench --bench relay -- [--json FILE] [--secs N] [--quick]
-//! [--sweep-only | --memory-only]`. For an A/B run against another build,
+//! [--sweep-only | --memory-only | --store-only]`. For an A/B run against another build,
 //! `RENDEZVOUSD_BIN=PATH` names the rendezvousd to measure; with
 //! `BENCH_SMAPS=FILE` the memory phase keeps the server's
 //! `/proc/PID/smaps` with its idle pairs (stack pages per thread).
@@ -36,6 +36,8 @@ struct Opts {
     sweep_only: bool,
     /// Only the memory phase (A/B runs of what a parked socket costs).
     memory_only: bool,
+    /// Only the store phase (embedded next to Redis).
+    store_only: bool,
     secs: f64,
     json: Option<PathBuf>,
     quick: bool,
@@ -45,6 +47,7 @@ fn opts() -> Opts {
     let mut o = Opts {
         sweep_only: false,
         memory_only: false,
+        store_only: false,
         secs: 3.0,
         json: None,
         quick: false,
@@ -57,6 +60,7 @@ fn opts() -> Opts {
             "--quick" => o.quick = true,
             "--sweep-only" => o.sweep_only = true,
             "--memory-only" => o.memory_only = true,
+            "--store-only" => o.store_only = true,
             _ => {} // cargo bench passes --bench
         }
     }
@@ -691,11 +695,13 @@ fn main() {
         thread::available_parallelism().map_or(1, |n| n.get())
     );
 
-    if o.sweep_only || o.memory_only {
+    if o.sweep_only || o.memory_only || o.store_only {
         if o.sweep_only {
             sweep_row(&mut rep, &dir, o.quick);
-        } else {
+        } else if o.memory_only {
             memory(&o, &dir, &mut rep);
+        } else {
+            store_rows(&o, &dir, &mut rep);
         }
         print_table(&rep, &o);
         let _ = std::fs::remove_dir_all(&dir);
@@ -711,6 +717,7 @@ fn main() {
     drop(srv);
 
     sweep_row(&mut rep, &dir, o.quick);
+    store_rows(&o, &dir, &mut rep);
     print_table(&rep, &o);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -976,27 +983,7 @@ fn setup_and_pairings(o: &Opts, rep: &mut Report, tls_srv: Server) {
     );
 
     // 5. pairings per second, 4 clients at once.
-    let count = Arc::new(AtomicU64::new(0));
-    let t0 = Instant::now();
-    let hs: Vec<_> = (0..4)
-        .map(|_| {
-            let (c, li, stop2) = (count.clone(), li.clone(), stop.clone());
-            let secs = o.secs;
-            thread::spawn(move || {
-                let end = Instant::now() + Duration::from_secs_f64(secs);
-                while Instant::now() < end && !stop2.load(Ordering::Relaxed) {
-                    let mut s = park(rv, &li);
-                    if read_line(&mut s) == "+OK" && rtt(s) {
-                        c.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    for h in hs {
-        let _ = h.join();
-    }
-    let rate = count.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
+    let rate = pairings_per_sec(rv, &li, o.secs);
     rep.add(
         "pairings_per_sec",
         "pairings per second (4 clients)",
@@ -1007,6 +994,110 @@ fn setup_and_pairings(o: &Opts, rep: &mut Report, tls_srv: Server) {
     stop.store(true, Ordering::Relaxed);
     let _ = pool.join();
     drop(tls_srv);
+}
+
+/// Phase 8: setup and pairings with the state in Redis (`serve --store
+/// unix://`) next to the embedded store, each on a server of its own, and
+/// the store commands a run of cached-triple pairings costs (`INFO
+/// commandstats` before and after: none is the design).
+fn store_rows(o: &Opts, dir: &Path, rep: &mut Report) {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("redis-server").is_file()));
+    if !found {
+        rep.rows.push((
+            "store (redis-server)".into(),
+            "not installed".into(),
+            "apt-get install redis-server".into(),
+        ));
+        return;
+    }
+    let redis = support::RedisServer::start();
+    let n = if o.quick { 300 } else { 2000 };
+    for (name, store) in [("embedded", None), ("redis", Some(redis.url()))] {
+        let extra: Vec<&str> = match &store {
+            Some(url) => vec!["--store", url.as_str()],
+            None => Vec::new(),
+        };
+        if store.is_some() {
+            let line = format!("{UUID} {SECRET_B32} 30 6 bench");
+            support::redis_command(&redis.socket(), &["HSET", "rdv:users", UUID, &line]);
+        }
+        let srv = start_server(dir, false, &extra);
+        let stop = Arc::new(AtomicBool::new(false));
+        let before = store_calls(&redis);
+        let (r, i) = register(&srv);
+        let registration = store_calls(&redis) - before;
+        let pool = responder_pool(&srv, &r, 16, stop.clone());
+        let calls0 = store_calls(&redis);
+        let mut cached = latencies(n, || {
+            let mut s = park(srv.rendezvous, &i);
+            read_line(&mut s) == "+OK" && rtt(s)
+        });
+        let calls = store_calls(&redis) - calls0;
+        let rate = pairings_per_sec(srv.rendezvous, &i, o.secs);
+        stop.store(true, Ordering::Relaxed);
+        let _ = pool.join();
+        let c50 = pct(&mut cached, 0.5);
+        rep.add(
+            &format!("store_{name}_setup_p50_us"),
+            &format!("store {name}: cached-triple setup, p50"),
+            c50,
+            "us",
+            if store.is_some() {
+                format!("{n} pairings made {calls} store commands; the registration (token and lookup) {registration}")
+            } else {
+                format!("{n} pairings, plain HTTP registrar")
+            },
+        );
+        rep.add(
+            &format!("store_{name}_pairings_per_sec"),
+            &format!("store {name}: pairings per second (4 clients)"),
+            rate,
+            "/s",
+            "each: I line, +OK, 1-byte round trip".into(),
+        );
+    }
+}
+
+/// Commands the store has run so far, all kinds (`INFO commandstats`),
+/// less the `INFO` calls that asked.
+fn store_calls(redis: &support::RedisServer) -> i64 {
+    let text = redis.command(&["INFO", "commandstats"]);
+    text.lines()
+        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<i64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// Pairings per second through `rv` by 4 clients at once for `secs`.
+fn pairings_per_sec(rv: SocketAddr, i: &str, secs: f64) -> f64 {
+    let count = Arc::new(AtomicU64::new(0));
+    let t0 = Instant::now();
+    let hs: Vec<_> = (0..4)
+        .map(|_| {
+            let (c, i) = (count.clone(), i.to_string());
+            thread::spawn(move || {
+                let end = Instant::now() + Duration::from_secs_f64(secs);
+                while Instant::now() < end {
+                    let mut s = park(rv, &i);
+                    if read_line(&mut s) == "+OK" && rtt(s) {
+                        c.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        let _ = h.join();
+    }
+    count.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64()
 }
 
 /// Phase 6: memory: parked plain sockets, parked TLS connections, idle pairs, and
