@@ -1044,7 +1044,9 @@ fn store_rows(o: &Opts, dir: &Path, rep: &mut Report) {
             c50,
             "us",
             if store.is_some() {
-                format!("{n} pairings made {calls} store commands; the registration (token and lookup) {registration}")
+                format!(
+                    "{n} pairings made {calls} store commands; the registration {registration} (its token script, with the commands run inside it)"
+                )
             } else {
                 format!("{n} pairings, plain HTTP registrar")
             },
