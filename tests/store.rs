@@ -60,7 +60,9 @@ fn both(case: impl Fn(&Subject)) {
     let clock = ManualClock::new();
     case(&Subject {
         name: "embedded",
-        store: Store::Embedded(SecurityState::new().with_clock(Arc::new(clock.clone()))),
+        store: Store::Embedded(Box::new(
+            SecurityState::new().with_clock(Arc::new(clock.clone())),
+        )),
         clock,
         _redis: None,
     });
@@ -69,7 +71,7 @@ fn both(case: impl Fn(&Subject)) {
     let store = RedisStore::connect(&redis.url(), None, Arc::new(clock.clone())).expect("connect");
     case(&Subject {
         name: "redis",
-        store: Store::Redis(store),
+        store: Store::Redis(Arc::new(store)),
         clock,
         _redis: Some(redis),
     });
@@ -486,4 +488,75 @@ fn users_added_to_the_store_register_within_seconds() {
     ]));
     assert_eq!(again.status.code(), Some(1));
     assert!(support::stderr(&again).contains("is not in the store"));
+}
+
+// ---- registrations in the store ---------------------------------------------
+
+fn lookup(ts: &TestServer) -> String {
+    let r = request(ts.registrar(), "GET", &format!("/?uuid={}", ts.uuid), &[]);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    json(&r)["result"]["cookie"]
+        .as_str()
+        .expect("cookie")
+        .to_string()
+}
+
+/// Park with `r` and pair with `i` at `ts`: both sides get +OK.
+fn pair_at(ts: &TestServer, r: &str, i: &str) {
+    let mut responder = support::park(ts.rendezvous(), r);
+    let (_initiator, status) = support::rv_line(ts.rendezvous(), &format!("{i}\n"));
+    assert_eq!(status, "+OK", "initiator");
+    assert_eq!(support::read_line(&mut responder), "+OK", "responder");
+}
+
+/// A hidden server registers at one server and parks at another: the `R`
+/// cookie and the UUID's one `I` cookie are the store's.
+#[test]
+fn a_registration_made_at_one_server_is_known_at_another() {
+    let redis = RedisServer::start();
+    let a = on(&redis, None);
+    let b = on(&redis, Some(a.uuid));
+    avoid_step_edge();
+    let r = a.register();
+    let i = lookup(&a);
+    assert_eq!(
+        lookup(&b),
+        i,
+        "one I cookie for the UUID, whichever server answers"
+    );
+    let refresh = request(
+        b.registrar(),
+        "PUT",
+        &format!("/?uuid={}&cookie={r}", b.uuid),
+        &[],
+    );
+    assert_eq!(refresh.status, 200, "B renews a cookie A issued");
+    pair_at(&b, &r, &i);
+    // A registration made at B joins the same one: same I cookie.
+    // (The floor is shared too: the next step's token.)
+    let second = b.put_token(&token_at(1));
+    assert_eq!(second.status, 200);
+    assert_ne!(json(&second)["result"]["cookie"], r.as_str());
+    assert_eq!(lookup(&b), i);
+    assert_eq!(lookup(&a), i);
+}
+
+/// Sockets parked here keep pairing while the store is down, and a cookie
+/// this server knows still parks.
+#[test]
+fn parked_sockets_keep_pairing_while_the_store_is_down() {
+    let mut redis = RedisServer::start();
+    let ts = on(&redis, None);
+    avoid_step_edge();
+    let r = ts.register();
+    let i = lookup(&ts);
+    let mut first = support::park(ts.rendezvous(), &r);
+    wait_until("the socket parked", || {
+        ts.server().shared().registry.stats().parked_generic == 1
+    });
+    redis.kill();
+    let (_initiator, status) = support::rv_line(ts.rendezvous(), &format!("{i}\n"));
+    assert_eq!(status, "+OK");
+    assert_eq!(support::read_line(&mut first), "+OK");
+    pair_at(&ts, &r, &i);
 }

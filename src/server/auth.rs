@@ -106,9 +106,7 @@ fn authenticate(
         Err(Unavailable) => {
             Metrics::bump(&shared.metrics.auth_store_down);
             log::info!(target: T, "conn={id} auth refused uuid={uuid} peer={ip} reason=store-unavailable");
-            return Err(Refusal::StoreUnavailable
-                .response()
-                .with_header("Retry-After", STORE_RETRY_AFTER.to_string()));
+            return Err(store_unavailable());
         }
     };
     let failed = match verdict {
@@ -152,6 +150,13 @@ fn register(shared: &Authn, uuid: Uuid, checked: &User, ip: IpAddr, id: u64) -> 
             _ => Err(()),
         }
     });
+    if let Ok(cookie) = &result {
+        if shared.registry.share(uuid, cookie).is_err() {
+            Metrics::bump(&shared.metrics.auth_store_down);
+            log::info!(target: T, "conn={id} auth refused uuid={uuid} peer={ip} reason=store-unavailable");
+            return Err(store_unavailable());
+        }
+    }
     match result {
         Ok(cookie) => {
             Metrics::bump(&shared.metrics.registrations_total);
@@ -164,4 +169,11 @@ fn register(shared: &Authn, uuid: Uuid, checked: &User, ip: IpAddr, id: u64) -> 
             Err(Refusal::AuthenticationFailed.response())
         }
     }
+}
+
+/// 503: no token without the store.
+fn store_unavailable() -> Response {
+    Refusal::StoreUnavailable
+        .response()
+        .with_header("Retry-After", STORE_RETRY_AFTER.to_string())
 }

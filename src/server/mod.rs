@@ -159,7 +159,7 @@ fn open_store(cfg: &Config, clock: &Arc<dyn crate::clock::Clock>) -> Result<Stor
         if let Some(w) = warning {
             log::warn!(target: "rendezvous::server", "{w}");
         }
-        return Ok(Store::Embedded(security.with_clock(clock.clone())));
+        return Ok(Store::Embedded(Box::new(security.with_clock(clock.clone()))));
     };
     #[cfg(feature = "store-redis")]
     {
@@ -169,7 +169,7 @@ fn open_store(cfg: &Config, clock: &Arc<dyn crate::clock::Clock>) -> Result<Stor
             clock.clone(),
         )?;
         log::info!(target: "rendezvous::server", "store {}", store.describe());
-        Ok(Store::Redis(store))
+        Ok(Store::Redis(Arc::new(store)))
     }
     #[cfg(not(feature = "store-redis"))]
     Err(crate::error::Error::Usage(format!(
@@ -240,14 +240,20 @@ impl Server {
             Some(l) => Some(l.local_addr().op("rendezvous listener address")?.port()),
             None => None,
         };
+        let registry = Registry::with_clock(
+            RegistryConfig {
+                cookie_ttl: cfg.cookie_ttl,
+                pool_max: cfg.pool_max.max(1),
+            },
+            clock,
+        );
+        #[cfg(feature = "store-redis")]
+        let registry = match &store {
+            Store::Redis(r) => registry.with_shared(r.clone()),
+            Store::Embedded(_) => registry,
+        };
         let shared = Arc::new(Shared {
-            registry: Registry::with_clock(
-                RegistryConfig {
-                    cookie_ttl: cfg.cookie_ttl,
-                    pool_max: cfg.pool_max.max(1),
-                },
-                clock,
-            ),
+            registry,
             store,
             conns: Arc::new(Conns::default()),
             pairs: ActivePairs::new(),

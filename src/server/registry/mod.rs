@@ -11,7 +11,10 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendErro
 use std::collections::HashMap;
 
 use crate::server::parked::alive;
+mod cookies;
+mod shared;
 mod sweep;
+pub use cookies::SharedCookies;
 use crate::clock::Clock;
 use crate::server::parked::Parked;
 use crate::wire::TakeError;
@@ -66,6 +69,15 @@ struct Registration {
 }
 
 impl Registration {
+    fn new(initiator: Cookie, pool_max: usize) -> Registration {
+        Registration {
+            initiator,
+            responders: HashMap::new(),
+            pools: [Pool::new(pool_max), Pool::new(pool_max)],
+            out: 0,
+        }
+    }
+
     fn live(&self, now: Instant) -> bool {
         self.responders.values().any(|exp| *exp > now)
             || self.out > 0
@@ -116,6 +128,8 @@ pub struct Registry {
     cfg: RegistryConfig,
     clock: Arc<dyn Clock>,
     inner: Mutex<Inner>,
+    /// The store that shares registrations between servers, if any.
+    shared: Option<Arc<dyn SharedCookies>>,
 }
 
 impl Registry {
@@ -130,7 +144,14 @@ impl Registry {
             cfg,
             clock,
             inner: Mutex::new(Inner::default()),
+            shared: None,
         }
+    }
+
+    /// The same registry, sharing registrations through `shared`.
+    pub fn with_shared(mut self, shared: Arc<dyn SharedCookies>) -> Registry {
+        self.shared = Some(shared);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -163,12 +184,7 @@ impl Registry {
         let reg = regs.entry(uuid).or_insert_with(|| {
             let initiator = Cookie::generate(Role::Initiator);
             cookies.insert(initiator, uuid);
-            Registration {
-                initiator,
-                responders: HashMap::new(),
-                pools: [Pool::new(pool_max), Pool::new(pool_max)],
-                out: 0,
-            }
+            Registration::new(initiator, pool_max)
         });
         reg.responders.insert(cookie, expiry);
         cookies.insert(cookie, uuid);
@@ -177,6 +193,7 @@ impl Registry {
 
     /// Renew a live `R` cookie of `uuid` (the registrar's `PUT ?cookie=`).
     pub fn refresh(&self, uuid: Uuid, cookie: &Cookie) -> Result<(), AuthFailure> {
+        self.learn(cookie);
         let mut inner = self.lock();
         match self.renew(&mut inner, cookie, self.clock.now()) {
             Some(owner) if owner == uuid => Ok(()),
@@ -203,22 +220,28 @@ impl Registry {
 
     /// The UUID a live `R` cookie belongs to (renewing it), for `CONNECT ?cookie=`.
     pub fn responder_uuid(&self, cookie: &Cookie) -> Option<Uuid> {
+        self.learn(cookie);
         let mut inner = self.lock();
         self.renew(&mut inner, cookie, self.clock.now())
     }
 
-    /// The `I` cookie of a live registration.
+    /// The `I` cookie of a live registration: this server's, else the
+    /// store's.
     pub fn initiator_cookie(&self, uuid: &Uuid) -> Option<Cookie> {
-        let mut inner = self.lock();
-        let now = self.clock.now();
-        let reg = inner.regs.get(uuid)?;
-        if reg.live(now) {
-            return Some(reg.initiator);
+        {
+            let mut inner = self.lock();
+            let now = self.clock.now();
+            match inner.regs.get(uuid) {
+                Some(reg) if reg.live(now) => return Some(reg.initiator),
+                Some(_) => {
+                    if let Some(old) = inner.regs.remove(uuid) {
+                        drop_registration(&mut inner.cookies, old);
+                    }
+                }
+                None => {}
+            }
         }
-        if let Some(old) = inner.regs.remove(uuid) {
-            drop_registration(&mut inner.cookies, old);
-        }
-        None
+        self.shared_initiator(uuid)
     }
 
     /// Park a responder under its `R` cookie. The pool's oldest socket is
@@ -229,6 +252,7 @@ impl Registry {
         proto: Proto,
         parked: Parked,
     ) -> Result<(Uuid, Option<Parked>), (TakeError, Parked)> {
+        self.learn(cookie);
         let mut inner = self.lock();
         if inner.closed {
             return Err((TakeError::NotRegistered, parked));

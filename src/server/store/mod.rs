@@ -9,9 +9,10 @@
 //! `redis`), which several servers can share. The operations' values are in
 //! `ops`; tests/store.rs holds both stores to the same cases.
 //!
-//! Kept in the store so far: replay floors, failure counts and locks, and
-//! last good addresses. Registrations' cookies and the users table are still
-//! each server's own.
+//! In the store: replay floors, failure counts and locks, last good
+//! addresses, the users table (`server::user_table` follows it), and the
+//! registrations' cookies (the registry asks through
+//! `registry::SharedCookies` and caches what it learns).
 
 pub mod ops;
 #[cfg(feature = "store-redis")]
@@ -26,10 +27,10 @@ use uuid::Uuid;
 /// Where the state lives.
 pub enum Store {
     /// In this process, saved to the state folder.
-    Embedded(SecurityState),
+    Embedded(Box<SecurityState>),
     /// In Redis or Valkey, shared by every server that names it.
     #[cfg(feature = "store-redis")]
-    Redis(redis::RedisStore),
+    Redis(std::sync::Arc<redis::RedisStore>),
 }
 
 impl Store {

@@ -9,12 +9,14 @@
 //! current step's failures; [`STORE_STATE_TTL`] after its last write) and
 //! `rdv:{UUID}:ip:ADDR` (a hash: failures, locks, lock end; while locked and
 //! [`LOCK_MEMORY`] after, else [`LOCK_MAX`] after its last failure, as in
-//! the embedded store). Times are the servers' wall clocks in milliseconds.
+//! the embedded store), `rdv:{UUID}:reg` (a hash: the `I` cookie) and
+//! `rdv:rc:COOKIE` (an `R` cookie's UUID), both `--cookie-ttl` after their
+//! last use. Times are the servers' wall clocks in milliseconds.
 //!
 //! The users table is the hash `rdv:users` (no TTL): each user a line of
 //! the users file, keyed by its UUID. A change is announced on the channel
 //! `rdv:users:changed`; servers read the whole table when told, and every
-//! [`USERS_RECONCILE`] anyway, which is the truth when a notice is lost.
+//! [`USERS_RECONCILE`](crate::limits::USERS_RECONCILE) anyway, which is the truth when a notice is lost.
 //!
 //! Connections are pooled here: a bounded channel of idle ones, a new one
 //! made when none is idle; one that failed is dropped. Every connect, read
@@ -25,9 +27,8 @@ use crate::clock::Clock;
 use crate::error::{AuthFailure, Error, Result};
 use crate::limits::{
     LOCK_AFTER_FAILURES, LOCK_BASE, LOCK_MAX, LOCK_MEMORY, STORE_POOL_IDLE, STORE_STATE_TTL,
-    STORE_TIMEOUT, USERS_RECONCILE, UUID_FAILURES_PER_STEP,
+    STORE_TIMEOUT, UUID_FAILURES_PER_STEP,
 };
-use crate::users::{User, Users};
 use crate::secret::Password;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use redis::{Client, Connection, IntoConnectionInfo, Script};
@@ -37,12 +38,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
-const T: &str = "rendezvous::store";
+mod cookies;
+mod users;
 
-/// The users table: UUID → users-file line.
-const USERS: &str = "rdv:users";
-/// Where a change of the users table is announced (the message: a UUID).
-const USERS_CHANGED: &str = "rdv:users:changed";
+const T: &str = "rendezvous::store";
 
 /// The token check: throttles, replay floor and failure count in one step.
 /// KEYS: the UUID's `sec` hash, the pair's hash. ARGV: now (ms), step,
@@ -245,91 +244,6 @@ impl RedisStore {
         self.with(|con| inv.invoke::<i64>(con)).map(|_| ())
     }
 
-    /// The users table. An entry that does not parse is left out and
-    /// warned about by its UUID (never its text, which holds the secret).
-    pub fn users(&self) -> std::result::Result<Users, Unavailable> {
-        let entries: Vec<(String, String)> =
-            self.with(|con| redis::cmd("HGETALL").arg(USERS).query(con))?;
-        Ok(table(entries))
-    }
-
-    /// Add `user`, announcing it; `false` when its UUID is taken.
-    pub fn add_user(&self, user: &User) -> std::result::Result<bool, Unavailable> {
-        let uuid = user.uuid.hyphenated().to_string();
-        let (added, _): (i64, i64) = self.with(|con| {
-            redis::pipe()
-                .atomic()
-                .cmd("HSETNX")
-                .arg(USERS)
-                .arg(&uuid)
-                .arg(user.line())
-                .cmd("PUBLISH")
-                .arg(USERS_CHANGED)
-                .arg(&uuid)
-                .query(con)
-        })?;
-        Ok(added == 1)
-    }
-
-    /// Remove the user `uuid`, announcing it; `false` when there was none.
-    pub fn remove_user(&self, uuid: &Uuid) -> std::result::Result<bool, Unavailable> {
-        let uuid = uuid.hyphenated().to_string();
-        let (removed, _): (i64, i64) = self.with(|con| {
-            redis::pipe()
-                .atomic()
-                .cmd("HDEL")
-                .arg(USERS)
-                .arg(&uuid)
-                .cmd("PUBLISH")
-                .arg(USERS_CHANGED)
-                .arg(&uuid)
-                .query(con)
-        })?;
-        Ok(removed == 1)
-    }
-
-    /// Follow the users table until `stop` receives or disconnects: `changed`
-    /// gets each new table, read at once when a change is announced and
-    /// every [`USERS_RECONCILE`] anyway. Returns within about a second of
-    /// `stop`; a lost connection is made again.
-    pub fn watch_users(&self, stop: &Receiver<()>, mut changed: impl FnMut(Users)) {
-        let stopped = || !matches!(stop.try_recv(), Err(crossbeam_channel::TryRecvError::Empty));
-        let mut last = self.users().map(|t| t.render()).ok();
-        let mut next_reconcile = Instant::now() + USERS_RECONCILE;
-        while !stopped() {
-            let Ok(mut con) = self.open() else {
-                std::thread::sleep(Duration::from_secs(1));
-                continue;
-            };
-            let mut ps = con.as_pubsub();
-            if ps.subscribe(USERS_CHANGED).is_err() || ps.set_read_timeout(Some(Duration::from_secs(1))).is_err() {
-                std::thread::sleep(Duration::from_secs(1));
-                continue;
-            }
-            loop {
-                if stopped() {
-                    return;
-                }
-                let notice = match ps.get_message() {
-                    Ok(_) => true,
-                    Err(e) if e.is_timeout() => false,
-                    Err(_) => break,
-                };
-                if !notice && Instant::now() < next_reconcile {
-                    continue;
-                }
-                next_reconcile = Instant::now() + USERS_RECONCILE;
-                if let Ok(t) = self.users() {
-                    let text = t.render();
-                    if last.as_deref() != Some(text.as_str()) {
-                        last = Some(text);
-                        changed(t);
-                    }
-                }
-            }
-        }
-    }
-
     /// A store that evicts keys under memory pressure would drop floors and
     /// locks without a word: say so at start (when `CONFIG` is permitted).
     fn warn_if_evicting(&self, con: &mut Connection) {
@@ -345,23 +259,6 @@ impl RedisStore {
             }
         }
     }
-}
-
-/// The users table from the store's entries, ordered by UUID.
-fn table(mut entries: Vec<(String, String)>) -> Users {
-    entries.sort();
-    let mut users = Users::new();
-    for (uuid, line) in entries {
-        match User::parse(&line) {
-            Ok(u) if u.uuid.hyphenated().to_string() == uuid => {
-                let _ = users.add(u);
-            }
-            _ => {
-                log::warn!(target: T, "store entry {USERS} {uuid} is not a users-file line for that UUID; left out")
-            }
-        }
-    }
-    users
 }
 
 fn ms(d: Duration) -> u64 {

@@ -1,0 +1,84 @@
+//! Registrations shared between servers through a store (`serve --store`):
+//! the store holds each `R` cookie (with its lifetime) and each UUID's `I`
+//! cookie; the registry keeps what it learned as a cache. So a hidden
+//! server may register at one server and park at another, and sockets
+//! parked here keep pairing without a round trip, also while the store is
+//! down. The store is asked outside the registry lock, always.
+
+use super::{Registration, Registry};
+use crate::secret::{Cookie, Role};
+use crate::server::store::ops::Unavailable;
+use uuid::Uuid;
+
+impl Registry {
+    /// Share the registration behind `responder`, a cookie this server just
+    /// issued for `uuid`, and take the store's `I` cookie (another server
+    /// may have made the registration first).
+    pub fn share(&self, uuid: Uuid, responder: &Cookie) -> Result<(), Unavailable> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        let local = self.lock().regs.get(&uuid).map(|r| r.initiator);
+        let Some(local) = local else {
+            return Ok(()); // dropped meanwhile (a reload)
+        };
+        let initiator = shared.register(uuid, responder, &local, self.cfg.cookie_ttl)?;
+        if initiator != local {
+            let mut inner = self.lock();
+            let super::Inner { regs, cookies, .. } = &mut *inner;
+            if let Some(reg) = regs.get_mut(&uuid) {
+                cookies.remove(&reg.initiator);
+                reg.initiator = initiator;
+                cookies.insert(initiator, uuid);
+            }
+        }
+        Ok(())
+    }
+
+    /// Before a use of an `R` cookie: renew it in the store, and learn it
+    /// here when another server issued it; forget it here when the store
+    /// says it lapsed. A store that does not answer leaves what this server
+    /// knows.
+    pub(super) fn learn(&self, cookie: &Cookie) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        if cookie.role() != Role::Responder {
+            return;
+        }
+        let ttl = self.cfg.cookie_ttl;
+        let Ok(answer) = shared.renew(cookie, ttl) else {
+            return;
+        };
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        let super::Inner { regs, cookies, .. } = &mut *inner;
+        match answer {
+            Some((uuid, initiator)) => {
+                let reg = regs.entry(uuid).or_insert_with(|| {
+                    cookies.insert(initiator, uuid);
+                    Registration::new(initiator, self.cfg.pool_max)
+                });
+                if reg.initiator != initiator {
+                    cookies.remove(&reg.initiator);
+                    reg.initiator = initiator;
+                    cookies.insert(initiator, uuid);
+                }
+                reg.responders.insert(*cookie, now + ttl);
+                cookies.insert(*cookie, uuid);
+            }
+            None => {
+                if let Some(uuid) = cookies.remove(cookie) {
+                    if let Some(reg) = regs.get_mut(&uuid) {
+                        reg.responders.remove(cookie);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The store's `I` cookie for a UUID not live here.
+    pub(super) fn shared_initiator(&self, uuid: &Uuid) -> Option<Cookie> {
+        self.shared.as_ref()?.initiator(uuid).ok().flatten()
+    }
+}
