@@ -560,3 +560,113 @@ fn parked_sockets_keep_pairing_while_the_store_is_down() {
     assert_eq!(support::read_line(&mut first), "+OK");
     pair_at(&ts, &r, &i);
 }
+
+// ---- round trips ------------------------------------------------------------
+
+/// The store's `MONITOR` feed: every command a client sent, and the ones
+/// scripts ran (marked `[N lua]`).
+struct Monitor {
+    feed: std::io::BufReader<std::os::unix::net::UnixStream>,
+    socket: std::path::PathBuf,
+    marks: u32,
+}
+
+impl Monitor {
+    fn start(redis: &RedisServer) -> Monitor {
+        use std::io::{BufRead, Write};
+        let socket = redis.socket();
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).expect("connect redis");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s.write_all(b"MONITOR\r\n").expect("monitor");
+        let mut feed = std::io::BufReader::new(s);
+        let mut ok = String::new();
+        feed.read_line(&mut ok).expect("monitor reply");
+        assert_eq!(ok.trim_end(), "+OK");
+        Monitor {
+            feed,
+            socket,
+            marks: 0,
+        }
+    }
+
+    /// The commands clients sent since the last call (script commands not
+    /// counted): each a store round trip. A marker sent after the step
+    /// bounds the read, so nothing depends on timing.
+    fn round_trips(&mut self) -> Vec<String> {
+        use std::io::BufRead;
+        self.marks += 1;
+        let mark = format!("mark-{}", self.marks);
+        support::redis_command(&self.socket, &["ECHO", &mark]);
+        let mut sent = Vec::new();
+        loop {
+            let mut line = String::new();
+            let n = self.feed.read_line(&mut line).expect("monitor feed");
+            assert!(n > 0, "monitor closed");
+            if line.contains(&format!("\"{mark}\"")) {
+                return sent;
+            }
+            if line.contains(" lua] ") || line.contains("\"ECHO\" \"mark-") {
+                continue;
+            }
+            // `+TIME [DB ADDR] "COMMAND" ...`: keep the command's name.
+            let name = line.split('"').nth(1).unwrap_or("?").to_uppercase();
+            sent.push(name);
+        }
+    }
+}
+
+/// Each protocol step costs at most one store round trip, and a pairing
+/// with a cached triple none (the scripts are loaded first: the first use
+/// of a script after the store starts costs a `NOSCRIPT` and a load).
+#[test]
+fn each_protocol_step_costs_at_most_one_store_round_trip() {
+    let redis = RedisServer::start();
+    let a = on(&redis, None);
+    let b = on(&redis, Some(a.uuid));
+    avoid_step_edge();
+    let warm = a.register();
+    let refresh = |ts: &TestServer, r: &str| {
+        let q = format!("/?uuid={}&cookie={r}", ts.uuid);
+        assert_eq!(request(ts.registrar(), "PUT", &q, &[]).status, 200);
+    };
+    refresh(&a, &warm);
+    let mut monitor = Monitor::start(&redis);
+
+    let second = b.put_token(&token_at(1));
+    assert_eq!(second.status, 200);
+    let r = json(&second)["result"]["cookie"]
+        .as_str()
+        .expect("cookie")
+        .to_string();
+    assert_eq!(monitor.round_trips(), ["EVALSHA"], "token registration");
+
+    // The refresh records the last good address in the same round trip.
+    let sec = format!("rdv:{{{}}}:sec", a.uuid);
+    redis.command(&["HDEL", &sec, "good"]);
+    assert_eq!(monitor.round_trips(), ["HDEL"]);
+    refresh(&a, &r);
+    assert_eq!(monitor.round_trips(), ["EVALSHA"], "cookie refresh");
+    assert!(redis
+        .command(&["HGET", &sec, "good"])
+        .contains("\r\n127.0.0.1\r\n"));
+    assert_eq!(monitor.round_trips(), ["HGET"]);
+
+    let i = lookup(&a);
+    assert_eq!(monitor.round_trips(), Vec::<String>::new(), "lookup");
+
+    let mut responder = support::park(a.rendezvous(), &r);
+    wait_until("the socket parked", || {
+        a.server().shared().registry.stats().parked_generic == 1
+    });
+    assert_eq!(monitor.round_trips(), ["EVALSHA"], "park (renews R)");
+
+    let (_initiator, status) = support::rv_line(a.rendezvous(), &format!("{i}\n"));
+    assert_eq!(status, "+OK");
+    assert_eq!(support::read_line(&mut responder), "+OK");
+    assert_eq!(
+        monitor.round_trips(),
+        Vec::<String>::new(),
+        "pairing with a cached triple"
+    );
+}

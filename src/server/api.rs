@@ -102,7 +102,7 @@ pub(crate) fn api(
         };
     }
     if let Some(text) = cookie {
-        let valid = Cookie::parse(text).filter(|c| ctx.authn.registry.refresh(uuid, c).is_ok());
+        let valid = Cookie::parse(text).filter(|c| ctx.authn.registry.refresh(uuid, c, peer.ip()).is_ok());
         return match ctx.authn.cookie(valid, uuid, peer, id, T) {
             Ok(c) => {
                 log::debug!(target: T, "conn={id} cookie refreshed uuid={uuid}");

@@ -58,9 +58,12 @@ impl Authn<'_> {
     ) -> Result<Cookie, Response> {
         match valid {
             Some(c) => {
-                // Recording the address may fail with the store; the cookie
-                // is still good (the registry holds it).
-                let _ = self.store.cookie_success(uuid, peer.ip());
+                // A shared registry recorded the address when it renewed
+                // the cookie (one round trip). Recording may fail with the
+                // store; the cookie is still good (the registry holds it).
+                if !self.registry.is_shared() {
+                    let _ = self.store.cookie_success(uuid, peer.ip());
+                }
                 Ok(c)
             }
             None => {
@@ -101,7 +104,8 @@ fn authenticate(
         to_next_step: Duration::from_secs(user.params.secs_to_next_step(now)),
         matched: totp::matching_steps(&user.secret, user.params, token, now),
     };
-    let verdict = match shared.store.token(&attempt) {
+    let offer = shared.registry.offer(&uuid);
+    let (verdict, initiator) = match shared.store.token_and_register(&attempt, &offer) {
         Ok(v) => v,
         Err(Unavailable) => {
             Metrics::bump(&shared.metrics.auth_store_down);
@@ -110,7 +114,7 @@ fn authenticate(
         }
     };
     let failed = match verdict {
-        Verdict::Accepted(_) => return register(shared, uuid, user, ip, id),
+        Verdict::Accepted(_) => return register(shared, uuid, user, offer.responder, initiator, ip, id),
         Verdict::Throttled(refusal) => {
             Metrics::bump(&shared.metrics.auth_locked_out);
             log::info!(target: T, "conn={id} auth refused uuid={uuid} peer={ip} reason={}", refusal.reason());
@@ -138,25 +142,27 @@ fn authenticate(
     Err(Refusal::AuthenticationFailed.response())
 }
 
-/// A new `R` cookie for a token the store accepted. The user is looked up
-/// again under the registry lock: a reload swaps the table and then (under
-/// the same lock) drops removed users' registrations, so a user removed or
-/// re-keyed since the token was checked never registers on the old entry.
-fn register(shared: &Authn, uuid: Uuid, checked: &User, ip: IpAddr, id: u64) -> Result<Cookie, Response> {
-    let result = shared.registry.register_with(uuid, || {
+/// Register the `R` cookie of a token the store accepted (with a shared
+/// store's `I` cookie). The user is looked up again under the registry
+/// lock: a reload swaps the table and then (under the same lock) drops
+/// removed users' registrations, so a user removed or re-keyed since the
+/// token was checked never registers on the old entry.
+fn register(
+    shared: &Authn,
+    uuid: Uuid,
+    checked: &User,
+    responder: Cookie,
+    initiator: Option<Cookie>,
+    ip: IpAddr,
+    id: u64,
+) -> Result<Cookie, Response> {
+    let result = shared.registry.register_offered(uuid, responder, initiator, || {
         let users = shared.users();
         match users.get(&uuid) {
             Some(now) if now.secret == checked.secret && now.params == checked.params => Ok(()),
             _ => Err(()),
         }
     });
-    if let Ok(cookie) = &result {
-        if shared.registry.share(uuid, cookie).is_err() {
-            Metrics::bump(&shared.metrics.auth_store_down);
-            log::info!(target: T, "conn={id} auth refused uuid={uuid} peer={ip} reason=store-unavailable");
-            return Err(store_unavailable());
-        }
-    }
     match result {
         Ok(cookie) => {
             Metrics::bump(&shared.metrics.registrations_total);

@@ -85,7 +85,7 @@ pub fn hidden_connect(
     let cookie = match auth {
         ConnectAuth::Token(token) => authn.token(uuid, &token, peer.ip(), id),
         ConnectAuth::Cookie(text) => {
-            let valid = Cookie::parse(&text).filter(|c| pairing.registry.responder_uuid(c) == Some(uuid));
+            let valid = Cookie::parse(&text).filter(|c| pairing.registry.refresh(uuid, c, peer.ip()).is_ok());
             authn.cookie(valid, uuid, peer, id, T)
         }
     };

@@ -10,7 +10,7 @@
 //!
 //! | first | then | where |
 //! |---|---|---|
-//! | registry | users table (read) | token authentication, `registry::register_with` |
+//! | registry | users table (read) | token authentication, `registry::register_offered` |
 //! | TLS leg's connection | its writer | `relay::tls_leg`, before the socket write |
 //!
 //! Taken alone: the embedded store's state (judging a token: the shared

@@ -9,9 +9,11 @@ use crate::error::AuthFailure;
 use crate::secret::{Cookie, Role};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use crate::server::parked::alive;
 mod cookies;
+mod register;
 mod shared;
 mod sweep;
 pub use cookies::SharedCookies;
@@ -154,46 +156,22 @@ impl Registry {
         self
     }
 
+    /// Whether registrations are shared through a store.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // One panicked connection thread must not wedge the daemon.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Issue a new `R` cookie for `uuid` once `authorize` (the token check)
-    /// passes. `authorize` runs under the registry lock, so a reload that
-    /// swaps the users table and drops removed users' registrations (under
-    /// the same lock) cannot interleave with it.
-    pub fn register_with<E>(
-        &self,
-        uuid: Uuid,
-        authorize: impl FnOnce() -> Result<(), E>,
-    ) -> Result<Cookie, E> {
-        let mut inner = self.lock();
-        authorize()?;
-        let now = self.clock.now();
-        let stale = inner.regs.get(&uuid).is_some_and(|r| !r.live(now));
-        if stale {
-            if let Some(old) = inner.regs.remove(&uuid) {
-                drop_registration(&mut inner.cookies, old);
-            }
-        }
-        let cookie = Cookie::generate(Role::Responder);
-        let expiry = now + self.cfg.cookie_ttl;
-        let pool_max = self.cfg.pool_max;
-        let Inner { regs, cookies, .. } = &mut *inner;
-        let reg = regs.entry(uuid).or_insert_with(|| {
-            let initiator = Cookie::generate(Role::Initiator);
-            cookies.insert(initiator, uuid);
-            Registration::new(initiator, pool_max)
-        });
-        reg.responders.insert(cookie, expiry);
-        cookies.insert(cookie, uuid);
-        Ok(cookie)
-    }
-
-    /// Renew a live `R` cookie of `uuid` (the registrar's `PUT ?cookie=`).
-    pub fn refresh(&self, uuid: Uuid, cookie: &Cookie) -> Result<(), AuthFailure> {
-        self.learn(cookie);
+    /// Renew a live `R` cookie of `uuid` presented from `from` (the
+    /// registrar's `PUT ?cookie=`, `CONNECT ?cookie=`). A shared store
+    /// records `from` as the UUID's last good address in the same round
+    /// trip.
+    pub fn refresh(&self, uuid: Uuid, cookie: &Cookie, from: IpAddr) -> Result<(), AuthFailure> {
+        self.learn(cookie, Some((uuid, from)));
         let mut inner = self.lock();
         match self.renew(&mut inner, cookie, self.clock.now()) {
             Some(owner) if owner == uuid => Ok(()),
@@ -216,13 +194,6 @@ impl Registry {
         }
         *exp = now + self.cfg.cookie_ttl;
         Some(uuid)
-    }
-
-    /// The UUID a live `R` cookie belongs to (renewing it), for `CONNECT ?cookie=`.
-    pub fn responder_uuid(&self, cookie: &Cookie) -> Option<Uuid> {
-        self.learn(cookie);
-        let mut inner = self.lock();
-        self.renew(&mut inner, cookie, self.clock.now())
     }
 
     /// The `I` cookie of a live registration: this server's, else the
@@ -252,7 +223,7 @@ impl Registry {
         proto: Proto,
         parked: Parked,
     ) -> Result<(Uuid, Option<Parked>), (TakeError, Parked)> {
-        self.learn(cookie);
+        self.learn(cookie, None);
         let mut inner = self.lock();
         if inner.closed {
             return Err((TakeError::NotRegistered, parked));

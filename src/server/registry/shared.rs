@@ -7,39 +7,16 @@
 
 use super::{Registration, Registry};
 use crate::secret::{Cookie, Role};
-use crate::server::store::ops::Unavailable;
+use std::net::IpAddr;
 use uuid::Uuid;
 
 impl Registry {
-    /// Share the registration behind `responder`, a cookie this server just
-    /// issued for `uuid`, and take the store's `I` cookie (another server
-    /// may have made the registration first).
-    pub fn share(&self, uuid: Uuid, responder: &Cookie) -> Result<(), Unavailable> {
-        let Some(shared) = &self.shared else {
-            return Ok(());
-        };
-        let local = self.lock().regs.get(&uuid).map(|r| r.initiator);
-        let Some(local) = local else {
-            return Ok(()); // dropped meanwhile (a reload)
-        };
-        let initiator = shared.register(uuid, responder, &local, self.cfg.cookie_ttl)?;
-        if initiator != local {
-            let mut inner = self.lock();
-            let super::Inner { regs, cookies, .. } = &mut *inner;
-            if let Some(reg) = regs.get_mut(&uuid) {
-                cookies.remove(&reg.initiator);
-                reg.initiator = initiator;
-                cookies.insert(initiator, uuid);
-            }
-        }
-        Ok(())
-    }
-
-    /// Before a use of an `R` cookie: renew it in the store, and learn it
-    /// here when another server issued it; forget it here when the store
-    /// says it lapsed. A store that does not answer leaves what this server
-    /// knows.
-    pub(super) fn learn(&self, cookie: &Cookie) {
+    /// Before a use of an `R` cookie: renew it in the store (recording
+    /// `good`, a UUID's last good address, if the cookie is that UUID's),
+    /// and learn it here when another server issued it; forget it here when
+    /// the store says it lapsed. A store that does not answer leaves what
+    /// this server knows.
+    pub(super) fn learn(&self, cookie: &Cookie, good: Option<(Uuid, IpAddr)>) {
         let Some(shared) = &self.shared else {
             return;
         };
@@ -47,7 +24,7 @@ impl Registry {
             return;
         }
         let ttl = self.cfg.cookie_ttl;
-        let Ok(answer) = shared.renew(cookie, ttl) else {
+        let Ok(answer) = shared.renew(cookie, ttl, good) else {
             return;
         };
         let now = self.clock.now();

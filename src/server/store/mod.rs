@@ -20,7 +20,8 @@ pub mod redis;
 
 use crate::server::security::SecurityState;
 pub use ops::Unavailable;
-use ops::{TokenAttempt, Verdict};
+use crate::secret::Cookie;
+use ops::{Offer, TokenAttempt, Verdict};
 use std::net::IpAddr;
 use uuid::Uuid;
 
@@ -41,6 +42,24 @@ impl Store {
             Store::Embedded(s) => Ok(s.token(a)),
             #[cfg(feature = "store-redis")]
             Store::Redis(r) => r.token(a),
+        }
+    }
+
+    /// Judge a token attempt and, if it is accepted, record the
+    /// registration `offer` in the same step. A shared store answers the
+    /// registration's `I` cookie with [`Verdict::Accepted`] (another server
+    /// may have made the registration first); the embedded one answers
+    /// `None` (the registry is the truth).
+    #[cfg_attr(not(feature = "store-redis"), allow(unused_variables))]
+    pub fn token_and_register(
+        &self,
+        a: &TokenAttempt,
+        offer: &Offer,
+    ) -> Result<(Verdict, Option<Cookie>), Unavailable> {
+        match self {
+            Store::Embedded(s) => Ok((s.token(a), None)),
+            #[cfg(feature = "store-redis")]
+            Store::Redis(r) => r.token_and_register(a, offer),
         }
     }
 

@@ -4,6 +4,7 @@
 //! contract tests hold them to one behaviour.
 
 use crate::error::AuthFailure;
+use crate::secret::Cookie;
 use std::net::IpAddr;
 use std::time::Duration;
 use uuid::Uuid;
@@ -24,6 +25,20 @@ pub struct TokenAttempt {
     /// The steps of the skew window whose code the token is (usually none or
     /// one).
     pub matched: Vec<u64>,
+}
+
+/// The registration a token makes if it is accepted, which a shared store
+/// records in the same atomic step as the judgment (one round trip): a new
+/// `R` cookie, and the `I` cookie the registration gets if the store has
+/// none for the UUID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offer {
+    /// The new `R` cookie.
+    pub responder: Cookie,
+    /// This server's `I` cookie for the UUID, or a new one.
+    pub initiator: Cookie,
+    /// How long the registration lives unused (`--cookie-ttl`).
+    pub ttl: Duration,
 }
 
 /// The store could not be asked (unreachable, timed out, refused us): a

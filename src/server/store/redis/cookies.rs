@@ -1,34 +1,27 @@
 //! Registrations in the store: `rdv:{UUID}:reg` (a hash: the `I`
 //! cookie) and `rdv:rc:COOKIE` (an `R` cookie's UUID), both `--cookie-ttl`
-//! after their last use.
+//! after their last use. A renewal also records the last good
+//! address, so a refresh by cookie is one round trip.
 
-use super::{ms, RedisStore};
+use super::{cookie_key, ms, reg_key, RedisStore};
+use crate::limits::STORE_STATE_TTL;
 use crate::secret::Cookie;
 use crate::server::registry::SharedCookies;
 use crate::server::store::ops::Unavailable;
 use redis::Script;
 use std::sync::LazyLock;
+use std::net::IpAddr;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// A new `R` cookie: KEYS the registration's hash, the cookie's key;
-/// ARGV the UUID, the `I` cookie to use if the registration has none, the
-/// lifetime (ms). Answers the registration's `I` cookie.
-static REGISTER: LazyLock<Script> = LazyLock::new(|| Script::new(r"
-local i = redis.call('HGET', KEYS[1], 'i')
-if not i then
-  i = ARGV[2]
-  redis.call('HSET', KEYS[1], 'i', i)
-end
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
-return i
-"));
-
-/// A use of an `R` cookie: KEYS the cookie's key; ARGV the lifetime (ms).
-/// Renews the cookie and its registration; answers {UUID, I cookie}, or
-/// nil when either lapsed.
-static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(r"
+/// A use of an `R` cookie: KEYS the cookie's key; ARGV the lifetime (ms),
+/// a UUID and an address (empty for none), the state TTL (ms). Renews the
+/// cookie and its registration and, when the cookie is that UUID's, makes
+/// the address its last good one; answers {UUID, I cookie}, or nil when
+/// either lapsed.
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
 local u = redis.call('GET', KEYS[1])
 if not u then return nil end
 local reg = 'rdv:{' .. u .. '}:reg'
@@ -36,34 +29,32 @@ local i = redis.call('HGET', reg, 'i')
 if not i then return nil end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 if redis.call('PTTL', reg) < tonumber(ARGV[1]) then redis.call('PEXPIRE', reg, ARGV[1]) end
+if ARGV[2] == u then
+  local sec = 'rdv:{' .. u .. '}:sec'
+  redis.call('HSET', sec, 'good', ARGV[3])
+  redis.call('PEXPIRE', sec, ARGV[4])
+end
 return {u, i}
-"));
+",
+    )
+});
 
 impl SharedCookies for RedisStore {
-    fn register(
-        &self,
-        uuid: Uuid,
-        responder: &Cookie,
-        initiator: &Cookie,
-        ttl: Duration,
-    ) -> std::result::Result<Cookie, Unavailable> {
-        let mut inv = REGISTER.prepare_invoke();
-        inv.key(reg_key(&uuid))
-            .key(cookie_key(responder))
-            .arg(uuid.hyphenated().to_string())
-            .arg(initiator.expose())
-            .arg(ms(ttl));
-        let i: String = self.with(|con| inv.invoke(con))?;
-        Cookie::parse(&i).ok_or(Unavailable)
-    }
-
     fn renew(
         &self,
         responder: &Cookie,
         ttl: Duration,
+        good: Option<(Uuid, IpAddr)>,
     ) -> std::result::Result<Option<(Uuid, Cookie)>, Unavailable> {
+        let (u, ip) = good.map_or((String::new(), String::new()), |(u, ip)| {
+            (u.hyphenated().to_string(), ip.to_string())
+        });
         let mut inv = RENEW.prepare_invoke();
-        inv.key(cookie_key(responder)).arg(ms(ttl));
+        inv.key(cookie_key(responder))
+            .arg(ms(ttl))
+            .arg(u)
+            .arg(ip)
+            .arg(ms(STORE_STATE_TTL));
         let got: Option<(String, String)> = self.with(|con| inv.invoke(con))?;
         Ok(got.and_then(|(u, i)| Some((Uuid::try_parse(&u).ok()?, Cookie::parse(&i)?))))
     }
@@ -73,14 +64,4 @@ impl SharedCookies for RedisStore {
             self.with(|con| redis::cmd("HGET").arg(reg_key(uuid)).arg("i").query(con))?;
         Ok(i.as_deref().and_then(Cookie::parse))
     }
-}
-
-fn reg_key(uuid: &Uuid) -> String {
-    format!("rdv:{{{uuid}}}:reg")
-}
-
-/// An `R` cookie's key. Not tagged by UUID: a cookie alone must find its
-/// UUID (Redis Cluster, which would need that, is not supported).
-fn cookie_key(c: &Cookie) -> String {
-    format!("rdv:rc:{}", c.expose())
 }

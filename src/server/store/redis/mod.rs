@@ -22,14 +22,14 @@
 //! made when none is idle; one that failed is dropped. Every connect, read
 //! and write has [`STORE_TIMEOUT`].
 
-use super::ops::{Failed, Throttled, TokenAttempt, Unavailable, Verdict};
+use super::ops::{Failed, Offer, Throttled, TokenAttempt, Unavailable, Verdict};
 use crate::clock::Clock;
 use crate::error::{AuthFailure, Error, Result};
 use crate::limits::{
     LOCK_AFTER_FAILURES, LOCK_BASE, LOCK_MAX, LOCK_MEMORY, STORE_POOL_IDLE, STORE_STATE_TTL,
     STORE_TIMEOUT, UUID_FAILURES_PER_STEP,
 };
-use crate::secret::Password;
+use crate::secret::{Cookie, Password};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use redis::{Client, Connection, IntoConnectionInfo, Script};
 use std::net::IpAddr;
@@ -43,12 +43,17 @@ mod users;
 
 const T: &str = "rendezvous::store";
 
-/// The token check: throttles, replay floor and failure count in one step.
-/// KEYS: the UUID's `sec` hash, the pair's hash. ARGV: now (ms), step,
+/// The token check: throttles, replay floor and failure count in one step,
+/// and the registration a token makes when it is accepted.
+/// KEYS: the UUID's `sec` hash, the pair's hash, then with an offer the
+/// registration's hash and the new `R` cookie's key. ARGV: now (ms), step,
 /// to next step (ms), address, lock after, UUID cap, lock base (ms), lock
-/// max (ms), lock memory (ms), state TTL (ms), then the matched steps.
-/// Answers {kind, n, replay}: `locked` ms left, `capped` ms to the next
-/// step, `ok` the step, `fail` the lock engaged (ms, 0 for none).
+/// max (ms), lock memory (ms), state TTL (ms), the UUID (empty for no
+/// offer), the offered `I` cookie, the registration's lifetime (ms), then
+/// the matched steps. Answers {kind, n, replay, I}: `locked` ms left,
+/// `capped` ms to the next step, `ok` the step and the registration's `I`
+/// cookie (empty without an offer), `fail` the lock engaged (ms, 0 for
+/// none).
 const TOKEN: &str = r"
 local now, step, to_next = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local ip = ARGV[4]
@@ -56,15 +61,15 @@ local lock_after, cap = tonumber(ARGV[5]), tonumber(ARGV[6])
 local base, maxp, memory, ttl = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local p = redis.call('HMGET', KEYS[2], 'fail', 'locks', 'until')
 local pfail, locks, untl = tonumber(p[1]) or 0, tonumber(p[2]) or 0, tonumber(p[3]) or 0
-if untl > now then return {'locked', untl - now, 0} end
+if untl > now then return {'locked', untl - now, 0, ''} end
 local s = redis.call('HMGET', KEYS[1], 'floor', 'good', 'ustep', 'ufail')
 local floor = tonumber(s[1])
 local ustep, ufail = tonumber(s[3]) or 0, tonumber(s[4]) or 0
 if step > ustep then ustep = step; ufail = 0 end
 local this_step = step == ustep
-if this_step and s[2] ~= ip and ufail >= cap then return {'capped', to_next, 0} end
+if this_step and s[2] ~= ip and ufail >= cap then return {'capped', to_next, 0, ''} end
 local fresh = nil
-for i = 11, #ARGV do
+for i = 14, #ARGV do
   local m = tonumber(ARGV[i])
   if (floor == nil or m > floor) and (fresh == nil or m < fresh) then fresh = m end
 end
@@ -72,7 +77,17 @@ if fresh then
   redis.call('HSET', KEYS[1], 'floor', fresh, 'good', ip, 'ustep', ustep, 'ufail', ufail)
   redis.call('PEXPIRE', KEYS[1], ttl)
   if locks == 0 then redis.call('DEL', KEYS[2]) elseif pfail > 0 then redis.call('HSET', KEYS[2], 'fail', 0) end
-  return {'ok', fresh, 0}
+  local icookie = ''
+  if ARGV[11] ~= '' then
+    icookie = redis.call('HGET', KEYS[3], 'i')
+    if not icookie then
+      icookie = ARGV[12]
+      redis.call('HSET', KEYS[3], 'i', icookie)
+    end
+    redis.call('SET', KEYS[4], ARGV[11], 'PX', ARGV[13])
+    if redis.call('PTTL', KEYS[3]) < tonumber(ARGV[13]) then redis.call('PEXPIRE', KEYS[3], ARGV[13]) end
+  end
+  return {'ok', fresh, 0, icookie}
 end
 if this_step then ufail = ufail + 1 end
 redis.call('HSET', KEYS[1], 'ustep', ustep, 'ufail', ufail)
@@ -92,8 +107,8 @@ else
   redis.call('PEXPIRE', KEYS[2], maxp)
 end
 local replay = 0
-if #ARGV >= 11 then replay = 1 end
-return {'fail', locked, replay}
+if #ARGV >= 14 then replay = 1 end
+return {'fail', locked, replay, ''}
 ";
 
 /// A cookie success: the address becomes the UUID's last good one.
@@ -201,6 +216,25 @@ impl RedisStore {
 
     /// Judge a token attempt (one script, one round trip).
     pub fn token(&self, a: &TokenAttempt) -> std::result::Result<Verdict, Unavailable> {
+        self.judge(a, None).map(|(v, _)| v)
+    }
+
+    /// Judge a token attempt and, if it is accepted, record `offer` (one
+    /// script, one round trip); the registration's `I` cookie with
+    /// [`Verdict::Accepted`].
+    pub fn token_and_register(
+        &self,
+        a: &TokenAttempt,
+        offer: &Offer,
+    ) -> std::result::Result<(Verdict, Option<Cookie>), Unavailable> {
+        self.judge(a, Some(offer))
+    }
+
+    fn judge(
+        &self,
+        a: &TokenAttempt,
+        offer: Option<&Offer>,
+    ) -> std::result::Result<(Verdict, Option<Cookie>), Unavailable> {
         let now = self.now_ms();
         let mut inv = self.token.prepare_invoke();
         inv.key(sec_key(&a.uuid))
@@ -215,23 +249,35 @@ impl RedisStore {
             .arg(ms(LOCK_MAX))
             .arg(ms(LOCK_MEMORY))
             .arg(ms(STORE_STATE_TTL));
+        match offer {
+            Some(o) => {
+                inv.key(reg_key(&a.uuid))
+                    .key(cookie_key(&o.responder))
+                    .arg(a.uuid.hyphenated().to_string())
+                    .arg(o.initiator.expose())
+                    .arg(ms(o.ttl));
+            }
+            None => {
+                inv.arg("").arg("").arg(0);
+            }
+        }
         for m in &a.matched {
             inv.arg(*m);
         }
-        let (kind, n, replay): (String, u64, u8) = self.with(|con| inv.invoke(con))?;
+        let (kind, n, replay, i): (String, u64, u8, String) = self.with(|con| inv.invoke(con))?;
         let d = Duration::from_millis(n);
         Ok(match kind.as_str() {
-            "ok" => Verdict::Accepted(n),
-            "locked" => Verdict::Throttled(Throttled::PairLocked(d)),
-            "capped" => Verdict::Throttled(Throttled::UuidCapped(d)),
-            _ => Verdict::Failed(Failed {
-                why: if replay == 1 {
-                    AuthFailure::Replay
-                } else {
-                    AuthFailure::BadToken
-                },
-                locked: (n > 0).then_some(d),
-            }),
+            "ok" if offer.is_some() => match Cookie::parse(&i) {
+                Some(i) => (Verdict::Accepted(n), Some(i)),
+                None => return Err(Unavailable),
+            },
+            "ok" => (Verdict::Accepted(n), None),
+            "locked" => (Verdict::Throttled(Throttled::PairLocked(d)), None),
+            "capped" => (Verdict::Throttled(Throttled::UuidCapped(d)), None),
+            _ => {
+                let why = if replay == 1 { AuthFailure::Replay } else { AuthFailure::BadToken };
+                (Verdict::Failed(Failed { why, locked: (n > 0).then_some(d) }), None)
+            }
         })
     }
 
@@ -263,6 +309,16 @@ impl RedisStore {
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn reg_key(uuid: &Uuid) -> String {
+    format!("rdv:{{{uuid}}}:reg")
+}
+
+/// An `R` cookie's key. Not tagged by UUID: a cookie alone must find its
+/// UUID (Redis Cluster, which would need that, is not supported).
+fn cookie_key(c: &Cookie) -> String {
+    format!("rdv:rc:{}", c.expose())
 }
 
 fn sec_key(uuid: &Uuid) -> String {
