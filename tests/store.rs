@@ -11,7 +11,7 @@ use rendezvous::limits::{LOCK_AFTER_FAILURES, LOCK_BASE, UUID_FAILURES_PER_STEP}
 use rendezvous::server::security::SecurityState;
 use rendezvous::server::store::ops::{Failed, Throttled, TokenAttempt, Verdict};
 use rendezvous::server::store::redis::RedisStore;
-use rendezvous::server::store::Store;
+use rendezvous::server::store::{Store, StoreArgs};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,7 +68,8 @@ fn both(case: impl Fn(&Subject)) {
     });
     let redis = RedisServer::start();
     let clock = ManualClock::new();
-    let store = RedisStore::connect(&redis.url(), None, Arc::new(clock.clone())).expect("connect");
+    let store = RedisStore::connect(&StoreArgs::new(redis.url()), Arc::new(clock.clone()))
+        .expect("connect");
     case(&Subject {
         name: "redis",
         store: Store::Redis(Arc::new(store)),

@@ -84,12 +84,21 @@ struct Serve {
     /// serve the metrics on their own plain-HTTP listener at this address (default off)
     #[argh(option)]
     metrics_listen: Option<String>,
-    /// keep replay floors, failure counts and locks in Redis or Valkey (redis://HOST:PORT or unix:///PATH) instead of the state folder
+    /// keep the state in Redis or Valkey (redis://HOST:PORT, rediss://HOST:PORT or unix:///PATH) instead of the state folder
     #[argh(option)]
     store: Option<String>,
     /// read the store's password from FILE (default: $RENDEZVOUS_STORE_PASSWORD)
     #[argh(option)]
     store_password_file: Option<PathBuf>,
+    /// trust only this PEM (a CA or the store's certificate) for a TLS store
+    #[argh(option)]
+    store_ca: Option<PathBuf>,
+    /// ask these Redis Sentinels for the store's primary, HOST:PORT[,HOST:PORT...] (instead of --store)
+    #[argh(option)]
+    store_sentinel: Option<String>,
+    /// the name the sentinels monitor the store by
+    #[argh(option)]
+    store_service: Option<String>,
 }
 
 #[derive(FromArgs)]
@@ -118,12 +127,21 @@ struct UserAdd {
     /// users file (default STATE/users)
     #[argh(option)]
     users: Option<PathBuf>,
-    /// the users table of this store (redis://HOST:PORT or unix:///PATH) instead of the users file
+    /// the users table of this store (redis://HOST:PORT, rediss://HOST:PORT or unix:///PATH) instead of the users file
     #[argh(option)]
     store: Option<String>,
     /// read the store's password from FILE (default: $RENDEZVOUS_STORE_PASSWORD)
     #[argh(option)]
     store_password_file: Option<PathBuf>,
+    /// trust only this PEM (a CA or the store's certificate) for a TLS store
+    #[argh(option)]
+    store_ca: Option<PathBuf>,
+    /// ask these Redis Sentinels for the store's primary, HOST:PORT[,HOST:PORT...] (instead of --store)
+    #[argh(option)]
+    store_sentinel: Option<String>,
+    /// the name the sentinels monitor the store by
+    #[argh(option)]
+    store_service: Option<String>,
     /// free-text label
     #[argh(option)]
     label: Option<String>,
@@ -160,12 +178,21 @@ struct UserList {
     /// users file (default STATE/users)
     #[argh(option)]
     users: Option<PathBuf>,
-    /// the users table of this store (redis://HOST:PORT or unix:///PATH) instead of the users file
+    /// the users table of this store (redis://HOST:PORT, rediss://HOST:PORT or unix:///PATH) instead of the users file
     #[argh(option)]
     store: Option<String>,
     /// read the store's password from FILE (default: $RENDEZVOUS_STORE_PASSWORD)
     #[argh(option)]
     store_password_file: Option<PathBuf>,
+    /// trust only this PEM (a CA or the store's certificate) for a TLS store
+    #[argh(option)]
+    store_ca: Option<PathBuf>,
+    /// ask these Redis Sentinels for the store's primary, HOST:PORT[,HOST:PORT...] (instead of --store)
+    #[argh(option)]
+    store_sentinel: Option<String>,
+    /// the name the sentinels monitor the store by
+    #[argh(option)]
+    store_service: Option<String>,
 }
 
 #[derive(FromArgs)]
@@ -181,12 +208,21 @@ struct UserRemove {
     /// users file (default STATE/users)
     #[argh(option)]
     users: Option<PathBuf>,
-    /// the users table of this store (redis://HOST:PORT or unix:///PATH) instead of the users file
+    /// the users table of this store (redis://HOST:PORT, rediss://HOST:PORT or unix:///PATH) instead of the users file
     #[argh(option)]
     store: Option<String>,
     /// read the store's password from FILE (default: $RENDEZVOUS_STORE_PASSWORD)
     #[argh(option)]
     store_password_file: Option<PathBuf>,
+    /// trust only this PEM (a CA or the store's certificate) for a TLS store
+    #[argh(option)]
+    store_ca: Option<PathBuf>,
+    /// ask these Redis Sentinels for the store's primary, HOST:PORT[,HOST:PORT...] (instead of --store)
+    #[argh(option)]
+    store_sentinel: Option<String>,
+    /// the name the sentinels monitor the store by
+    #[argh(option)]
+    store_service: Option<String>,
 }
 
 #[derive(FromArgs)]
@@ -208,18 +244,49 @@ fn parse_uuid(text: &str) -> Result<uuid::Uuid, Error> {
     uuid::Uuid::try_parse(text).map_err(|_| Error::Usage(format!("malformed uuid {text:?}")))
 }
 
-/// `--store` and its password, for the user commands.
-fn store_args(
+/// The store options, as every subcommand that takes them has them.
+struct StoreFlags {
     url: Option<String>,
-    password_file: Option<&std::path::Path>,
-) -> Result<Option<cli::StoreArgs>, Error> {
-    let Some(url) = url else {
+    password_file: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    sentinel: Option<String>,
+    service: Option<String>,
+}
+
+/// `--store` (or `--store-sentinel`) and the options beside it; the
+/// password from its file or the environment.
+fn store_args(f: StoreFlags) -> Result<Option<cli::StoreArgs>, Error> {
+    if f.url.is_none() && f.sentinel.is_none() {
+        if f.ca.is_some() || f.service.is_some() || f.password_file.is_some() {
+            return Err(Error::Usage(
+                "--store-ca, --store-service and --store-password-file need --store or --store-sentinel".into(),
+            ));
+        }
         return Ok(None);
-    };
+    }
     Ok(Some(cli::StoreArgs {
-        url,
-        password: cli::store_password(password_file)?,
+        url: f.url.unwrap_or_default(),
+        password: cli::store_password(f.password_file.as_deref())?,
+        ca: f.ca,
+        sentinels: f
+            .sentinel
+            .map(|s| s.split(',').map(|n| n.trim().to_string()).collect())
+            .unwrap_or_default(),
+        service: f.service,
     }))
+}
+
+/// The store flags of a subcommand.
+macro_rules! store_flags {
+    ($a:expr) => {
+        StoreFlags {
+            url: $a.store,
+            password_file: $a.store_password_file,
+            ca: $a.store_ca,
+            sentinel: $a.store_sentinel,
+            service: $a.store_service,
+        }
+    };
 }
 
 fn run(cmd: Cmd) -> Result<(), Error> {
@@ -244,7 +311,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                 out: a.out,
                 cert: a.cert,
                 ca: a.ca,
-                store: store_args(a.store, a.store_password_file.as_deref())?,
+                store: store_args(store_flags!(a))?,
             };
             user_add(&opts, &mut stdout)
         }
@@ -252,14 +319,14 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             cmd: UserCmd::List(l),
         }) => user_list(
             &StatePaths::resolve(l.state_dir.as_deref(), l.users.as_deref(), None, None),
-            store_args(l.store, l.store_password_file.as_deref())?.as_ref(),
+            store_args(store_flags!(l))?.as_ref(),
             &mut stdout,
         ),
         Cmd::User(User {
             cmd: UserCmd::Remove(r),
         }) => user_remove(
             &StatePaths::resolve(r.state_dir.as_deref(), r.users.as_deref(), None, None),
-            store_args(r.store, r.store_password_file.as_deref())?.as_ref(),
+            store_args(store_flags!(r))?.as_ref(),
             &parse_uuid(&r.uuid)?,
         ),
         Cmd::Cert(c) => cert(
@@ -311,10 +378,7 @@ fn serve(s: Serve) -> Result<(), Error> {
             .collect::<Result<_, _>>()?;
     }
     cfg.metrics_listen = s.metrics_listen;
-    cfg.store = s.store;
-    if cfg.store.is_some() {
-        cfg.store_password = cli::store_password(s.store_password_file.as_deref())?;
-    }
+    cfg.store = store_args(store_flags!(s))?;
     if let Some(k) = s.keepalive {
         cfg.keepalive = Keepalive::from_secs(k);
     }

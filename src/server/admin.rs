@@ -41,15 +41,7 @@ pub struct UserAdd {
     pub store: Option<StoreArgs>,
 }
 
-/// `--store` for the user commands: the URL, and the password from
-/// `--store-password-file` or the environment.
-#[derive(Debug, Clone)]
-pub struct StoreArgs {
-    /// `redis://…` or `unix://…`.
-    pub url: String,
-    /// The store's password.
-    pub password: Option<crate::secret::Password>,
-}
+pub use crate::server::store::StoreArgs;
 
 /// What the user commands change: the users file, or a store's table.
 enum Table<'a> {
@@ -65,17 +57,13 @@ impl Table<'_> {
         };
         #[cfg(feature = "store-redis")]
         {
-            let r = crate::server::store::redis::RedisStore::connect(
-                &s.url,
-                s.password.as_ref(),
-                crate::clock::system(),
-            )?;
+            let r = crate::server::store::redis::RedisStore::connect(s, crate::clock::system())?;
             Ok(Table::Store(Box::new(r)))
         }
         #[cfg(not(feature = "store-redis"))]
         Err(Error::Usage(format!(
             "--store {}: this rendezvousd was built without the store-redis feature",
-            s.url
+            s.describe()
         )))
     }
 

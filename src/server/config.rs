@@ -42,12 +42,9 @@ pub struct Config {
     /// A listener of its own for the metrics (plain HTTP); when set, the
     /// registrar's metrics path answers 404.
     pub metrics_listen: Option<String>,
-    /// `--store`: a Redis or Valkey URL without credentials; `None` keeps
-    /// the state in this process (the embedded store).
-    pub store: Option<String>,
-    /// The store's password (`$RENDEZVOUS_STORE_PASSWORD` or
-    /// `--store-password-file`).
-    pub store_password: Option<crate::secret::Password>,
+    /// `--store` and the options beside it: a Redis or Valkey store;
+    /// `None` keeps the state in this process (the embedded store).
+    pub store: Option<crate::server::store::StoreArgs>,
 }
 
 impl Config {
@@ -71,7 +68,6 @@ impl Config {
             metrics_listen: None,
             keepalive: crate::liveness::Keepalive::default(),
             store: None,
-            store_password: None,
         }
     }
 

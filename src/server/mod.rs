@@ -154,7 +154,7 @@ fn start_listeners(
 /// The store `cfg` names: the embedded one, loaded from the state folder,
 /// or a shared one (`--store`), which must answer now.
 fn open_store(cfg: &Config, clock: &Arc<dyn crate::clock::Clock>) -> Result<Store> {
-    let Some(url) = &cfg.store else {
+    let Some(args) = &cfg.store else {
         let (security, warning) = SecurityState::load(&cfg.paths.state);
         if let Some(w) = warning {
             log::warn!(target: "rendezvous::server", "{w}");
@@ -163,17 +163,14 @@ fn open_store(cfg: &Config, clock: &Arc<dyn crate::clock::Clock>) -> Result<Stor
     };
     #[cfg(feature = "store-redis")]
     {
-        let store = crate::server::store::redis::RedisStore::connect(
-            url,
-            cfg.store_password.as_ref(),
-            clock.clone(),
-        )?;
+        let store = crate::server::store::redis::RedisStore::connect(args, clock.clone())?;
         log::info!(target: "rendezvous::server", "store {}", store.describe());
         Ok(Store::Redis(Arc::new(store)))
     }
     #[cfg(not(feature = "store-redis"))]
     Err(crate::error::Error::Usage(format!(
-        "--store {url}: this rendezvousd was built without the store-redis feature"
+        "--store {}: this rendezvousd was built without the store-redis feature",
+        args.describe()
     )))
 }
 

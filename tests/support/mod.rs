@@ -162,8 +162,11 @@ pub struct Opts {
     pub public_port: Option<u16>,
     pub metrics_from: Option<Vec<rendezvous::server::metrics::Cidr>>,
     pub metrics_listen: Option<String>,
-    /// `--store`.
+    /// `--store` (a `unix://` URL, through which the user is put in it).
     pub store: Option<String>,
+    /// How the server reaches that store, when not by `store` (TLS,
+    /// sentinels).
+    pub store_args: Option<rendezvous::server::store::StoreArgs>,
     /// The user's UUID (default: a new one), to share one between servers.
     pub uuid: Option<uuid::Uuid>,
 }
@@ -183,6 +186,7 @@ impl Default for Opts {
             metrics_from: None,
             metrics_listen: None,
             store: None,
+            store_args: None,
             uuid: None,
         }
     }
@@ -224,7 +228,9 @@ impl TestServer {
             cfg.metrics_from = m;
         }
         cfg.metrics_listen = opts.metrics_listen;
-        cfg.store = opts.store;
+        cfg.store = opts
+            .store_args
+            .or_else(|| opts.store.map(rendezvous::server::store::StoreArgs::new));
         cfg.drain_timeout = Duration::from_secs(2);
         let reg = TcpListener::bind("127.0.0.1:0").expect("bind registrar");
         let rv = opts
@@ -715,16 +721,30 @@ pub fn connect_from(from: std::net::IpAddr, to: SocketAddr) -> TcpStream {
 pub struct RedisServer {
     child: Option<Child>,
     dir: TempDir,
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        RedisServer::start_with(|_| Vec::new())
+    }
+
+    /// With more arguments, which `args` makes given the server's folder.
+    pub fn start_with(args: impl FnOnce(&Path) -> Vec<String>) -> RedisServer {
+        let dir = TempDir::new("redis");
+        let extra = args(dir.path());
         let mut r = RedisServer {
             child: None,
-            dir: TempDir::new("redis"),
+            dir,
+            extra,
         };
         r.restart();
         r
+    }
+
+    /// Its folder, for files it is given.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -747,13 +767,23 @@ impl RedisServer {
         );
         let _ = std::fs::remove_file(self.socket());
         let child = Command::new("redis-server")
-            .args(["--port", "0", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--unixsocket")
             .arg(self.socket())
             .args(["--unixsocketperm", "700"])
             .arg("--dir")
             .arg(self.dir.path())
             .args(["--maxmemory-policy", "noeviction"])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -784,6 +814,16 @@ impl RedisServer {
     pub fn command(&self, args: &[&str]) -> String {
         redis_command(&self.socket(), args)
     }
+}
+
+/// A TCP port on 127.0.0.1 free a moment ago, for a program that takes a
+/// port number and not a listening socket (redis-server's TLS port, a
+/// sentinel).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 /// One command to the redis-server on `socket`; its reply, raw (RESP).

@@ -14,12 +14,14 @@
 //! registrations' cookies (the registry asks through
 //! `registry::SharedCookies` and caches what it learns).
 
+mod args;
 pub mod ops;
 #[cfg(feature = "store-redis")]
 pub mod redis;
 
 use crate::server::security::SecurityState;
 pub use ops::Unavailable;
+pub use args::StoreArgs;
 use crate::secret::Cookie;
 use ops::{Offer, TokenAttempt, Verdict};
 use std::net::IpAddr;

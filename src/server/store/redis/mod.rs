@@ -20,25 +20,29 @@
 //!
 //! Connections are pooled here: a bounded channel of idle ones, a new one
 //! made when none is idle; one that failed is dropped. Every connect, read
-//! and write has [`STORE_TIMEOUT`].
+//! and write has [`STORE_TIMEOUT`](crate::limits::STORE_TIMEOUT) (see
+//! `target`, which also finds the primary through Redis Sentinel).
 
 use super::ops::{Failed, Offer, Throttled, TokenAttempt, Unavailable, Verdict};
 use crate::clock::Clock;
 use crate::error::{AuthFailure, Error, Result};
 use crate::limits::{
     LOCK_AFTER_FAILURES, LOCK_BASE, LOCK_MAX, LOCK_MEMORY, STORE_POOL_IDLE, STORE_STATE_TTL,
-    STORE_TIMEOUT, UUID_FAILURES_PER_STEP,
+    UUID_FAILURES_PER_STEP,
 };
-use crate::secret::{Cookie, Password};
+use crate::secret::Cookie;
 use crossbeam_channel::{bounded, Receiver, Sender};
-use redis::{Client, Connection, IntoConnectionInfo, Script};
+use crate::server::store::args::StoreArgs;
+use redis::{Connection, Script};
+use target::Target;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
 mod cookies;
+mod target;
 mod users;
 
 const T: &str = "rendezvous::store";
@@ -118,10 +122,16 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 ";
 
+/// A pooled connection and the generation it was made in.
+type Pooled = (u64, Connection);
+
 /// The shared store.
 pub struct RedisStore {
-    client: Client,
-    idle: (Sender<Connection>, Receiver<Connection>),
+    target: Target,
+    /// Idle connections, each with the generation it was made in.
+    idle: (Sender<Pooled>, Receiver<Pooled>),
+    /// Bumped when the primary moves: older connections are dropped.
+    generation: AtomicU64,
     clock: Arc<dyn Clock>,
     /// The clock's reading at start and the wall time then (ms): the
     /// scripts' `now`, which a test clock moves.
@@ -130,83 +140,90 @@ pub struct RedisStore {
     down: AtomicBool,
     token: Script,
     cookie: Script,
-    described: String,
 }
 
 impl RedisStore {
-    /// A store at `url` (`redis://HOST:PORT[/DB]` or `unix:///PATH`), with
-    /// `password` if it needs one. Connects once, so a wrong URL or password
-    /// stops the start.
-    pub fn connect(url: &str, password: Option<&Password>, clock: Arc<dyn Clock>) -> Result<RedisStore> {
-        let described = describe(url)?;
-        let mut info = url
-            .into_connection_info()
-            .map_err(|e| Error::Usage(format!("--store {described}: {e}")))?;
-        if let Some(p) = password {
-            let settings = info.redis_settings().clone().set_password(p.expose());
-            info = info.set_redis_settings(settings);
-        }
-        let client = Client::open(info).map_err(|e| store_error(&described, &e))?;
+    /// The store `args` name (`redis://HOST:PORT[/DB]`, `rediss://…`,
+    /// `unix:///PATH`, or sentinels and a service). Connects once, so a
+    /// wrong URL or password stops the start.
+    pub fn connect(args: &StoreArgs, clock: Arc<dyn Clock>) -> Result<RedisStore> {
+        let target = Target::new(args)?;
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let store = RedisStore {
-            client,
+            target,
             idle: bounded(STORE_POOL_IDLE),
+            generation: AtomicU64::new(0),
             epoch: (clock.now(), wall),
             clock,
             down: AtomicBool::new(false),
             token: Script::new(TOKEN),
             cookie: Script::new(COOKIE),
-            described,
         };
-        let mut con = store.open().map_err(|e| store_error(&store.described, &e))?;
-        redis::cmd("PING")
-            .query::<String>(&mut con)
-            .map_err(|e| store_error(&store.described, &e))?;
+        let failed = |e: redis::RedisError| Error::Other(format!("store {}: {e}", store.describe()));
+        let mut con = store.open().map_err(failed)?;
+        redis::cmd("PING").query::<String>(&mut con).map_err(failed)?;
         store.warn_if_evicting(&mut con);
-        let _ = store.idle.0.try_send(con);
+        let _ = store.idle.0.try_send((0, con));
         Ok(store)
     }
 
     /// The URL without credentials.
     pub fn describe(&self) -> String {
-        self.described.clone()
+        self.target.describe().to_string()
     }
 
     fn open(&self) -> redis::RedisResult<Connection> {
-        let con = self.client.get_connection_with_timeout(STORE_TIMEOUT)?;
-        con.set_read_timeout(Some(STORE_TIMEOUT))?;
-        con.set_write_timeout(Some(STORE_TIMEOUT))?;
-        Ok(con)
+        self.target.open()
     }
 
     /// Run `f` on a pooled connection. A failure drops the connection and
     /// answers [`Unavailable`]; the first after a success is warned about,
     /// and the first success after failures is logged.
     fn with<V>(&self, f: impl FnOnce(&mut Connection) -> redis::RedisResult<V>) -> std::result::Result<V, Unavailable> {
-        let got = match self.idle.1.try_recv() {
-            Ok(c) => Ok(c),
-            Err(_) => self.open(),
+        let generation = self.generation.load(Ordering::Acquire);
+        let got = loop {
+            match self.idle.1.try_recv() {
+                Ok((g, c)) if g == generation => break Ok(c),
+                Ok(_) => continue,
+                Err(_) => break self.open(),
+            }
         };
         let result = got.and_then(|mut con| f(&mut con).map(|v| (v, con)));
         match result {
             Ok((v, con)) => {
-                let _ = self.idle.0.try_send(con);
+                let _ = self.idle.0.try_send((generation, con));
                 if self.down.swap(false, Ordering::AcqRel) {
-                    log::info!(target: T, "store {} reachable again", self.described);
+                    log::info!(target: T, "store {} reachable again", self.describe());
                 }
                 Ok(v)
             }
             Err(e) => {
+                // The idle connections went the same way, most likely (a
+                // restart, a failover): make new ones.
+                while self.idle.1.try_recv().is_ok() {}
                 if !self.down.swap(true, Ordering::AcqRel) {
                     log::warn!(target: T,
                         "store {} unreachable: {e}; token authentication answers 503 until it is back",
-                        self.described);
+                        self.describe());
                 }
                 Err(Unavailable)
             }
         }
+    }
+
+    /// With sentinels: if they name a new primary, drop the pooled
+    /// connections (to the old one, which may still take writes until it
+    /// is reconfigured); whether it moved.
+    pub(crate) fn follow_primary(&self) -> bool {
+        if !self.target.moved() {
+            return false;
+        }
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        while self.idle.1.try_recv().is_ok() {}
+        log::warn!(target: T, "store {}: the sentinels name a new primary; reconnecting", self.describe());
+        true
     }
 
     fn now_ms(&self) -> u64 {
@@ -301,7 +318,7 @@ impl RedisStore {
             if let Some(p) = v.get(1).filter(|p| p.as_str() != "noeviction") {
                 log::warn!(target: T,
                     "store {} has maxmemory-policy {p}: it may evict replay floors and locks; set noeviction",
-                    self.described);
+                    self.describe());
             }
         }
     }
@@ -327,54 +344,4 @@ fn sec_key(uuid: &Uuid) -> String {
 
 fn pair_key(uuid: &Uuid, ip: IpAddr) -> String {
     format!("rdv:{{{uuid}}}:ip:{ip}")
-}
-
-fn store_error(described: &str, e: &redis::RedisError) -> Error {
-    Error::Other(format!("store {described}: {e}"))
-}
-
-/// The URL for logs and errors, refused when it carries a password (which
-/// would sit on the command line) or a scheme this build does not speak.
-fn describe(url: &str) -> Result<String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| Error::Usage("--store: not a URL (redis://HOST:PORT or unix:///PATH)".into()))?;
-    match scheme {
-        "redis" | "valkey" | "unix" | "redis+unix" | "valkey+unix" => {}
-        "rediss" | "valkeys" => {
-            return Err(Error::Usage(
-                "--store rediss:// (TLS) is not supported yet; use redis:// on a private network or unix://".into(),
-            ))
-        }
-        other => {
-            return Err(Error::Usage(format!(
-                "--store: unknown scheme {other:?} (redis://HOST:PORT or unix:///PATH)"
-            )))
-        }
-    }
-    let authority = rest.split(['/', '?']).next().unwrap_or("");
-    if authority.contains('@') || rest.contains("pass=") {
-        return Err(Error::Usage(
-            "--store: put no password in the URL (it would show in the process list); use $RENDEZVOUS_STORE_PASSWORD or --store-password-file".into(),
-        ));
-    }
-    Ok(url.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_with_passwords_or_tls_are_refused() {
-        assert!(describe("redis://127.0.0.1:6379").is_ok());
-        assert!(describe("unix:///run/redis/redis.sock").is_ok());
-        assert!(describe("redis://:hunter2@127.0.0.1:6379").is_err());
-        assert!(describe("redis://user:hunter2@127.0.0.1").is_err());
-        assert!(describe("unix:///run/redis.sock?pass=hunter2").is_err());
-        assert!(describe("rediss://127.0.0.1").is_err());
-        assert!(describe("memcached://127.0.0.1").is_err());
-        let e = describe("redis://:hunter2@127.0.0.1").err().map(|e| e.to_string());
-        assert!(!e.unwrap_or_default().contains("hunter2"), "the password is never echoed");
-    }
 }

@@ -81,6 +81,9 @@ impl RedisStore {
                 if stopped() {
                     return;
                 }
+                if self.follow_primary() {
+                    break; // subscribe at the new primary
+                }
                 let notice = match ps.get_message() {
                     Ok(_) => true,
                     Err(e) if e.is_timeout() => false,
