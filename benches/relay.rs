@@ -1015,7 +1015,7 @@ fn store_rows(o: &Opts, dir: &Path, rep: &mut Report) {
     let n = if o.quick { 300 } else { 2000 };
     for (name, store) in [("embedded", None), ("redis", Some(redis.url()))] {
         let extra: Vec<&str> = match &store {
-            Some(url) => vec!["--store", url.as_str()],
+            Some(url) => vec!["--store", url.as_str(), "--public-host", "127.0.0.1"],
             None => Vec::new(),
         };
         if store.is_some() {

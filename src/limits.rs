@@ -167,6 +167,15 @@ pub const LOCK_MEMORY: Duration = Duration::from_secs(24 * 3600);
 /// millisecond; a second means it is gone, and a token waiting longer
 /// holds a connection thread for nothing.
 pub const STORE_TIMEOUT: Duration = Duration::from_secs(1);
+/// A node's lease in the shared store (`--node-ttl`): renewed every third
+/// of it, so a node is taken for dead one to two heartbeats after it
+/// stopped, and a store that is slow for a moment does not cost a lease.
+/// Lookups stop naming a dead node after it; agents that parked there
+/// re-register sooner, when their sockets close.
+pub const NODE_TTL: Duration = Duration::from_secs(15);
+/// The shortest `--node-ttl`: the heartbeat (a third of it) must leave the
+/// store's one-second timeout room.
+pub const NODE_TTL_MIN: Duration = Duration::from_secs(3);
 /// Idle connections to the shared store kept for reuse. More are opened
 /// when more threads ask at once, and closed after use.
 pub const STORE_POOL_IDLE: usize = 16;

@@ -84,6 +84,12 @@ struct Serve {
     /// serve the metrics on their own plain-HTTP listener at this address (default off)
     #[argh(option)]
     metrics_listen: Option<String>,
+    /// this server's name among the nodes sharing --store (default: the host name)
+    #[argh(option)]
+    node_id: Option<String>,
+    /// seconds a node's lease in the store lasts unrenewed (default 15)
+    #[argh(option)]
+    node_ttl: Option<u64>,
     /// keep the state in Redis or Valkey (redis://HOST:PORT, rediss://HOST:PORT or unix:///PATH) instead of the state folder
     #[argh(option)]
     store: Option<String>,
@@ -379,6 +385,8 @@ fn serve(s: Serve) -> Result<(), Error> {
     }
     cfg.metrics_listen = s.metrics_listen;
     cfg.store = store_args(store_flags!(s))?;
+    cfg.node_id = s.node_id;
+    cfg.node_ttl = secs(s.node_ttl, cfg.node_ttl);
     if let Some(k) = s.keepalive {
         cfg.keepalive = Keepalive::from_secs(k);
     }

@@ -6,6 +6,8 @@
 use crate::secret::Cookie;
 use crate::secret::Token;
 use crate::server::auth::Authn;
+use crate::server::nodes::{Node, Place};
+use crate::server::registry::Proto;
 use crate::wire::Head;
 use crate::wire::Refusal;
 use crate::wire::Response;
@@ -23,6 +25,8 @@ pub struct Api<'a> {
     pub authn: Authn<'a>,
     /// `--public-host`.
     pub public_host: Option<&'a str>,
+    /// This server as a node: a lookup names the node holding the UUID.
+    pub node: Option<&'a Node>,
     /// The port triples name (`None`: the generic protocol is off).
     pub triple_port: Option<u16>,
     /// The `R` cookie's lifetime, reported as a triple's `ttl`.
@@ -88,13 +92,15 @@ pub(crate) fn api(
         Ok(h) => h,
         Err(r) => return r,
     };
-    let triple = |cookie: &Cookie, ttl: bool| {
+    let triple_at = |cookie: &Cookie, ttl: bool, at: Option<Place>| {
+        let (host, port) = at.unwrap_or_else(|| (host.clone(), port));
         let mut v = serde_json::json!({ "host": host, "port": port, "cookie": cookie.expose() });
         if ttl {
             v["ttl"] = serde_json::json!(ctx.cookie_ttl.as_secs());
         }
         Response::result(v)
     };
+    let triple = |cookie: &Cookie, ttl: bool| triple_at(cookie, ttl, None);
     if let Some(token) = response {
         return match ctx.authn.token(uuid, &Token::new(token), peer.ip(), id) {
             Ok(c) => triple(&c, true),
@@ -112,7 +118,11 @@ pub(crate) fn api(
         };
     }
     match ctx.authn.registry.initiator_cookie(&uuid) {
-        Some(c) => triple(&c, false),
+        Some(c) => {
+            let registry = ctx.authn.registry;
+            let at = ctx.node.and_then(|n| n.locate(registry, &uuid, Proto::Generic));
+            triple_at(&c, false, at)
+        }
         None => Refusal::NotRegistered.response(),
     }
 }

@@ -45,6 +45,11 @@ pub struct Config {
     /// `--store` and the options beside it: a Redis or Valkey store;
     /// `None` keeps the state in this process (the embedded store).
     pub store: Option<crate::server::store::StoreArgs>,
+    /// `--node-id`: this server's name among the nodes sharing the store
+    /// (default: the host name).
+    pub node_id: Option<String>,
+    /// `--node-ttl`: the node's lease in the store.
+    pub node_ttl: Duration,
 }
 
 impl Config {
@@ -68,6 +73,8 @@ impl Config {
             metrics_listen: None,
             keepalive: crate::liveness::Keepalive::default(),
             store: None,
+            node_id: None,
+            node_ttl: limits::NODE_TTL,
         }
     }
 
@@ -104,6 +111,40 @@ impl Config {
         }
         if self.max_connections == 0 {
             return Err(Error::Usage("--max-connections must be at least 1".into()));
+        }
+        self.validate_node()
+    }
+
+    /// The node options: only with a store, which needs `--public-host`
+    /// (other nodes hand out this node's address).
+    fn validate_node(&self) -> Result<()> {
+        if self.store.is_none() {
+            if self.node_id.is_some() {
+                return Err(Error::Usage("--node-id needs --store".into()));
+            }
+            return Ok(());
+        }
+        if self.public_host.is_none() {
+            return Err(Error::Usage(
+                "--store needs --public-host: other nodes name this one by it in their answers".into(),
+            ));
+        }
+        if let Some(id) = &self.node_id {
+            let ok = !id.is_empty()
+                && id.len() <= 64
+                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !ok {
+                return Err(Error::Usage(format!(
+                    "--node-id {id:?}: 1 to 64 letters, digits, '.', '_' or '-'"
+                )));
+            }
+        }
+        if self.node_ttl < limits::NODE_TTL_MIN || self.node_ttl > limits::MAX_TIMEOUT {
+            return Err(Error::Usage(format!(
+                "--node-ttl must be from {} to {} seconds",
+                limits::NODE_TTL_MIN.as_secs(),
+                limits::MAX_TIMEOUT.as_secs()
+            )));
         }
         Ok(())
     }

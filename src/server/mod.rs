@@ -29,6 +29,7 @@ pub mod config;
 pub mod conn;
 pub mod http_protocol;
 pub mod metrics;
+pub mod nodes;
 pub mod pairing;
 pub mod parked;
 pub mod registrar;
@@ -66,6 +67,7 @@ pub struct Server {
     loops: Vec<AcceptLoop>,
     reaper: Option<(Sender<()>, thread::JoinHandle<()>)>,
     watch: user_table::Watch,
+    heartbeat: user_table::Watch,
 }
 
 /// Write the security state to the state folder if it changed. A failure
@@ -174,6 +176,20 @@ fn open_store(cfg: &Config, clock: &Arc<dyn crate::clock::Clock>) -> Result<Stor
     )))
 }
 
+/// With a shared store, this server is a node: claim its id (`--node-id`,
+/// else the host name).
+fn join_nodes(cfg: &Config, store: &Store, port: Option<u16>) -> Result<Option<Arc<nodes::Node>>> {
+    #[cfg(feature = "store-redis")]
+    if let Store::Redis(r) = store {
+        let id = cfg.node_id.clone().or_else(certs::system_hostname);
+        let place = (cfg.public_host.clone().unwrap_or_default(), port.unwrap_or(0));
+        let node = nodes::Node::claim(id.unwrap_or_else(|| "node".into()), place, cfg.node_ttl, r.clone())?;
+        return Ok(Some(Arc::new(node)));
+    }
+    let _ = (cfg, store, port);
+    Ok(None)
+}
+
 /// The reaper: every [`limits::STATE_SAVE_INTERVAL`] it saves the security
 /// state if it changed, and every [`limits::REAP_INTERVAL`] it sweeps
 /// expired cookies, dead parked sockets and forgotten lockouts. It saves
@@ -249,13 +265,16 @@ impl Server {
             Store::Redis(r) => registry.with_shared(r.clone()),
             Store::Embedded(_) => registry,
         };
+        let triple_port = rendezvous_port.map(|p| cfg.public_port.unwrap_or(p));
+        let node = join_nodes(&cfg, &store, triple_port)?;
         let shared = Arc::new(Shared {
+            node,
             registry,
             store,
             conns: Arc::new(Conns::default()),
             pairs: ActivePairs::new(),
             metrics: Default::default(),
-            triple_port: rendezvous_port.map(|p| cfg.public_port.unwrap_or(p)),
+            triple_port,
             users: RwLock::new(Arc::new(table)),
             tls: RwLock::new(tls_config),
             cfg,
@@ -263,11 +282,19 @@ impl Server {
         let loops = start_listeners(&shared, registrar, rendezvous)?;
         let reaper = start_reaper(&shared)?;
         let watch = user_table::start_watch(&shared)?;
+        let heartbeat = match &shared.node {
+            Some(n) => {
+                let s = shared.clone();
+                Some(nodes::start_heartbeat(n.clone(), move || s.registry.held())?)
+            }
+            None => None,
+        };
         Ok(Server {
             shared,
             loops,
             reaper: Some(reaper),
             watch,
+            heartbeat,
         })
     }
 
@@ -333,7 +360,7 @@ impl Server {
         }
         let parked = self.shared.registry.close_all();
         let aborted = self.shared.pairs.drain(self.shared.cfg.drain_timeout);
-        for (tx, t) in [self.reaper.take(), self.watch.take()].into_iter().flatten() {
+        for (tx, t) in [self.reaper.take(), self.watch.take(), self.heartbeat.take()].into_iter().flatten() {
             let _ = tx.send(());
             let _ = t.join();
         }

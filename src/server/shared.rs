@@ -11,6 +11,7 @@ use crate::server::api::Api;
 use crate::server::auth::Authn;
 use crate::server::config::Config;
 use crate::server::metrics::{Metrics, Snapshot};
+use crate::server::nodes::Node;
 use crate::server::pairing::Pairing;
 use crate::server::registry::Registry;
 use crate::server::store::Store;
@@ -22,6 +23,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 pub struct Shared {
     /// The configuration.
     pub cfg: Config,
+    /// This server as a node, with a shared store.
+    pub node: Option<Arc<Node>>,
     /// Registrations and pools.
     pub registry: Registry,
     /// Replay floors, guessing limits and last good addresses.
@@ -59,6 +62,7 @@ impl Shared {
         Api {
             authn: self.authn(),
             public_host: self.cfg.public_host.as_deref(),
+            node: self.node.as_deref(),
             triple_port: self.triple_port,
             cookie_ttl: self.cfg.cookie_ttl,
         }

@@ -169,6 +169,10 @@ pub struct Opts {
     pub store_args: Option<rendezvous::server::store::StoreArgs>,
     /// The user's UUID (default: a new one), to share one between servers.
     pub uuid: Option<uuid::Uuid>,
+    /// `--node-id` with a store (default: a new one per server).
+    pub node_id: Option<String>,
+    /// `--node-ttl`.
+    pub node_ttl: Duration,
 }
 
 impl Default for Opts {
@@ -188,6 +192,8 @@ impl Default for Opts {
             store: None,
             store_args: None,
             uuid: None,
+            node_id: None,
+            node_ttl: rendezvous::limits::NODE_TTL,
         }
     }
 }
@@ -231,6 +237,16 @@ impl TestServer {
         cfg.store = opts
             .store_args
             .or_else(|| opts.store.map(rendezvous::server::store::StoreArgs::new));
+        if cfg.store.is_some() {
+            // Every server on a store is a node: its own id, and the
+            // address other nodes name it by.
+            cfg.public_host = cfg.public_host.or_else(|| Some("127.0.0.1".into()));
+            cfg.node_id = Some(
+                opts.node_id
+                    .unwrap_or_else(|| format!("test-{}", uuid::Uuid::new_v4().simple())),
+            );
+            cfg.node_ttl = opts.node_ttl;
+        }
         cfg.drain_timeout = Duration::from_secs(2);
         let reg = TcpListener::bind("127.0.0.1:0").expect("bind registrar");
         let rv = opts

@@ -13,6 +13,7 @@ use std::net::IpAddr;
 
 use crate::server::parked::alive;
 mod cookies;
+mod held;
 mod register;
 mod shared;
 mod sweep;

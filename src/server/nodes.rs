@@ -1,0 +1,166 @@
+//! Several servers on one store, each a *node* (`--node-id`): a node holds
+//! a lease in the store, renewed by a heartbeat every third of
+//! `--node-ttl`, and says with it which UUIDs have sockets parked here. A
+//! lookup at any node names the node that holds the UUID's parked
+//! sockets, so a mobile client goes where its hidden server waits; there
+//! is no relay between nodes for the generic protocol. No consensus or
+//! gossip of our own: a node whose lease lapsed is gone.
+//!
+//! The store is asked holding no lock; the registry is read (under its
+//! lock) before and not during.
+
+use crate::error::{Error, IoResultExt, Result};
+use crate::server::registry::{Proto, Registry};
+use crate::server::store::ops::Unavailable;
+use crossbeam_channel::{bounded, Sender};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+const T: &str = "rendezvous::nodes";
+
+/// A node's host and port, as triples name them.
+pub type Place = (String, u16);
+
+/// Where leases and holdings are kept (the Redis store implements it).
+pub trait Leases: Send + Sync {
+    /// Claim or renew the lease of node `id` for `instance`, naming
+    /// `place` in triples; `false` when another instance holds it.
+    fn claim_node(&self, id: &str, instance: &str, place: (&str, u16), ttl: Duration) -> std::result::Result<bool, Unavailable>;
+    /// Give the lease up if `instance` holds it.
+    fn release_node(&self, id: &str, instance: &str) -> std::result::Result<(), Unavailable>;
+    /// Say that node `id` holds `held` (`g` generic or `h` HTTP, and a
+    /// UUID) for `ttl`.
+    fn hold(&self, id: &str, held: &[(char, Uuid)], ttl: Duration) -> std::result::Result<(), Unavailable>;
+    /// A live node other than `me` that holds `uuid`'s sockets for `p`:
+    /// its id and place.
+    fn locate(&self, uuid: &Uuid, p: char, me: &str) -> std::result::Result<Option<(String, Place)>, Unavailable>;
+}
+
+/// This server as a node.
+pub struct Node {
+    /// `--node-id`.
+    pub id: String,
+    /// Which process holds the id: another with the same id is refused.
+    instance: String,
+    place: Place,
+    ttl: Duration,
+    leases: Arc<dyn Leases>,
+    /// The lease was renewed at the last heartbeat.
+    leased: AtomicBool,
+}
+
+fn letter(p: Proto) -> char {
+    match p {
+        Proto::Generic => 'g',
+        Proto::Http => 'h',
+    }
+}
+
+impl Node {
+    /// Claim the id. A lease another process holds may be a crashed
+    /// predecessor's: wait up to one TTL for it to lapse, then refuse.
+    pub fn claim(id: String, place: Place, ttl: Duration, leases: Arc<dyn Leases>) -> Result<Node> {
+        let node = Node {
+            id,
+            instance: Uuid::new_v4().simple().to_string(),
+            place,
+            ttl,
+            leases,
+            leased: AtomicBool::new(false),
+        };
+        let give_up = Instant::now() + ttl + Duration::from_secs(1);
+        let mut said = false;
+        loop {
+            match node.renew() {
+                Ok(true) => break,
+                Ok(false) if Instant::now() < give_up => {
+                    if !said {
+                        log::warn!(target: T, "node {} is held by another server; waiting up to {} s for its lease to lapse",
+                            node.id, ttl.as_secs());
+                        said = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Ok(false) => {
+                    return Err(Error::Other(format!(
+                        "node id {} is held by another running server; give each node its own --node-id",
+                        node.id
+                    )))
+                }
+                Err(Unavailable) => return Err(Error::Other("the store did not answer the node's lease".into())),
+            }
+        }
+        node.leased.store(true, Ordering::Release);
+        log::info!(target: T, "node {} joined place={}:{} ttl={}s", node.id, node.place.0, node.place.1, ttl.as_secs());
+        Ok(node)
+    }
+
+    fn renew(&self) -> std::result::Result<bool, Unavailable> {
+        let place = (self.place.0.as_str(), self.place.1);
+        self.leases.claim_node(&self.id, &self.instance, place, self.ttl)
+    }
+
+    /// Whether the lease was renewed at the last heartbeat.
+    pub fn leased(&self) -> bool {
+        self.leased.load(Ordering::Acquire)
+    }
+
+    /// One heartbeat: renew the lease, and say what is parked here.
+    pub fn beat(&self, held: &[(Uuid, Proto)]) {
+        let ok = match self.renew() {
+            Ok(true) => true,
+            Ok(false) => {
+                if self.leased() {
+                    log::warn!(target: T, "node {}: another server took the id after this node's lease lapsed", self.id);
+                }
+                false
+            }
+            Err(Unavailable) => false,
+        };
+        if ok != self.leased.swap(ok, Ordering::AcqRel) && ok {
+            log::info!(target: T, "node {} holds its lease again", self.id);
+        }
+        if ok {
+            let held: Vec<(char, Uuid)> = held.iter().map(|(u, p)| (letter(*p), *u)).collect();
+            let _ = self.leases.hold(&self.id, &held, self.ttl);
+        }
+    }
+
+    /// Where a mobile client should go for `uuid`'s sockets of `proto`:
+    /// `None` for here (they are parked here, no other node holds them, or
+    /// the store does not answer), else the place of the node holding them.
+    pub fn locate(&self, registry: &Registry, uuid: &Uuid, proto: Proto) -> Option<Place> {
+        if registry.holds(uuid, proto) {
+            return None;
+        }
+        let found = self.leases.locate(uuid, letter(proto), &self.id).ok().flatten();
+        found.map(|(_, place)| place)
+    }
+
+    /// Give the lease up (a clean stop), so the id is free at once.
+    pub fn release(&self) {
+        let _ = self.leases.release_node(&self.id, &self.instance);
+    }
+}
+
+/// The heartbeat thread: every third of the TTL, `node.beat` with what
+/// `held` reports, until told to stop (then the lease is given up).
+pub fn start_heartbeat(
+    node: Arc<Node>,
+    held: impl Fn() -> Vec<(Uuid, Proto)> + Send + 'static,
+) -> Result<(Sender<()>, JoinHandle<()>)> {
+    let (tx, rx) = bounded::<()>(1);
+    let every = node.ttl / 3;
+    let t = crate::threads::start("heartbeat", move || {
+        // The claim took the lease, and nothing is parked yet.
+        while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+            node.beat(&held());
+        }
+        node.release();
+    })
+    .op("start heartbeat thread")?;
+    Ok((tx, t))
+}

@@ -1,0 +1,29 @@
+//! What this server holds: the UUIDs with sockets parked here, which a
+//! node's heartbeat publishes in the store (`server::nodes`).
+
+use super::{Proto, Registry};
+use uuid::Uuid;
+
+impl Registry {
+    /// The UUIDs with sockets parked here, and for which protocol.
+    pub fn held(&self) -> Vec<(Uuid, Proto)> {
+        let inner = self.lock();
+        let mut out = Vec::new();
+        for (uuid, reg) in &inner.regs {
+            for proto in [Proto::Generic, Proto::Http] {
+                if !reg.pools[proto.index()].rx.is_empty() {
+                    out.push((*uuid, proto));
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether sockets of `uuid` for `proto` are parked here.
+    pub fn holds(&self, uuid: &Uuid, proto: Proto) -> bool {
+        self.lock()
+            .regs
+            .get(uuid)
+            .is_some_and(|r| !r.pools[proto.index()].rx.is_empty())
+    }
+}
