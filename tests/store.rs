@@ -543,23 +543,50 @@ fn a_registration_made_at_one_server_is_known_at_another() {
 }
 
 /// Sockets parked here keep pairing while the store is down, and a cookie
-/// this server knows still parks.
+/// this server knows still parks until the node's lease lapses; then new
+/// parks are refused (the hidden server goes to a live node), and what is
+/// parked still pairs.
 #[test]
 fn parked_sockets_keep_pairing_while_the_store_is_down() {
     let mut redis = RedisServer::start();
-    let ts = on(&redis, None);
+    let ts = TestServer::start(Opts {
+        store: Some(redis.url()),
+        node_ttl: Duration::from_secs(3),
+        ..Opts::default()
+    });
     avoid_step_edge();
+    let health = request(ts.registrar(), "GET", "/.well-known/rendezvous/health", &[]);
+    assert_eq!(health.status, 200);
+    assert_eq!(json(&health)["result"]["lease"], true);
     let r = ts.register();
     let i = lookup(&ts);
+    // One after the other: the pool pairs the oldest first.
     let mut first = support::park(ts.rendezvous(), &r);
-    wait_until("the socket parked", || {
+    wait_until("the first socket parked", || {
         ts.server().shared().registry.stats().parked_generic == 1
+    });
+    let mut second = support::park(ts.rendezvous(), &r);
+    wait_until("the second socket parked", || {
+        ts.server().shared().registry.stats().parked_generic == 2
     });
     redis.kill();
     let (_initiator, status) = support::rv_line(ts.rendezvous(), &format!("{i}\n"));
     assert_eq!(status, "+OK");
     assert_eq!(support::read_line(&mut first), "+OK");
-    pair_at(&ts, &r, &i);
+
+    let node = ts.server().shared().node.clone().expect("a node");
+    wait_until("the lease to go", || !node.leased());
+    let health = request(ts.registrar(), "GET", "/.well-known/rendezvous/health", &[]);
+    assert_eq!(
+        health.status, 503,
+        "a node without its lease is not healthy"
+    );
+    assert_eq!(json(&health)["result"]["lease"], false);
+    let (_refused, status) = support::rv_line(ts.rendezvous(), &format!("{r}\n"));
+    assert_eq!(status, "-ERR not registered", "no new park without a lease");
+    let (_initiator, status) = support::rv_line(ts.rendezvous(), &format!("{i}\n"));
+    assert_eq!(status, "+OK");
+    assert_eq!(support::read_line(&mut second), "+OK");
 }
 
 // ---- round trips ------------------------------------------------------------

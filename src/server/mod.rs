@@ -284,8 +284,9 @@ impl Server {
         let watch = user_table::start_watch(&shared)?;
         let heartbeat = match &shared.node {
             Some(n) => {
-                let s = shared.clone();
-                Some(nodes::start_heartbeat(n.clone(), move || s.registry.held())?)
+                let (s, t) = (shared.clone(), shared.clone());
+                let leased = move |on| t.registry.set_parking(on);
+                Some(nodes::start_heartbeat(n.clone(), move || s.registry.held(), leased)?)
             }
             None => None,
         };

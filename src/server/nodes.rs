@@ -108,25 +108,23 @@ impl Node {
         self.leased.load(Ordering::Acquire)
     }
 
-    /// One heartbeat: renew the lease, and say what is parked here.
-    pub fn beat(&self, held: &[(Uuid, Proto)]) {
-        let ok = match self.renew() {
-            Ok(true) => true,
-            Ok(false) => {
-                if self.leased() {
-                    log::warn!(target: T, "node {}: another server took the id after this node's lease lapsed", self.id);
-                }
-                false
-            }
-            Err(Unavailable) => false,
-        };
-        if ok != self.leased.swap(ok, Ordering::AcqRel) && ok {
-            log::info!(target: T, "node {} holds its lease again", self.id);
-        }
+    /// One heartbeat: renew the lease, and say what is parked here;
+    /// whether the lease is held.
+    pub fn beat(&self, held: &[(Uuid, Proto)]) -> bool {
+        let renewed = self.renew();
+        let ok = renewed == Ok(true);
+        let was = self.leased.swap(ok, Ordering::AcqRel);
         if ok {
+            if !was {
+                log::info!(target: T, "node {} holds its lease again; parks are taken", self.id);
+            }
             let held: Vec<(char, Uuid)> = held.iter().map(|(u, p)| (letter(*p), *u)).collect();
             let _ = self.leases.hold(&self.id, &held, self.ttl);
+        } else if was {
+            let why = if renewed.is_ok() { "another server took the id" } else { "the store did not answer" };
+            log::warn!(target: T, "node {}: lease not renewed ({why}); new parks are refused until it is", self.id);
         }
+        ok
     }
 
     /// Where a mobile client should go for `uuid`'s sockets of `proto`:
@@ -147,17 +145,19 @@ impl Node {
 }
 
 /// The heartbeat thread: every third of the TTL, `node.beat` with what
-/// `held` reports, until told to stop (then the lease is given up).
+/// `held` reports, telling `leased` whether the lease is held, until told
+/// to stop (then the lease is given up).
 pub fn start_heartbeat(
     node: Arc<Node>,
     held: impl Fn() -> Vec<(Uuid, Proto)> + Send + 'static,
+    leased: impl Fn(bool) + Send + 'static,
 ) -> Result<(Sender<()>, JoinHandle<()>)> {
     let (tx, rx) = bounded::<()>(1);
     let every = node.ttl / 3;
     let t = crate::threads::start("heartbeat", move || {
         // The claim took the lease, and nothing is parked yet.
         while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
-            node.beat(&held());
+            leased(node.beat(&held()));
         }
         node.release();
     })

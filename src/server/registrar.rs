@@ -374,9 +374,25 @@ fn challenge() -> Response {
         .with_header("WWW-Authenticate", "Basic realm=\"rendezvous\"")
 }
 
+/// `{"status": "ok"}`; a node adds its id and whether it holds its lease
+/// (which it renewed through the store), and answers 503 without one, so a
+/// load balancer takes it out.
+fn health(shared: &Shared) -> Response {
+    let Some(node) = &shared.node else {
+        return Response::result(serde_json::json!({ "status": "ok" }));
+    };
+    let leased = node.leased();
+    let status = if leased { "ok" } else { "no-lease" };
+    let mut r = Response::result(serde_json::json!({ "status": status, "node": node.id, "lease": leased }));
+    if !leased {
+        r.status = 503;
+    }
+    r
+}
+
 fn well_known(shared: &Shared, head: &Head, peer: SocketAddr) -> Response {
     match head.path() {
-        "/.well-known/rendezvous/health" => Response::result(serde_json::json!({ "status": "ok" })),
+        "/.well-known/rendezvous/health" => health(shared),
         "/.well-known/rendezvous/metrics"
             if shared.cfg.metrics_listen.is_none()
                 && shared

@@ -19,6 +19,13 @@ impl Registry {
         out
     }
 
+    /// Take new parks (`true`, the default) or refuse them as not
+    /// registered: a node that lost its lease keeps pairing what it holds
+    /// but takes nothing new, so its hidden servers move to a live node.
+    pub fn set_parking(&self, on: bool) {
+        self.lock().parking_off = !on;
+    }
+
     /// Whether sockets of `uuid` for `proto` are parked here.
     pub fn holds(&self, uuid: &Uuid, proto: Proto) -> bool {
         self.lock()

@@ -93,6 +93,8 @@ struct Inner {
     regs: HashMap<Uuid, Registration>,
     cookies: HashMap<Cookie, Uuid>,
     closed: bool,
+    /// New parks refused: a node that lost its lease (`server::nodes`).
+    parking_off: bool,
 }
 
 /// Registry settings.
@@ -226,7 +228,7 @@ impl Registry {
     ) -> Result<(Uuid, Option<Parked>), (TakeError, Parked)> {
         self.learn(cookie, None);
         let mut inner = self.lock();
-        if inner.closed {
+        if inner.closed || inner.parking_off {
             return Err((TakeError::NotRegistered, parked));
         }
         let Some(uuid) = self.renew(&mut inner, cookie, self.clock.now()) else {
@@ -244,7 +246,7 @@ impl Registry {
         parked: Parked,
     ) -> Result<Option<Parked>, (TakeError, Parked)> {
         let mut inner = self.lock();
-        if inner.closed {
+        if inner.closed || inner.parking_off {
             return Err((TakeError::NotRegistered, parked));
         }
         self.park_locked(&mut inner, uuid, proto, parked)
