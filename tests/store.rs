@@ -55,7 +55,7 @@ impl Subject {
     }
 }
 
-/// Run `case` against each store, fresh.
+/// Run `case` against each store, fresh: embedded, Redis and Valkey.
 fn both(case: impl Fn(&Subject)) {
     let clock = ManualClock::new();
     case(&Subject {
@@ -75,6 +75,16 @@ fn both(case: impl Fn(&Subject)) {
         store: Store::Redis(Arc::new(store)),
         clock,
         _redis: Some(redis),
+    });
+    let valkey = RedisServer::start_valkey();
+    let clock = ManualClock::new();
+    let store = RedisStore::connect(&StoreArgs::new(valkey.url()), Arc::new(clock.clone()))
+        .expect("connect to valkey");
+    case(&Subject {
+        name: "valkey",
+        store: Store::Redis(Arc::new(store)),
+        clock,
+        _redis: Some(valkey),
     });
 }
 
@@ -717,4 +727,25 @@ fn each_protocol_step_costs_at_most_one_store_round_trip() {
         Vec::<String>::new(),
         "pairing with a cached triple"
     );
+}
+
+/// Valkey serves as the store: two servers share a registration and pair,
+/// and a user added with `user add --store` registers.
+#[test]
+fn valkey_serves_as_the_store() {
+    let valkey = RedisServer::start_valkey();
+    assert!(valkey
+        .command(&["INFO", "server"])
+        .contains("valkey_version"));
+    let a = on(&valkey, None);
+    let b = on(&valkey, Some(a.uuid));
+    avoid_step_edge();
+    let r = a.register();
+    let i = lookup(&a);
+    assert_eq!(lookup(&b), i, "one I cookie, either server");
+    pair_at(&a, &r, &i);
+    let state = support::TempDir::new("valkey-admin");
+    let (uuid, secret) = add_user(&valkey, state.path());
+    let tok = token_for(&secret, 0);
+    wait_until("the new user to register", || put(&b, uuid, &tok) == 200);
 }

@@ -738,6 +738,7 @@ pub struct RedisServer {
     child: Option<Child>,
     dir: TempDir,
     extra: Vec<String>,
+    valkey: bool,
 }
 
 impl RedisServer {
@@ -753,9 +754,51 @@ impl RedisServer {
             child: None,
             dir,
             extra,
+            valkey: false,
         };
         r.restart();
         r
+    }
+
+    /// Valkey instead of Redis, on a Unix socket the same way.
+    pub fn start_valkey() -> RedisServer {
+        let mut r = RedisServer {
+            child: None,
+            dir: TempDir::new("valkey"),
+            extra: Vec::new(),
+            valkey: true,
+        };
+        r.restart();
+        r
+    }
+
+    /// The server program: `redis-server`, or Valkey's. Debian bookworm
+    /// has Valkey in backports only, where `valkey-tools` ships the server
+    /// as `valkey-check-rdb` (the `valkey-server` package adds the name and
+    /// a system service); the program acts by the name it is called by.
+    fn program(&self) -> Command {
+        let in_path = |name: &str| {
+            std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        };
+        if !self.valkey {
+            assert!(
+                in_path("redis-server"),
+                "redis-server is missing: the store tests need a real one (apt-get install -y redis-server)"
+            );
+            return Command::new("redis-server");
+        }
+        if in_path("valkey-server") {
+            return Command::new("valkey-server");
+        }
+        let tools = Path::new("/usr/bin/valkey-check-rdb");
+        assert!(
+            tools.is_file(),
+            "valkey is missing: the store tests run Valkey too (apt-get install -y valkey-tools; on Debian bookworm from bookworm-backports, as .ci/run does)"
+        );
+        let mut c = Command::new(tools);
+        std::os::unix::process::CommandExt::arg0(&mut c, "valkey-server");
+        c
     }
 
     /// Its folder, for files it is given.
@@ -774,15 +817,9 @@ impl RedisServer {
 
     /// Start it (again, on the same socket) and wait until it answers.
     pub fn restart(&mut self) {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join("redis-server").is_file()))
-            .unwrap_or(false);
-        assert!(
-            found,
-            "redis-server is missing: the store tests need a real one (apt-get install -y redis-server)"
-        );
         let _ = std::fs::remove_file(self.socket());
-        let child = Command::new("redis-server")
+        let child = self
+            .program()
             .args([
                 "--port",
                 "0",
@@ -804,9 +841,9 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start redis-server");
+            .expect("start the store's server");
         self.child = Some(child);
-        wait_until("redis-server to answer", || self.ping());
+        wait_until("the store's server to answer", || self.ping());
     }
 
     /// `kill -9`, and wait for it.
