@@ -671,6 +671,7 @@ fn each_protocol_step_costs_at_most_one_store_round_trip() {
     };
     let a = node(None);
     let b = node(Some(a.uuid));
+    let c = node(Some(a.uuid));
     avoid_step_edge();
     let warm = a.register();
     let refresh = |ts: &TestServer, r: &str| {
@@ -717,6 +718,12 @@ fn each_protocol_step_costs_at_most_one_store_round_trip() {
         monitor.round_trips(),
         ["EVALSHA"],
         "lookup elsewhere: which node holds them"
+    );
+    assert_eq!(lookup(&c), i);
+    assert_eq!(
+        monitor.round_trips(),
+        ["EVALSHA"],
+        "lookup at a node that never saw the registration: its I cookie and the holder at once"
     );
 
     let (_initiator, status) = support::rv_line(a.rendezvous(), &format!("{i}\n"));

@@ -117,12 +117,13 @@ pub(crate) fn api(
             Err(r) => r,
         };
     }
-    match ctx.authn.registry.initiator_cookie(&uuid) {
-        Some(c) => {
-            let registry = ctx.authn.registry;
-            let at = ctx.node.and_then(|n| n.locate(registry, &uuid, Proto::Generic));
-            triple_at(&c, false, at)
-        }
+    let registry = ctx.authn.registry;
+    let (initiator, at) = match ctx.node {
+        Some(n) => n.lookup(registry, &uuid, Proto::Generic),
+        None => (registry.initiator_cookie(&uuid), None),
+    };
+    match initiator {
+        Some(c) => triple_at(&c, false, at),
         None => Refusal::NotRegistered.response(),
     }
 }

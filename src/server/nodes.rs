@@ -10,6 +10,7 @@
 //! lock) before and not during.
 
 use crate::error::{Error, IoResultExt, Result};
+use crate::secret::Cookie;
 use crate::server::registry::{Proto, Registry};
 use crate::server::store::ops::Unavailable;
 use crossbeam_channel::{bounded, Sender};
@@ -34,9 +35,19 @@ pub trait Leases: Send + Sync {
     /// Say that node `id` holds `held` (`g` generic or `h` HTTP, and a
     /// UUID) for `ttl`.
     fn hold(&self, id: &str, held: &[(char, Uuid)], ttl: Duration) -> std::result::Result<(), Unavailable>;
-    /// A live node other than `me` that holds `uuid`'s sockets for `p`:
-    /// its id and place.
-    fn locate(&self, uuid: &Uuid, p: char, me: &str) -> std::result::Result<Option<(String, Place)>, Unavailable>;
+    /// A lookup of `uuid` in one round trip: its `I` cookie, and a live
+    /// node other than `me` that holds its sockets for `p`.
+    fn locate(&self, uuid: &Uuid, p: char, me: &str) -> std::result::Result<Located, Unavailable>;
+}
+
+/// What the store knows of a UUID for a lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    /// The registration's `I` cookie.
+    pub initiator: Option<Cookie>,
+    /// A live node, not this one, holding the UUID's sockets: its id and
+    /// place.
+    pub holder: Option<(String, Place)>,
 }
 
 /// This server as a node.
@@ -127,15 +138,20 @@ impl Node {
         ok
     }
 
-    /// Where a mobile client should go for `uuid`'s sockets of `proto`:
-    /// `None` for here (they are parked here, no other node holds them, or
-    /// the store does not answer), else the place of the node holding them.
-    pub fn locate(&self, registry: &Registry, uuid: &Uuid, proto: Proto) -> Option<Place> {
-        if registry.holds(uuid, proto) {
-            return None;
+    /// A lookup of `uuid` for `proto`: the `I` cookie (this server's, else
+    /// the store's) and where a mobile client should go: `None` for here
+    /// (the sockets are parked here, no other node holds them, or the
+    /// store does not answer), else the place of the node holding them.
+    /// No store round trip when they are parked here, else one.
+    pub fn lookup(&self, registry: &Registry, uuid: &Uuid, proto: Proto) -> (Option<Cookie>, Option<Place>) {
+        let local = registry.local_initiator(uuid);
+        if local.is_some() && registry.holds(uuid, proto) {
+            return (local, None);
         }
-        let found = self.leases.locate(uuid, letter(proto), &self.id).ok().flatten();
-        found.map(|(_, place)| place)
+        match self.leases.locate(uuid, letter(proto), &self.id) {
+            Ok(found) => (local.or(found.initiator), found.holder.map(|(_, place)| place)),
+            Err(Unavailable) => (local, None),
+        }
     }
 
     /// Give the lease up (a clean stop), so the id is free at once.

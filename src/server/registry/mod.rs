@@ -202,6 +202,12 @@ impl Registry {
     /// The `I` cookie of a live registration: this server's, else the
     /// store's.
     pub fn initiator_cookie(&self, uuid: &Uuid) -> Option<Cookie> {
+        self.local_initiator(uuid).or_else(|| self.shared_initiator(uuid))
+    }
+
+    /// The `I` cookie of a live registration here (never asking a store);
+    /// a lapsed one is dropped.
+    pub fn local_initiator(&self, uuid: &Uuid) -> Option<Cookie> {
         {
             let mut inner = self.lock();
             let now = self.clock.now();
@@ -215,7 +221,7 @@ impl Registry {
                 None => {}
             }
         }
-        self.shared_initiator(uuid)
+        None
     }
 
     /// Park a responder under its `R` cookie. The pool's oldest socket is

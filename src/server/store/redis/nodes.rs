@@ -8,7 +8,9 @@
 //! consensus of our own, the store's TTLs are the truth.
 
 use super::{ms, RedisStore};
-use crate::server::nodes::{Leases, Place};
+use super::reg_key;
+use crate::secret::Cookie;
+use crate::server::nodes::{Leases, Located};
 use crate::server::store::ops::Unavailable;
 use redis::Script;
 use std::sync::LazyLock;
@@ -58,20 +60,22 @@ return 1
     )
 });
 
-/// Where a UUID's sockets for protocol `P` are parked: KEYS the held set;
-/// ARGV now (ms), this node's id. Answers {id, host, port} of a live node
-/// other than this one, or nil.
+/// A lookup: the UUID's `I` cookie and where its sockets for protocol `P`
+/// are parked. KEYS the held set, the registration's hash; ARGV now (ms),
+/// this node's id. Answers {I, id, host, port}: the `I` cookie (empty for
+/// none), and a live node other than this one (empty, empty, 0 for none).
 static LOCATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+local i = redis.call('HGET', KEYS[2], 'i') or ''
 local held = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')
 for _, n in ipairs(held) do
   if n ~= ARGV[2] then
     local a = redis.call('HMGET', 'rdv:node:' .. n, 'host', 'port')
-    if a[1] and a[2] then return {n, a[1], a[2]} end
+    if a[1] and a[2] then return {i, n, a[1], a[2]} end
   end
 end
-return nil
+return {i, '', '', 0}
 ",
     )
 });
@@ -112,12 +116,16 @@ impl Leases for RedisStore {
 
     /// A live node other than `me` holding `uuid`'s sockets for protocol
     /// `p`: its id, host and port.
-    fn locate(&self, uuid: &Uuid, p: char, me: &str) -> Result<Option<(String, Place)>, Unavailable> {
+    fn locate(&self, uuid: &Uuid, p: char, me: &str) -> Result<Located, Unavailable> {
         let mut inv = LOCATE.prepare_invoke();
         inv.key(format!("rdv:{{{uuid}}}:held:{p}"))
+            .key(reg_key(uuid))
             .arg(self.now_ms())
             .arg(me);
-        let got: Option<(String, String, u16)> = self.with(|con| inv.invoke(con))?;
-        Ok(got.map(|(id, host, port)| (id, (host, port))))
+        let (i, id, host, port): (String, String, String, u16) = self.with(|con| inv.invoke(con))?;
+        Ok(Located {
+            initiator: Cookie::parse(&i),
+            holder: (!id.is_empty()).then_some((id, (host, port))),
+        })
     }
 }
