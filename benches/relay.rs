@@ -1045,7 +1045,7 @@ fn store_rows(o: &Opts, dir: &Path, rep: &mut Report) {
             "us",
             if store.is_some() {
                 format!(
-                    "{n} pairings made {calls} store commands; the registration {registration} (its token script, with the commands run inside it)"
+                    "{n} pairings made {calls} store commands (parks renew R once a quarter of its life; node heartbeats included); the registration {registration} (its token script, with the commands run inside it)"
                 )
             } else {
                 format!("{n} pairings, plain HTTP registrar")

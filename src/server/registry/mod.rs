@@ -95,6 +95,8 @@ struct Inner {
     closed: bool,
     /// New parks refused: a node that lost its lease (`server::nodes`).
     parking_off: bool,
+    /// When each `R` cookie was last renewed in a shared store (`shared`).
+    renewed: HashMap<Cookie, Instant>,
 }
 
 /// Registry settings.

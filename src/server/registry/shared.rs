@@ -24,12 +24,20 @@ impl Registry {
             return;
         }
         let ttl = self.cfg.cookie_ttl;
+        if good.is_none() && self.renewed_lately(cookie) {
+            return;
+        }
         let Ok(answer) = shared.renew(cookie, ttl, good) else {
             return;
         };
         let now = self.clock.now();
         let mut inner = self.lock();
-        let super::Inner { regs, cookies, .. } = &mut *inner;
+        let super::Inner { regs, cookies, renewed, .. } = &mut *inner;
+        if answer.is_some() {
+            renewed.insert(*cookie, now);
+        } else {
+            renewed.remove(cookie);
+        }
         match answer {
             Some((uuid, initiator)) => {
                 let reg = regs.entry(uuid).or_insert_with(|| {
@@ -52,6 +60,21 @@ impl Registry {
                 }
             }
         }
+    }
+
+    /// A park need not renew a cookie this server renewed in the store
+    /// within the last quarter of its lifetime (and knows): so a hidden
+    /// server parking again and again costs one round trip per quarter
+    /// lifetime, not one per park, and a cookie the store forgot is
+    /// noticed within a quarter lifetime.
+    fn renewed_lately(&self, cookie: &Cookie) -> bool {
+        let now = self.clock.now();
+        let inner = self.lock();
+        inner.cookies.contains_key(cookie)
+            && inner
+                .renewed
+                .get(cookie)
+                .is_some_and(|at| now.saturating_duration_since(*at) < self.cfg.cookie_ttl / 4)
     }
 
     /// The store's `I` cookie for a UUID not live here.

@@ -23,7 +23,12 @@ impl Registry {
         }
         let mut inner = self.lock();
         let closed = inner.closed;
-        let Inner { regs, cookies, .. } = &mut *inner;
+        let Inner {
+            regs,
+            cookies,
+            renewed,
+            ..
+        } = &mut *inner;
         for (uuid, i, taken, list) in out {
             let reg = regs.get_mut(&uuid).filter(|_| !closed);
             let Some(reg) = reg else {
@@ -36,6 +41,8 @@ impl Registry {
             reg.out -= taken;
             put_back(&reg.pools[i], list);
         }
+        let quarter = self.cfg.cookie_ttl / 4;
+        prune_renewed(renewed, now, quarter);
         regs.retain(|_, reg| {
             let live = reg.live(now);
             if !live {
@@ -91,4 +98,10 @@ fn put_back(pool: &Pool, list: Vec<Parked>) {
             let _ = pool.tx.try_send(p);
         }
     }
+}
+
+/// Forget store renewals older than a quarter lifetime (they no longer
+/// spare a round trip).
+fn prune_renewed(renewed: &mut std::collections::HashMap<crate::secret::Cookie, Instant>, now: Instant, quarter: std::time::Duration) {
+    renewed.retain(|_, at| now.saturating_duration_since(*at) < quarter);
 }
