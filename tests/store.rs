@@ -455,7 +455,18 @@ fn users_added_to_the_store_register_within_seconds() {
     let (uuid, secret) = add_user(&redis, state.path());
     let added = std::time::Instant::now();
     let tok = token_for(&secret, 0);
-    wait_until("the new user to register", || put(&ts, uuid, &tok) == 200);
+    let mut cookie = String::new();
+    wait_until("the new user to register", || {
+        let q = format!("/?uuid={uuid}&response={tok}");
+        let r = request(ts.registrar(), "PUT", &q, &[]);
+        if r.status == 200 {
+            cookie = json(&r)["result"]["cookie"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+        }
+        r.status == 200
+    });
     assert!(
         added.elapsed() < Duration::from_secs(5),
         "took {:?}",
@@ -490,6 +501,14 @@ fn users_added_to_the_store_register_within_seconds() {
         401,
         "a removed user is refused"
     );
+    // Its cookie is gone from the store too: no server learns it back.
+    let refresh = request(
+        ts.registrar(),
+        "PUT",
+        &format!("/?uuid={uuid}&cookie={cookie}"),
+        &[],
+    );
+    assert_eq!(refresh.status, 401, "a removed user's cookie is refused");
     let again = support::run(support::rendezvousd().args([
         "user",
         "remove",

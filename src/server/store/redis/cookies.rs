@@ -1,5 +1,6 @@
 //! Registrations in the store: `rdv:{UUID}:reg` (a hash: the `I`
-//! cookie) and `rdv:rc:COOKIE` (an `R` cookie's UUID), both `--cookie-ttl`
+//! cookie) and `rdv:rc:COOKIE` (an `R` cookie's UUID and the `I` cookie it
+//! was issued with), both `--cookie-ttl`
 //! after their last use. A renewal also records the last good
 //! address, so a refresh by cookie is one round trip.
 
@@ -14,7 +15,10 @@ use std::net::IpAddr;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// A use of an `R` cookie: KEYS the cookie's key; ARGV the lifetime (ms),
+/// A use of an `R` cookie: KEYS the cookie's key (whose value is the UUID
+/// and the `I` cookie of the registration it was issued in: a cookie of a
+/// registration that ended, by its lifetime or a removal of the user,
+/// stays dead even when the UUID registers again); ARGV the lifetime (ms),
 /// a UUID and an address (empty for none), the state TTL (ms). Renews the
 /// cookie and its registration and, when the cookie is that UUID's, makes
 /// the address its last good one; answers {UUID, I cookie}, or nil when
@@ -22,11 +26,13 @@ use uuid::Uuid;
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local u = redis.call('GET', KEYS[1])
+local v = redis.call('GET', KEYS[1])
+if not v then return nil end
+local u, issued = string.match(v, '^(%S+) (%S+)$')
 if not u then return nil end
 local reg = 'rdv:{' .. u .. '}:reg'
 local i = redis.call('HGET', reg, 'i')
-if not i then return nil end
+if i ~= issued then return nil end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 if redis.call('PTTL', reg) < tonumber(ARGV[1]) then redis.call('PEXPIRE', reg, ARGV[1]) end
 if ARGV[2] == u then

@@ -89,7 +89,7 @@ if fresh then
       icookie = ARGV[12]
       redis.call('HSET', KEYS[3], 'i', icookie)
     end
-    redis.call('SET', KEYS[4], ARGV[11], 'PX', ARGV[13])
+    redis.call('SET', KEYS[4], ARGV[11] .. ' ' .. icookie, 'PX', ARGV[13])
     if redis.call('PTTL', KEYS[3]) < tonumber(ARGV[13]) then redis.call('PEXPIRE', KEYS[3], ARGV[13]) end
   end
   return {'ok', fresh, 0, icookie}

@@ -42,15 +42,19 @@ impl RedisStore {
         Ok(added == 1)
     }
 
-    /// Remove the user `uuid`, announcing it; `false` when there was none.
+    /// Remove the user `uuid`, ending its registration (its cookies die
+    /// with it), announcing it; `false` when there was none.
     pub fn remove_user(&self, uuid: &Uuid) -> std::result::Result<bool, Unavailable> {
+        let reg = super::reg_key(uuid);
         let uuid = uuid.hyphenated().to_string();
-        let (removed, _): (i64, i64) = self.with(|con| {
+        let (removed, _, _): (i64, i64, i64) = self.with(|con| {
             redis::pipe()
                 .atomic()
                 .cmd("HDEL")
                 .arg(USERS)
                 .arg(&uuid)
+                .cmd("DEL")
+                .arg(reg)
                 .cmd("PUBLISH")
                 .arg(USERS_CHANGED)
                 .arg(&uuid)
