@@ -124,6 +124,18 @@ fn lookups_at_any_node_name_the_node_where_the_hidden_server_waits() {
     wait_until("node 3 to name node 1", || {
         lookup(n3.registrar(), uuid).1 == rv1.port()
     });
+    // A mobile client's dialer, asking node 3, caches node 1's triple.
+    let settings = rendezvous::agent::settings::Settings::resolve(
+        &rendezvous::agent::settings::ClientFlags {
+            server: Some(format!("http://{}", n3.registrar())),
+            uuid: Some(uuid.to_string()),
+            ..Default::default()
+        },
+        false,
+    )
+    .expect("settings");
+    let dialer = rendezvous::agent::dial::Dialer::new(&settings).expect("dialer");
+    assert_eq!(dialer.lookup().expect("lookup").port, rv1.port());
     pair_by_lookup(n3.registrar(), uuid, parked);
 
     let mut waiting = support::park(rv1, &r);
@@ -166,6 +178,18 @@ fn lookups_at_any_node_name_the_node_where_the_hidden_server_waits() {
         lookup(n3.registrar(), uuid).1 == n2.rendezvous().port()
     });
     pair_by_lookup(n3.registrar(), uuid, parked);
+
+    // The dialer's cached triple names the dead node: its connection fails,
+    // and one new lookup sends it to node 2.
+    let mut hidden = support::park(n2.rendezvous(), &r2);
+    wait_until("parked at node 2", || {
+        n2.server().shared().registry.stats().parked_generic == 1
+    });
+    let mut mobile = dialer.dial().expect("the dialer finds the live node");
+    mobile.write_all(b"x").expect("write");
+    let mut got = [0u8; 5];
+    hidden.read_exact(&mut got).expect("read");
+    assert_eq!(&got, b"+OK\nx");
 }
 
 /// A node id is one server's: a second server with it waits one lease and

@@ -3,7 +3,8 @@
 //! stdin half-closes toward the hidden server, and it returns as soon as the
 //! remote side has closed), and `connect --listen` (each accepted connection
 //! gets its own rendezvous; the triple is cached and refreshed on
-//! `-ERR not registered`).
+//! `-ERR not registered`, or on `-ERR not ready` and failed connections when
+//! the registrar then names another node).
 
 use crate::agent::client::{dial, DialError, Registrar};
 use crate::agent::settings::Settings;
@@ -53,7 +54,8 @@ impl Dialer {
     /// A socket paired with the hidden server, positioned at its first byte,
     /// with keepalive and the user timeout set (so a vanished server or path
     /// ends the session in bounded time). A cached triple is tried first;
-    /// `-ERR not registered` refreshes it once.
+    /// `-ERR not registered` refreshes it once, and so do `-ERR not ready`
+    /// and a failed connection when the new triple names another place.
     pub fn dial(&self) -> Result<TcpStream> {
         let sock = self.dial_once()?;
         let _ = self.keepalive.apply(&sock);
@@ -75,6 +77,17 @@ impl Dialer {
             Err(DialError::Refused(TakeError::NotRegistered)) if !fresh => {
                 log::debug!(target: T, "cached triple refused; looking up again");
                 let t = self.lookup()?;
+                dial(&t, Some(STATUS_WAIT)).map_err(DialError::into_error)
+            }
+            // The node the cached triple names may be gone, or no longer
+            // hold the hidden server (several nodes on one store): a new
+            // lookup may name another, which is worth one more try.
+            Err(e @ (DialError::Refused(TakeError::NotReady) | DialError::Io(_))) if !fresh => {
+                let t = self.lookup()?;
+                if t == triple {
+                    return Err(e.into_error());
+                }
+                log::debug!(target: T, "cached triple failed ({e}); the registrar names another node");
                 dial(&t, Some(STATUS_WAIT)).map_err(DialError::into_error)
             }
             Err(e) => Err(e.into_error()),
