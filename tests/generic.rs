@@ -388,7 +388,7 @@ fn the_dialer_caches_the_triple_and_refreshes_it_when_refused() {
     let fake = CountingRegistrar::start(ts.registrar(), ts.uuid);
     let settings = Settings::resolve(
         &ClientFlags {
-            server: Some(format!("http://{}", fake.addr)),
+            server: vec![format!("http://{}", fake.addr)],
             uuid: Some(ts.uuid.to_string()),
             ..ClientFlags::default()
         },

@@ -90,7 +90,7 @@ fn no_secret_reaches_the_log() {
     // Generic: the agent registers (token), parks, refreshes; a mobile client pairs.
     let echo = echo_server();
     let flags = ClientFlags {
-        server: Some(url.clone()),
+        server: vec![url.clone()],
         uuid: Some(ts.uuid.to_string()),
         ca: Some(cert.clone()),
         ..ClientFlags::default()

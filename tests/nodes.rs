@@ -105,7 +105,8 @@ fn pair_by_lookup(registrar: SocketAddr, uuid: Uuid, mut parked: TcpStream) {
 /// A hidden server registered and parked at node 1 is found through nodes
 /// 2 and 3, whose lookups name node 1; after `kill -9` of node 1 its
 /// parked socket closes, lookups stop naming it within the lease, and the
-/// hidden server re-registered at node 2 is found through node 3.
+/// hidden server, told by a refresh at node 2 to wait there, is found
+/// through node 3. Refreshes and registrations name the holding node too.
 #[test]
 fn lookups_at_any_node_name_the_node_where_the_hidden_server_waits() {
     let redis = RedisServer::start();
@@ -127,7 +128,7 @@ fn lookups_at_any_node_name_the_node_where_the_hidden_server_waits() {
     // A mobile client's dialer, asking node 3, caches node 1's triple.
     let settings = rendezvous::agent::settings::Settings::resolve(
         &rendezvous::agent::settings::ClientFlags {
-            server: Some(format!("http://{}", n3.registrar())),
+            server: vec![format!("http://{}", n3.registrar())],
             uuid: Some(uuid.to_string()),
             ..Default::default()
         },
@@ -136,6 +137,23 @@ fn lookups_at_any_node_name_the_node_where_the_hidden_server_waits() {
     .expect("settings");
     let dialer = rendezvous::agent::dial::Dialer::new(&settings).expect("dialer");
     assert_eq!(dialer.lookup().expect("lookup").port, rv1.port());
+    // A refresh at node 3 and a token registration at node 2 name node 1
+    // too: the hidden server's pool stays in one place.
+    let put = |reg: SocketAddr, q: String| {
+        let r = request(reg, "PUT", &format!("/?uuid={uuid}&{q}"), &[]);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        json(&r)["result"]["port"].as_u64().expect("port") as u16
+    };
+    assert_eq!(
+        put(n3.registrar(), format!("cookie={r}")),
+        rv1.port(),
+        "refresh at node 3"
+    );
+    assert_eq!(
+        put(n2.registrar(), format!("response={}", token_at(1))),
+        rv1.port(),
+        "registration at node 2"
+    );
     pair_by_lookup(n3.registrar(), uuid, parked);
 
     let mut waiting = support::park(rv1, &r);
@@ -156,23 +174,14 @@ fn lookups_at_any_node_name_the_node_where_the_hidden_server_waits() {
         lookup(n2.registrar(), uuid).1 != rv1.port()
     });
 
-    // The hidden server registers again, at node 2, and parks there.
-    let again = request(
-        n2.registrar(),
-        "PUT",
-        &format!("/?uuid={uuid}&response={}", token_at(1)),
-        &[],
-    );
+    // The hidden server refreshes its cookie at node 2 (no token: the
+    // registration outlived the node), is told to wait there, and parks.
     assert_eq!(
-        again.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&again.body)
+        put(n2.registrar(), format!("cookie={r}")),
+        n2.rendezvous().port(),
+        "refresh after the death"
     );
-    let r2 = json(&again)["result"]["cookie"]
-        .as_str()
-        .expect("cookie")
-        .to_string();
+    let r2 = r.clone();
     let parked = support::park(n2.rendezvous(), &r2);
     wait_until("node 3 to name node 2", || {
         lookup(n3.registrar(), uuid).1 == n2.rendezvous().port()
@@ -226,4 +235,142 @@ fn a_node_id_held_by_a_live_server_is_refused() {
     first.wait_exit(Duration::from_secs(10));
     let (restarted, _, _) = node_process(&redis, &s1, "dup");
     restarted.wait_line("node dup joined");
+}
+
+/// One generic client attempt through the registrar at `reg`: a lookup,
+/// the `I` line at the node it names, and 64 KiB echoed back, checked by
+/// SHA-256. `Err` says which step failed.
+fn echo_through(reg: SocketAddr, uuid: Uuid, seed: u64) -> Result<(), String> {
+    let r = request(reg, "GET", &format!("/?uuid={uuid}"), &[]);
+    if r.status != 200 {
+        return Err(format!("lookup answered {}", r.status));
+    }
+    let t = json(&r)["result"].clone();
+    let (host, port, i) = (
+        t["host"].as_str().unwrap_or(""),
+        t["port"].as_u64().unwrap_or(0),
+        t["cookie"].as_str().unwrap_or(""),
+    );
+    let mut s = TcpStream::connect((host, port as u16))
+        .map_err(|e| format!("connect {host}:{port}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(format!("{i}\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let line = read_line(&mut s);
+    if line != "+OK" {
+        return Err(format!("status {line:?} at port {port}"));
+    }
+    let data = pseudo_random(64 * 1024, seed);
+    let mut w = s.try_clone().map_err(|e| e.to_string())?;
+    let sent = data.clone();
+    let writer = thread::spawn(move || {
+        let _ = w.write_all(&sent);
+        let _ = w.shutdown(std::net::Shutdown::Write);
+    });
+    let mut back = Vec::new();
+    s.read_to_end(&mut back)
+        .map_err(|e| format!("read echo: {e}"))?;
+    let _ = writer.join();
+    if sha256(&back) != sha256(&data) {
+        return Err(format!(
+            "echo mismatch: {} of {} bytes",
+            back.len(),
+            data.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Three node processes and a `rendezvous expose` agent given all three
+/// registrars by the provisioning file that `user add --server` (repeated)
+/// wrote. `kill -9` of the node where the agent waits: within the lease
+/// and the agent's backoff (it refreshes its cookie after three failed
+/// dials, at whichever registrar answers, and follows the triple) it
+/// serves again through a live node, and every client after the first
+/// success gets through. The killed node, restarted, joins again.
+#[test]
+fn an_agent_whose_node_is_killed_serves_again_through_another() {
+    let redis = RedisServer::start();
+    let states = [TempDir::new("k1"), TempDir::new("k2"), TempDir::new("k3")];
+    let mut nodes: Vec<Option<(Proc, SocketAddr, SocketAddr)>> = ["k1", "k2", "k3"]
+        .iter()
+        .zip(&states)
+        .map(|(id, st)| Some(node_process(&redis, st, id)))
+        .collect();
+    let regs: Vec<SocketAddr> = nodes.iter().flatten().map(|n| n.1).collect();
+    let prov = states[0].join("agent.conf");
+    let mut add = support::rendezvousd();
+    add.args(["user", "add", "--store", &redis.url()]);
+    for r in &regs {
+        add.args(["--server", &format!("http://{r}")]);
+    }
+    add.arg("--state-dir")
+        .arg(states[0].path())
+        .arg("--out")
+        .arg(&prov);
+    let o = support::run(&mut add);
+    assert!(o.status.success(), "user add: {}", support::stderr(&o));
+    let p = rendezvous::provision::Provision::load(&prov).expect("provisioning file");
+    let uuid = p.uuid.expect("uuid");
+    assert_eq!(
+        p.server.as_deref().unwrap_or("").split(' ').count(),
+        3,
+        "every registrar is in the file"
+    );
+
+    let echo = support::echo_server();
+    let mut agent_cmd = support::rendezvous();
+    agent_cmd
+        .args(["expose", "--pool", "2", "--config"])
+        .arg(&prov)
+        .args(["--to", &echo.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    let agent = Proc::spawn("expose", agent_cmd);
+    agent.wait_line("registered uuid=");
+    wait_until("a client through node 2's registrar", || {
+        echo_through(regs[1], uuid, 1).is_ok()
+    });
+    echo_through(regs[2], uuid, 2).expect("a client through node 3's registrar");
+
+    // The node where the agent waits is the one lookups name.
+    let port = lookup(regs[0], uuid).1;
+    let holder = nodes
+        .iter()
+        .position(|n| n.as_ref().is_some_and(|n| n.2.port() == port))
+        .expect("a node holds the agent");
+    let (mut dead, _, _) = nodes[holder].take().expect("holder");
+    let killed = std::time::Instant::now();
+    dead.signal("KILL");
+    dead.wait_exit(Duration::from_secs(10));
+    let live: Vec<SocketAddr> = nodes.iter().flatten().map(|n| n.1).collect();
+
+    let mut attempt = 0u64;
+    let recovered = loop {
+        attempt += 1;
+        let reg = live[attempt as usize % live.len()];
+        if echo_through(reg, uuid, 10 + attempt).is_ok() {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "no client got through within 60 s of the kill; agent log:\n{}",
+            agent.log()
+        );
+        thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!(
+        "recovery: first client through {:.1} s after kill -9 of the agent's node",
+        recovered.as_secs_f64()
+    );
+    for n in 0..10u64 {
+        let reg = live[n as usize % live.len()];
+        echo_through(reg, uuid, 100 + n)
+            .unwrap_or_else(|e| panic!("client {n} after recovery: {e}"));
+    }
+
+    let id = ["k1", "k2", "k3"][holder];
+    let (again, _, _) = node_process(&redis, &states[holder], id);
+    again.wait_line(&format!("node {id} joined"));
 }

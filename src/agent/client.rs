@@ -14,15 +14,19 @@ use rustls::ClientConfig;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-/// Talks to the registrar: one connection per request.
+/// Talks to the registrar: one connection per request. With several
+/// registrar URLs (several nodes and no load balancer in front) it starts
+/// at a random one and moves on to the next when one cannot be reached.
 #[derive(Clone)]
 pub struct Registrar {
-    url: ServerUrl,
+    urls: Arc<[ServerUrl]>,
+    /// The URL that answered last (where the next request goes first).
+    current: Arc<AtomicUsize>,
     tls: Option<Arc<ClientConfig>>,
     /// The registrar's clock minus ours, in seconds, from the `Date` of its
     /// last answer; [`NO_SKEW`] until one carried a date.
@@ -30,6 +34,15 @@ pub struct Registrar {
 }
 
 const NO_SKEW: i64 = i64::MIN;
+
+/// The `Host` header value naming `url`.
+fn host_header(url: &ServerUrl) -> String {
+    if url.host.contains(':') {
+        format!("[{}]:{}", url.host, url.port)
+    } else {
+        format!("{}:{}", url.host, url.port)
+    }
+}
 
 fn connect_any(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
     let addrs: Vec<SocketAddr> = (host, port)
@@ -105,9 +118,36 @@ impl Write for ClientConn {
 }
 
 impl Registrar {
-    /// Open a connection (TCP, then TLS for `https://`), with timeouts set.
-    pub fn open(&self) -> Result<ClientConn> {
-        let sock = connect_any(&self.url.host, self.url.port, CLIENT_TIMEOUT)?;
+    /// Open a connection (TCP, then TLS for `https://`), with timeouts set,
+    /// to the registrar that answered last, else to the next that does;
+    /// with the `Host` header value naming it.
+    pub fn open(&self) -> Result<(ClientConn, String)> {
+        let n = self.urls.len();
+        let first = self.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..n {
+            let at = (first + i) % n;
+            let url = &self.urls[at];
+            match self.open_url(url) {
+                Ok(conn) => {
+                    if i > 0 {
+                        log::info!(target: "rendezvous::client", "registrar {url} answers; using it");
+                    }
+                    self.current.store(at, Ordering::Relaxed);
+                    return Ok((conn, host_header(url)));
+                }
+                Err(e) if n > 1 => {
+                    log::warn!(target: "rendezvous::client", "registrar {url}: {e}; trying the next");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Usage("no registrar URL".into())))
+    }
+
+    fn open_url(&self, url: &ServerUrl) -> Result<ClientConn> {
+        let sock = connect_any(&url.host, url.port, CLIENT_TIMEOUT)?;
         let _ = sock.set_nodelay(true);
         sock.set_read_timeout(Some(CLIENT_TIMEOUT))
             .op("set timeout")?;
@@ -116,45 +156,45 @@ impl Registrar {
         Ok(match &self.tls {
             Some(cfg) => {
                 let deadline = Instant::now() + CLIENT_TIMEOUT;
-                ClientConn::Tls(Box::new(tls::connect(
-                    sock,
-                    cfg.clone(),
-                    &self.url.host,
-                    deadline,
-                )?))
+                ClientConn::Tls(Box::new(tls::connect(sock, cfg.clone(), &url.host, deadline)?))
             }
             None => ClientConn::Plain(sock),
         })
     }
 
-    /// The `Host` header value for this registrar.
-    pub fn host_header(&self) -> String {
-        if self.url.host.contains(':') {
-            format!("[{}]:{}", self.url.host, self.url.port)
-        } else {
-            format!("{}:{}", self.url.host, self.url.port)
-        }
+    /// A client for `url` trusting `trust` (tests and the benchmark).
+    #[cfg(any(test, feature = "internals"))]
+    pub fn new(url: ServerUrl, trust: &Trust) -> Result<Registrar> {
+        Registrar::several(vec![url], trust)
     }
 
-    /// A client for `url` trusting `trust`.
-    pub fn new(url: ServerUrl, trust: &Trust) -> Result<Registrar> {
-        let tls = if url.tls {
+    /// A client for several registrars (the nodes of one cluster), trusting
+    /// `trust`; it starts at a random one.
+    pub fn several(urls: Vec<ServerUrl>, trust: &Trust) -> Result<Registrar> {
+        if urls.is_empty() {
+            return Err(Error::Usage("no registrar URL".into()));
+        }
+        if urls.iter().any(|u| u.tls != urls[0].tls) {
+            return Err(Error::Usage("registrar URLs must all be https:// or all http://".into()));
+        }
+        let tls = if urls[0].tls {
             Some(tls::client_config(trust)?)
         } else {
             None
         };
+        let start = (crate::random::u64() % urls.len() as u64) as usize;
         Ok(Registrar {
-            url,
+            urls: urls.into(),
+            current: Arc::new(AtomicUsize::new(start)),
             tls,
             skew: Arc::new(AtomicI64::new(NO_SKEW)),
         })
     }
 
     fn exchange(&self, method: &str, target: &str) -> Result<ClientResponse> {
-        let mut conn = self.open()?;
+        let (mut conn, host) = self.open()?;
         let req = format!(
-            "{method} {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: rendezvous/{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            self.host_header(),
+            "{method} {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: rendezvous/{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             env!("CARGO_PKG_VERSION")
         );
         conn.write_all(req.as_bytes()).op("send request")?;

@@ -37,7 +37,7 @@ impl Dialer {
     /// A dialer for `settings`.
     pub fn new(settings: &Settings) -> Result<Dialer> {
         Ok(Dialer {
-            registrar: Registrar::new(settings.server.clone(), &settings.trust)?,
+            registrar: Registrar::several(settings.servers.clone(), &settings.trust)?,
             uuid: settings.uuid,
             cached: Mutex::new(None),
             keepalive: settings.keepalive,

@@ -82,8 +82,8 @@ impl fmt::Display for ServerUrl {
 pub struct ClientFlags {
     /// `--config`.
     pub config: Option<PathBuf>,
-    /// `--server`.
-    pub server: Option<String>,
+    /// `--server`, repeated for several registrars.
+    pub server: Vec<String>,
     /// `--uuid`.
     pub uuid: Option<String>,
     /// `--ca`.
@@ -107,11 +107,29 @@ fn warn_if_exposed(path: &std::path::Path) {
     }
 }
 
+/// The registrar URLs: the flags' as a whole, else the provisioning file's
+/// `server`, a space-separated list.
+fn servers(flags: &ClientFlags, prov: &Provision) -> Result<Vec<ServerUrl>> {
+    let servers = if flags.server.is_empty() {
+        let listed = prov.server.as_deref().unwrap_or("");
+        listed.split_whitespace().map(ServerUrl::parse).collect::<Result<Vec<_>>>()?
+    } else {
+        flags.server.iter().map(|s| ServerUrl::parse(s)).collect::<Result<Vec<_>>>()?
+    };
+    if servers.is_empty() {
+        return Err(Error::Usage("no server: give --server or --config".into()));
+    }
+    if servers.iter().any(|u| u.tls != servers[0].tls) {
+        return Err(Error::Usage("the server URLs must all be https:// or all http://".into()));
+    }
+    Ok(servers)
+}
+
 /// Everything a client needs, resolved: flags override the provisioning file.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The registrar.
-    pub server: ServerUrl,
+    /// The registrars (one, or the nodes of a cluster; never empty).
+    pub servers: Vec<ServerUrl>,
     /// The hidden server's UUID.
     pub uuid: Uuid,
     /// How to trust the registrar.
@@ -137,12 +155,7 @@ impl Settings {
             }
             None => Provision::default(),
         };
-        let server_text = flags
-            .server
-            .clone()
-            .or(prov.server.clone())
-            .ok_or_else(|| Error::Usage("no server: give --server or --config".into()))?;
-        let server = ServerUrl::parse(&server_text)?;
+        let servers = servers(flags, &prov)?;
         let uuid = match &flags.uuid {
             Some(u) => {
                 Uuid::try_parse(u).map_err(|_| Error::Usage(format!("malformed uuid {u:?}")))?
@@ -198,7 +211,7 @@ impl Settings {
             None => Keepalive::default(),
         };
         Ok(Settings {
-            server,
+            servers,
             uuid,
             trust,
             params,
@@ -228,5 +241,27 @@ mod tests {
         assert!(ServerUrl::parse("https://u:p@x").is_err());
         assert!(ServerUrl::parse("https://x:0").is_err());
         assert!(ServerUrl::parse("https://:80").is_err());
+    }
+
+    #[test]
+    fn several_servers_from_the_file_or_the_flags() {
+        let prov = Provision {
+            server: Some("https://a.example  https://b.example:9".into()),
+            ..Provision::default()
+        };
+        let none = ClientFlags::default();
+        let got = servers(&none, &prov).expect("the file's list");
+        assert_eq!(got.iter().map(|u| u.to_string()).collect::<Vec<_>>(), ["https://a.example:8898", "https://b.example:9"]);
+        let flags = ClientFlags {
+            server: vec!["https://c.example".into()],
+            ..ClientFlags::default()
+        };
+        assert_eq!(servers(&flags, &prov).expect("flags win").len(), 1);
+        let mixed = ClientFlags {
+            server: vec!["https://c.example".into(), "http://d.example:1".into()],
+            ..ClientFlags::default()
+        };
+        assert!(servers(&mixed, &prov).is_err(), "one scheme for all");
+        assert!(servers(&none, &Provision::default()).is_err(), "no server at all");
     }
 }

@@ -37,9 +37,9 @@ struct Expose {
     /// provisioning file
     #[argh(option)]
     config: Option<PathBuf>,
-    /// registrar URL (https://host:port; default port 8898)
+    /// registrar URL (https://host:port; default port 8898); repeat it for several nodes
     #[argh(option)]
-    server: Option<String>,
+    server: Vec<String>,
     /// this hidden server's UUID
     #[argh(option)]
     uuid: Option<String>,
@@ -73,9 +73,9 @@ struct Connect {
     /// provisioning file
     #[argh(option)]
     config: Option<PathBuf>,
-    /// registrar URL (https://host:port; default port 8898)
+    /// registrar URL (https://host:port; default port 8898); repeat it for several nodes
     #[argh(option)]
-    server: Option<String>,
+    server: Vec<String>,
     /// the hidden server's UUID
     #[argh(option)]
     uuid: Option<String>,
@@ -100,9 +100,9 @@ struct Lookup {
     /// provisioning file
     #[argh(option)]
     config: Option<PathBuf>,
-    /// registrar URL (https://host:port; default port 8898)
+    /// registrar URL (https://host:port; default port 8898); repeat it for several nodes
     #[argh(option)]
-    server: Option<String>,
+    server: Vec<String>,
     /// the hidden server's UUID
     #[argh(option)]
     uuid: Option<String>,

@@ -160,9 +160,9 @@ struct UserAdd {
     /// TOTP digits, 6 to 8 (default 6)
     #[argh(option, default = "6")]
     digits: u32,
-    /// registrar URL for the provisioning file (default https://HOSTNAME:8898)
+    /// registrar URL for the provisioning file (default https://HOSTNAME:8898); repeat it for several nodes
     #[argh(option)]
-    server: Option<String>,
+    server: Vec<String>,
     /// write the provisioning file here (mode 0600) instead of standard output
     #[argh(option)]
     out: Option<PathBuf>,

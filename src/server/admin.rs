@@ -29,8 +29,9 @@ pub struct UserAdd {
     pub step: u64,
     /// TOTP digits.
     pub digits: u32,
-    /// Registrar URL written into the provisioning file.
-    pub server: Option<String>,
+    /// Registrar URLs written into the provisioning file (space-separated;
+    /// none: this host's name on the default port).
+    pub server: Vec<String>,
     /// Where to write the provisioning file (default: the writer).
     pub out: Option<PathBuf>,
     /// Pin this certificate instead of the state folder's.
@@ -173,13 +174,15 @@ pub fn user_add(opts: &UserAdd, out: &mut dyn Write) -> Result<()> {
         label: opts.label.clone().unwrap_or_default(),
     };
     let provision = Provision {
-        server: Some(opts.server.clone().unwrap_or_else(|| {
+        server: Some(if opts.server.is_empty() {
             format!(
                 "https://{}:{}",
                 certs::system_hostname().unwrap_or_else(|| "localhost".into()),
                 limits::DEFAULT_REGISTRAR_PORT
             )
-        })),
+        } else {
+            opts.server.join(" ")
+        }),
         uuid: Some(user.uuid),
         secret: Some(user.secret.clone()),
         step: Some(user.params.step),

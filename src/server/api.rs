@@ -100,7 +100,12 @@ pub(crate) fn api(
         }
         Response::result(v)
     };
-    let triple = |cookie: &Cookie, ttl: bool| triple_at(cookie, ttl, None);
+    let registry = ctx.authn.registry;
+    // A registration or refresh names the node that holds the UUID's
+    // parked sockets when another live node does (several nodes), so the
+    // agent's whole pool waits at one place; else this node.
+    let holder = || ctx.node.and_then(|n| n.lookup(registry, &uuid, Proto::Generic).1);
+    let triple = |cookie: &Cookie, ttl: bool| triple_at(cookie, ttl, holder());
     if let Some(token) = response {
         return match ctx.authn.token(uuid, &Token::new(token), peer.ip(), id) {
             Ok(c) => triple(&c, true),
@@ -117,7 +122,6 @@ pub(crate) fn api(
             Err(r) => r,
         };
     }
-    let registry = ctx.authn.registry;
     let (initiator, at) = match ctx.node {
         Some(n) => n.lookup(registry, &uuid, Proto::Generic),
         None => (registry.initiator_cookie(&uuid), None),

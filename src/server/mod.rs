@@ -286,7 +286,9 @@ impl Server {
             Some(n) => {
                 let (s, t) = (shared.clone(), shared.clone());
                 let leased = move |on| t.registry.set_parking(on);
-                Some(nodes::start_heartbeat(n.clone(), move || s.registry.held(), leased)?)
+                let (wake, woken) = crossbeam_channel::bounded(1);
+                shared.registry.on_newly_held(wake);
+                Some(nodes::start_heartbeat(n.clone(), move || s.registry.held(), leased, woken)?)
             }
             None => None,
         };

@@ -13,7 +13,7 @@ use crate::error::{Error, IoResultExt, Result};
 use crate::secret::Cookie;
 use crate::server::registry::{Proto, Registry};
 use crate::server::store::ops::Unavailable;
-use crossbeam_channel::{bounded, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -129,13 +129,21 @@ impl Node {
             if !was {
                 log::info!(target: T, "node {} holds its lease again; parks are taken", self.id);
             }
-            let held: Vec<(char, Uuid)> = held.iter().map(|(u, p)| (letter(*p), *u)).collect();
-            let _ = self.leases.hold(&self.id, &held, self.ttl);
+            self.publish(held);
         } else if was {
             let why = if renewed.is_ok() { "another server took the id" } else { "the store did not answer" };
             log::warn!(target: T, "node {}: lease not renewed ({why}); new parks are refused until it is", self.id);
         }
         ok
+    }
+
+    /// Say what is held now, between heartbeats (a pool newly held), if
+    /// the lease is held; the store not answering waits for the next beat.
+    pub fn publish(&self, held: &[(Uuid, Proto)]) {
+        if self.leased() {
+            let held: Vec<(char, Uuid)> = held.iter().map(|(u, p)| (letter(*p), *u)).collect();
+            let _ = self.leases.hold(&self.id, &held, self.ttl);
+        }
     }
 
     /// A lookup of `uuid` for `proto`: the `I` cookie (this server's, else
@@ -162,18 +170,33 @@ impl Node {
 
 /// The heartbeat thread: every third of the TTL, `node.beat` with what
 /// `held` reports, telling `leased` whether the lease is held, until told
-/// to stop (then the lease is given up).
+/// to stop (then the lease is given up). A message on `wake` (a pool newly
+/// held) says what is held at once, between beats.
 pub fn start_heartbeat(
     node: Arc<Node>,
     held: impl Fn() -> Vec<(Uuid, Proto)> + Send + 'static,
     leased: impl Fn(bool) + Send + 'static,
+    wake: Receiver<()>,
 ) -> Result<(Sender<()>, JoinHandle<()>)> {
     let (tx, rx) = bounded::<()>(1);
     let every = node.ttl / 3;
     let t = crate::threads::start("heartbeat", move || {
         // The claim took the lease, and nothing is parked yet.
-        while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
-            leased(node.beat(&held()));
+        let mut next = Instant::now() + every;
+        let mut wake = wake;
+        loop {
+            let left = next.saturating_duration_since(Instant::now());
+            crossbeam_channel::select! {
+                recv(rx) -> _ => break,
+                recv(wake) -> woke => match woke {
+                    Ok(()) => node.publish(&held()),
+                    Err(_) => wake = crossbeam_channel::never(),
+                },
+                default(left) => {
+                    leased(node.beat(&held()));
+                    next = Instant::now() + every;
+                }
+            }
         }
         node.release();
     })

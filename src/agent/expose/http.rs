@@ -23,11 +23,10 @@ impl Agent {
         query: &str,
         auth: AuthFailure,
     ) -> Result<(ClientConn, String)> {
-        let mut conn = self.registrar.open()?;
+        let (mut conn, host) = self.registrar.open()?;
         let req = format!(
-            "CONNECT uuid:{}?{query} HTTP/1.1\r\nHost: {}\r\nUser-Agent: rendezvous/{}\r\n\r\n",
+            "CONNECT uuid:{}?{query} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: rendezvous/{}\r\n\r\n",
             self.uuid.hyphenated(),
-            self.registrar.host_header(),
             env!("CARGO_PKG_VERSION")
         );
         conn.write_all(req.as_bytes())

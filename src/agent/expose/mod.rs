@@ -3,7 +3,9 @@
 //! each `+OK` connect to the local service and relay while a replacement is
 //! opened. Re-registers on `-ERR not registered` (a restarted server) or a
 //! refused cookie refresh; every other failure backs off exponentially with
-//! jitter, 1 s to 60 s. It never gives up.
+//! jitter, 1 s to 60 s. It never gives up. A cookie refresh that names
+//! another rendezvous server (several nodes) moves the pool there; after a
+//! few failed dials the cookie is refreshed at once for that reason.
 //!
 //! It watches its waiting connections, both protocols: TCP keepalive and a
 //! user timeout find one a NAT forgot, and it is replaced at once (logged,
@@ -20,7 +22,8 @@ use crate::agent::client::{DialError, Registrar};
 use crate::agent::settings::Settings;
 use crate::error::{AuthFailure, Error, Result};
 use crate::limits::{
-    AGENT_POOL, BACKOFF_MAX, BACKOFF_MIN, CLIENT_TIMEOUT, PARK_MAX_AGE, PARK_SETTLED,
+    AGENT_POOL, BACKOFF_MAX, BACKOFF_MIN, CLIENT_TIMEOUT, DIALS_BEFORE_REFRESH, PARK_MAX_AGE,
+    PARK_SETTLED,
 };
 use crate::liveness::{self, Keepalive};
 use crate::ratelimit::RateLimit;
@@ -136,7 +139,7 @@ impl Agent {
             return Err(Error::Usage(format!("--to {:?} is not HOST:PORT", opts.to)));
         }
         Ok(Arc::new(Agent {
-            registrar: Registrar::new(settings.server.clone(), &settings.trust)?,
+            registrar: Registrar::several(settings.servers.clone(), &settings.trust)?,
             uuid: settings.uuid,
             secret,
             params: settings.params,
@@ -247,9 +250,59 @@ impl Agent {
                     }
                     failures = failures.saturating_add(1);
                 }
-                Err(e) => self.lost(&e, parked_at, &mut failures),
+                Err(e) => {
+                    let unreachable = matches!(e, DialError::Io(_));
+                    self.lost(&e, parked_at, &mut failures);
+                    if unreachable && failures >= DIALS_BEFORE_REFRESH && self.refresh_now(generation) {
+                        failures = 0;
+                    }
+                }
             }
         }
+    }
+
+    /// The rendezvous server the triple names failed several dials in a
+    /// row: refresh the cookie now (no token), and follow the triple the
+    /// registrar answers. Whether the triple changed (so the next dial
+    /// need not wait).
+    fn refresh_now(&self, generation: u64) -> bool {
+        let current = {
+            let st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            st.triple.clone().filter(|_| st.generation == generation)
+        };
+        let Some(t) = current else {
+            return true;
+        };
+        match self.registrar.refresh(&self.uuid, &t.cookie) {
+            Ok(new) => self.follow(generation, new),
+            Err(Error::Auth(AuthFailure::BadCookie)) => {
+                log::info!(target: T, "cookie refused (expired, or the server restarted); registering again");
+                self.invalidate(generation);
+                true
+            }
+            Err(e) => {
+                log::debug!(target: T, "cookie refresh failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// A refresh answered `new`: when it names another rendezvous server
+    /// (the hidden server's node died, or another node holds it), park
+    /// there from now on. Whether the triple changed.
+    fn follow(&self, generation: u64, new: Triple) -> bool {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if st.generation != generation {
+            return true;
+        }
+        let same = st.triple.as_ref().is_some_and(|t| t.host == new.host && t.port == new.port);
+        if same || st.triple.is_none() {
+            return false;
+        }
+        log::info!(target: T, "the registrar names rendezvous={}:{}; parking there", new.host, new.port);
+        st.generation += 1;
+        st.triple = Some(new);
+        true
     }
 
     /// A waiting connection failed. One that had settled (a NAT forgot it,
@@ -353,7 +406,10 @@ impl Agent {
                 continue;
             };
             match self.registrar.refresh(&self.uuid, &t.cookie) {
-                Ok(_) => log::debug!(target: T, "cookie refreshed"),
+                Ok(new) => {
+                    log::debug!(target: T, "cookie refreshed");
+                    self.follow(generation, new);
+                }
                 Err(Error::Auth(AuthFailure::BadCookie)) => {
                     log::info!(target: T, "cookie refused (expired, or the server restarted); registering again");
                     self.invalidate(generation);
@@ -436,7 +492,7 @@ mod tests {
         let offset = Arc::new(AtomicI64::new(3600));
         let (addr, fake) = fake_registrar(4, offset.clone());
         let settings = Settings {
-            server: ServerUrl::parse(&format!("http://{addr}")).expect("url"),
+            servers: vec![ServerUrl::parse(&format!("http://{addr}")).expect("url")],
             uuid: Uuid::new_v4(),
             trust: Trust::WebPki,
             params: Params::default(),

@@ -2,12 +2,14 @@
 //! node's heartbeat publishes in the store (`server::nodes`).
 
 use super::{Proto, Registry};
+use crossbeam_channel::Sender;
 use uuid::Uuid;
 
 impl Registry {
-    /// The UUIDs with sockets parked here, and for which protocol.
+    /// The UUIDs with sockets parked here, and for which protocol (what
+    /// the heartbeat announces).
     pub fn held(&self) -> Vec<(Uuid, Proto)> {
-        let inner = self.lock();
+        let mut inner = self.lock();
         let mut out = Vec::new();
         for (uuid, reg) in &inner.regs {
             for proto in [Proto::Generic, Proto::Http] {
@@ -16,14 +18,21 @@ impl Registry {
                 }
             }
         }
+        inner.holding.announced = out.iter().copied().collect();
         out
+    }
+
+    /// Wake `wake` (try_send, never blocking) when a pool not announced at
+    /// the last heartbeat gets a socket.
+    pub fn on_newly_held(&self, wake: Sender<()>) {
+        self.lock().holding.wake = Some(wake);
     }
 
     /// Take new parks (`true`, the default) or refuse them as not
     /// registered: a node that lost its lease keeps pairing what it holds
     /// but takes nothing new, so its hidden servers move to a live node.
     pub fn set_parking(&self, on: bool) {
-        self.lock().parking_off = !on;
+        self.lock().holding.parking_off = !on;
     }
 
     /// Whether sockets of `uuid` for `proto` are parked here.

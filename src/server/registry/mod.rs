@@ -14,6 +14,9 @@ use std::net::IpAddr;
 use crate::server::parked::alive;
 mod cookies;
 mod held;
+mod holding;
+mod proto;
+pub use proto::Proto;
 mod register;
 mod shared;
 mod sweep;
@@ -24,32 +27,6 @@ use crate::wire::TakeError;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-
-/// Which protocol a pool belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proto {
-    /// Plain TCP sockets from the rendezvous port.
-    Generic,
-    /// TLS connections parked inside a `CONNECT`.
-    Http,
-}
-
-impl Proto {
-    fn index(self) -> usize {
-        match self {
-            Proto::Generic => 0,
-            Proto::Http => 1,
-        }
-    }
-
-    /// The name used in logs and metrics.
-    pub fn name(self) -> &'static str {
-        match self {
-            Proto::Generic => "generic",
-            Proto::Http => "http",
-        }
-    }
-}
 
 struct Pool {
     tx: Sender<Parked>,
@@ -93,8 +70,8 @@ struct Inner {
     regs: HashMap<Uuid, Registration>,
     cookies: HashMap<Cookie, Uuid>,
     closed: bool,
-    /// New parks refused: a node that lost its lease (`server::nodes`).
-    parking_off: bool,
+    /// What this server says of its pools as a node (`held`).
+    holding: holding::Holding,
     /// When each `R` cookie was last renewed in a shared store (`shared`).
     renewed: HashMap<Cookie, Instant>,
 }
@@ -236,7 +213,7 @@ impl Registry {
     ) -> Result<(Uuid, Option<Parked>), (TakeError, Parked)> {
         self.learn(cookie, None);
         let mut inner = self.lock();
-        if inner.closed || inner.parking_off {
+        if inner.closed || inner.holding.parking_off {
             return Err((TakeError::NotRegistered, parked));
         }
         let Some(uuid) = self.renew(&mut inner, cookie, self.clock.now()) else {
@@ -254,7 +231,7 @@ impl Registry {
         parked: Parked,
     ) -> Result<Option<Parked>, (TakeError, Parked)> {
         let mut inner = self.lock();
-        if inner.closed || inner.parking_off {
+        if inner.closed || inner.holding.parking_off {
             return Err((TakeError::NotRegistered, parked));
         }
         self.park_locked(&mut inner, uuid, proto, parked)
@@ -274,7 +251,10 @@ impl Registry {
         // Sends happen only under the registry lock, so after taking the
         // oldest out there is room for this one.
         match pool.tx.try_send(parked) {
-            Ok(()) => Ok(None),
+            Ok(()) => {
+                inner.holding.parked(uuid, proto);
+                Ok(None)
+            }
             Err(TrySendError::Full(parked)) => {
                 let evicted = pool.rx.try_recv().ok();
                 match pool.tx.try_send(parked) {

@@ -4,6 +4,7 @@
 //! after their last use. A renewal also records the last good
 //! address, so a refresh by cookie is one round trip.
 
+use super::located::HOLDER_LUA;
 use super::{cookie_key, ms, reg_key, RedisStore};
 use crate::limits::STORE_STATE_TTL;
 use crate::secret::Cookie;
@@ -19,12 +20,15 @@ use uuid::Uuid;
 /// and the `I` cookie of the registration it was issued in: a cookie of a
 /// registration that ended, by its lifetime or a removal of the user,
 /// stays dead even when the UUID registers again); ARGV the lifetime (ms),
-/// a UUID and an address (empty for none), the state TTL (ms). Renews the
-/// cookie and its registration and, when the cookie is that UUID's, makes
-/// the address its last good one; answers {UUID, I cookie}, or nil when
-/// either lapsed.
+/// a UUID and an address (empty for none), the state TTL (ms), now (ms),
+/// this node's id (empty: not a node). Renews the cookie and its
+/// registration and, when the cookie is that UUID's, makes the address its
+/// last good one; answers {UUID, I cookie, holder id, host, port} (a live
+/// node other than this one holding the UUID's generic sockets, empty for
+/// none, or when not a node), or nil when either lapsed.
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{HOLDER_LUA}{}",
         r"
 local v = redis.call('GET', KEYS[1])
 if not v then return nil end
@@ -40,9 +44,11 @@ if ARGV[2] == u then
   redis.call('HSET', sec, 'good', ARGV[3])
   redis.call('PEXPIRE', sec, ARGV[4])
 end
-return {u, i}
-",
-    )
+local h = {'', '', 0}
+if ARGV[6] ~= '' then h = holder('rdv:{' .. u .. '}:held:g', ARGV[5], ARGV[6]) end
+return {u, i, h[1], h[2], h[3]}
+"
+    ))
 });
 
 impl SharedCookies for RedisStore {
@@ -60,9 +66,21 @@ impl SharedCookies for RedisStore {
             .arg(ms(ttl))
             .arg(u)
             .arg(ip)
-            .arg(ms(STORE_STATE_TTL));
-        let got: Option<(String, String)> = self.with(|con| inv.invoke(con))?;
-        Ok(got.and_then(|(u, i)| Some((Uuid::try_parse(&u).ok()?, Cookie::parse(&i)?))))
+            .arg(ms(STORE_STATE_TTL))
+            .arg(self.now_ms())
+            .arg(self.located.node());
+        type Answer = (String, String, String, String, u16);
+        let got: Option<Answer> = self.with(|con| inv.invoke(con))?;
+        let Some((u, i, id, host, port)) = got else {
+            return Ok(None);
+        };
+        let (Ok(uuid), Some(i)) = (Uuid::try_parse(&u), Cookie::parse(&i)) else {
+            return Ok(None);
+        };
+        if !self.located.node().is_empty() {
+            self.located.note(uuid, super::located::located(Some(i), id, host, port));
+        }
+        Ok(Some((uuid, i)))
     }
 
     fn initiator(&self, uuid: &Uuid) -> std::result::Result<Option<Cookie>, Unavailable> {

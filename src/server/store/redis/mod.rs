@@ -42,6 +42,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
 mod cookies;
+mod located;
 mod nodes;
 mod target;
 mod users;
@@ -54,11 +55,13 @@ const T: &str = "rendezvous::store";
 /// registration's hash and the new `R` cookie's key. ARGV: now (ms), step,
 /// to next step (ms), address, lock after, UUID cap, lock base (ms), lock
 /// max (ms), lock memory (ms), state TTL (ms), the UUID (empty for no
-/// offer), the offered `I` cookie, the registration's lifetime (ms), then
-/// the matched steps. Answers {kind, n, replay, I}: `locked` ms left,
-/// `capped` ms to the next step, `ok` the step and the registration's `I`
-/// cookie (empty without an offer), `fail` the lock engaged (ms, 0 for
-/// none).
+/// offer), the offered `I` cookie, the registration's lifetime (ms), this
+/// node's id (empty: not a node), then the matched steps; with an offer
+/// and a node id, KEYS also the UUID's generic held set. Answers {kind, n,
+/// replay, I, holder id, host, port}: `locked` ms left, `capped` ms to the
+/// next step, `ok` the step, the registration's `I` cookie (empty without
+/// an offer) and a live node other than this one holding the UUID (empty
+/// for none), `fail` the lock engaged (ms, 0 for none).
 const TOKEN: &str = r"
 local now, step, to_next = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local ip = ARGV[4]
@@ -66,15 +69,15 @@ local lock_after, cap = tonumber(ARGV[5]), tonumber(ARGV[6])
 local base, maxp, memory, ttl = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local p = redis.call('HMGET', KEYS[2], 'fail', 'locks', 'until')
 local pfail, locks, untl = tonumber(p[1]) or 0, tonumber(p[2]) or 0, tonumber(p[3]) or 0
-if untl > now then return {'locked', untl - now, 0, ''} end
+if untl > now then return {'locked', untl - now, 0, '', '', '', 0} end
 local s = redis.call('HMGET', KEYS[1], 'floor', 'good', 'ustep', 'ufail')
 local floor = tonumber(s[1])
 local ustep, ufail = tonumber(s[3]) or 0, tonumber(s[4]) or 0
 if step > ustep then ustep = step; ufail = 0 end
 local this_step = step == ustep
-if this_step and s[2] ~= ip and ufail >= cap then return {'capped', to_next, 0, ''} end
+if this_step and s[2] ~= ip and ufail >= cap then return {'capped', to_next, 0, '', '', '', 0} end
 local fresh = nil
-for i = 14, #ARGV do
+for i = 15, #ARGV do
   local m = tonumber(ARGV[i])
   if (floor == nil or m > floor) and (fresh == nil or m < fresh) then fresh = m end
 end
@@ -92,7 +95,9 @@ if fresh then
     redis.call('SET', KEYS[4], ARGV[11] .. ' ' .. icookie, 'PX', ARGV[13])
     if redis.call('PTTL', KEYS[3]) < tonumber(ARGV[13]) then redis.call('PEXPIRE', KEYS[3], ARGV[13]) end
   end
-  return {'ok', fresh, 0, icookie}
+  local h = {'', '', 0}
+  if ARGV[11] ~= '' and ARGV[14] ~= '' then h = holder(KEYS[5], now, ARGV[14]) end
+  return {'ok', fresh, 0, icookie, h[1], h[2], h[3]}
 end
 if this_step then ufail = ufail + 1 end
 redis.call('HSET', KEYS[1], 'ustep', ustep, 'ufail', ufail)
@@ -112,8 +117,8 @@ else
   redis.call('PEXPIRE', KEYS[2], maxp)
 end
 local replay = 0
-if #ARGV >= 14 then replay = 1 end
-return {'fail', locked, replay, ''}
+if #ARGV >= 15 then replay = 1 end
+return {'fail', locked, replay, '', '', '', 0}
 ";
 
 /// A cookie success: the address becomes the UUID's last good one.
@@ -141,6 +146,8 @@ pub struct RedisStore {
     down: AtomicBool,
     token: Script,
     cookie: Script,
+    /// This node's id, and where the last answers said UUIDs are held.
+    located: located::Memo,
 }
 
 impl RedisStore {
@@ -159,8 +166,9 @@ impl RedisStore {
             epoch: (clock.now(), wall),
             clock,
             down: AtomicBool::new(false),
-            token: Script::new(TOKEN),
+            token: Script::new(&format!("{}{TOKEN}", located::HOLDER_LUA)),
             cookie: Script::new(COOKIE),
+            located: located::Memo::default(),
         };
         let failed = |e: redis::RedisError| Error::Other(format!("store {}: {e}", store.describe()));
         let mut con = store.open().map_err(failed)?;
@@ -267,26 +275,35 @@ impl RedisStore {
             .arg(ms(LOCK_MAX))
             .arg(ms(LOCK_MEMORY))
             .arg(ms(STORE_STATE_TTL));
+        let me = self.located.node();
         match offer {
             Some(o) => {
                 inv.key(reg_key(&a.uuid))
                     .key(cookie_key(&o.responder))
+                    .key(format!("rdv:{{{}}}:held:g", a.uuid))
                     .arg(a.uuid.hyphenated().to_string())
                     .arg(o.initiator.expose())
-                    .arg(ms(o.ttl));
+                    .arg(ms(o.ttl))
+                    .arg(me);
             }
             None => {
-                inv.arg("").arg("").arg(0);
+                inv.arg("").arg("").arg(0).arg("");
             }
         }
         for m in &a.matched {
             inv.arg(*m);
         }
-        let (kind, n, replay, i): (String, u64, u8, String) = self.with(|con| inv.invoke(con))?;
+        let (kind, n, replay, i, hid, host, port): (String, u64, u8, String, String, String, u16) =
+            self.with(|con| inv.invoke(con))?;
         let d = Duration::from_millis(n);
         Ok(match kind.as_str() {
             "ok" if offer.is_some() => match Cookie::parse(&i) {
-                Some(i) => (Verdict::Accepted(n), Some(i)),
+                Some(i) => {
+                    if !me.is_empty() {
+                        self.located.note(a.uuid, located::located(Some(i), hid, host, port));
+                    }
+                    (Verdict::Accepted(n), Some(i))
+                }
                 None => return Err(Unavailable),
             },
             "ok" => (Verdict::Accepted(n), None),

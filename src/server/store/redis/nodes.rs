@@ -7,6 +7,7 @@
 //! renews too. A node that stops renewing is gone after one TTL: no
 //! consensus of our own, the store's TTLs are the truth.
 
+use super::located::{located, HOLDER_LUA};
 use super::{ms, RedisStore};
 use super::reg_key;
 use crate::secret::Cookie;
@@ -65,19 +66,14 @@ return 1
 /// this node's id. Answers {I, id, host, port}: the `I` cookie (empty for
 /// none), and a live node other than this one (empty, empty, 0 for none).
 static LOCATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{HOLDER_LUA}{}",
         r"
 local i = redis.call('HGET', KEYS[2], 'i') or ''
-local held = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')
-for _, n in ipairs(held) do
-  if n ~= ARGV[2] then
-    local a = redis.call('HMGET', 'rdv:node:' .. n, 'host', 'port')
-    if a[1] and a[2] then return {i, n, a[1], a[2]} end
-  end
-end
-return {i, '', '', 0}
-",
-    )
+local h = holder(KEYS[1], ARGV[1], ARGV[2])
+return {i, h[1], h[2], h[3]}
+"
+    ))
 });
 
 fn node_key(id: &str) -> String {
@@ -91,6 +87,11 @@ impl Leases for RedisStore {
         let mut inv = CLAIM.prepare_invoke();
         inv.key(node_key(id)).arg(instance).arg(host).arg(port).arg(ms(ttl));
         let got: i64 = self.with(|con| inv.invoke(con))?;
+        if got == 1 {
+            // Renewals and token judgments answer where a UUID is held
+            // from now on (leaving this node out).
+            self.located.set_node(id);
+        }
         Ok(got == 1)
     }
 
@@ -115,17 +116,21 @@ impl Leases for RedisStore {
     }
 
     /// A live node other than `me` holding `uuid`'s sockets for protocol
-    /// `p`: its id, host and port.
+    /// `p`: its id, host and port. For the generic protocol, what a
+    /// renewal or token judgment answered within the last second, if one
+    /// did, else one round trip.
     fn locate(&self, uuid: &Uuid, p: char, me: &str) -> Result<Located, Unavailable> {
+        if p == 'g' {
+            if let Some(known) = self.located.take(uuid) {
+                return Ok(known);
+            }
+        }
         let mut inv = LOCATE.prepare_invoke();
         inv.key(format!("rdv:{{{uuid}}}:held:{p}"))
             .key(reg_key(uuid))
             .arg(self.now_ms())
             .arg(me);
         let (i, id, host, port): (String, String, String, u16) = self.with(|con| inv.invoke(con))?;
-        Ok(Located {
-            initiator: Cookie::parse(&i),
-            holder: (!id.is_empty()).then_some((id, (host, port))),
-        })
+        Ok(located(Cookie::parse(&i), id, host, port))
     }
 }
