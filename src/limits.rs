@@ -195,3 +195,26 @@ pub const STORE_STATE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const USERS_RECONCILE: Duration = Duration::from_secs(10);
 /// `Retry-After` of a 503 while the shared store does not answer.
 pub const STORE_RETRY_AFTER: u64 = 5;
+
+/// Links between nodes (the HTTP-specific protocol forwarded): the longest
+/// request line (`TAKE`, a UUID, a time, a length and a 64-digit tag fit in
+/// 160 bytes).
+pub const PEER_LINE_MAX: usize = 256;
+/// The most bytes a forwarded request carries before the pair is made: a
+/// request head and the body bytes read with it.
+pub const PEER_FIRST_MAX: usize = MAX_HEAD_BYTES + MAX_BODY_BYTES;
+/// How long a node asked for a parked `CONNECT` waits for one of its own
+/// before it answers `-ERR not ready`: long enough for an agent to refill
+/// a pool that a pairing just emptied (a round trip or two), short enough
+/// that the asking node tries the other holders well within its pair
+/// timeout.
+pub const PEER_TAKE_WAIT: Duration = Duration::from_secs(1);
+/// How long the node that received a mobile request waits on its own pool
+/// between rounds of asking the nodes that hold the UUID.
+pub const PEER_POLL: Duration = Duration::from_millis(250);
+/// Connecting to another node's peer listener (same data centre or LAN).
+pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// A link request older or newer than this (the nodes' clocks, NTP-set,
+/// and a round trip) is refused: a captured request cannot be replayed
+/// later, on top of TLS, which already prevents it.
+pub const PEER_CLOCK_SKEW: Duration = Duration::from_secs(30);

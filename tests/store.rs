@@ -306,13 +306,14 @@ fn on(redis: &RedisServer, uuid: Option<Uuid>) -> TestServer {
 }
 
 /// The replay floor is the store's: one token sent to two servers at once
-/// is accepted by one of them only. (With the embedded store each server
-/// would accept it.)
+/// (nodes 2 and 3 of three) is accepted by one of them only. (With the
+/// embedded store each server would accept it.)
 #[test]
 fn one_token_sent_to_two_servers_at_once_is_accepted_once() {
     let redis = RedisServer::start();
-    let a = on(&redis, None);
-    let b = on(&redis, Some(a.uuid));
+    let first = on(&redis, None);
+    let a = on(&redis, Some(first.uuid));
+    let b = on(&redis, Some(first.uuid));
     avoid_step_edge();
     // The three steps the window accepts, in order (each raises the floor).
     for round in -1..=1 {
@@ -336,19 +337,20 @@ fn one_token_sent_to_two_servers_at_once_is_accepted_once() {
     }
 }
 
-/// Guesses spread over two servers count together: ten wrong tokens, five
-/// at each, lock the address out at both.
+/// Guesses spread over three servers count together: ten wrong tokens,
+/// spread over them, lock the address out at all three.
 #[test]
-fn failures_at_two_servers_count_together() {
+fn failures_at_three_servers_count_together() {
     let redis = RedisServer::start();
     let a = on(&redis, None);
     let b = on(&redis, Some(a.uuid));
+    let c = on(&redis, Some(a.uuid));
     let wrong = support::wrong_token();
     for i in 0..10 {
-        let ts = if i % 2 == 0 { &a } else { &b };
+        let ts = [&a, &b, &c][i % 3];
         assert_eq!(ts.put_token(wrong).status, 401, "failure {i}");
     }
-    for ts in [&a, &b] {
+    for ts in [&a, &b, &c] {
         let r = ts.put_token(&token_at(0));
         assert_eq!(r.status, 429);
         assert!(r.header("retry-after").is_some());

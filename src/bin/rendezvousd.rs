@@ -18,6 +18,9 @@ struct Top {
     cmd: Option<Cmd>,
 }
 
+// The command line is parsed once, at start: the size of `Serve` (all
+// its options) costs nothing worth a box, which argh's derive cannot take.
+#[allow(clippy::large_enum_variant)]
 #[derive(FromArgs)]
 #[argh(subcommand)]
 enum Cmd {
@@ -90,6 +93,15 @@ struct Serve {
     /// seconds a node's lease in the store lasts unrenewed (default 15)
     #[argh(option)]
     node_ttl: Option<u64>,
+    /// listen here for other nodes taking parked CONNECTs (HTTP-specific protocol across nodes)
+    #[argh(option)]
+    peer_listen: Option<String>,
+    /// HOST:PORT other nodes reach --peer-listen at (default: --public-host and its port)
+    #[argh(option)]
+    peer_advertise: Option<String>,
+    /// the cluster's shared secret (at least 32 bytes), for links between nodes
+    #[argh(option)]
+    cluster_secret_file: Option<PathBuf>,
     /// keep the state in Redis or Valkey (redis://HOST:PORT, rediss://HOST:PORT or unix:///PATH) instead of the state folder
     #[argh(option)]
     store: Option<String>,
@@ -387,6 +399,9 @@ fn serve(s: Serve) -> Result<(), Error> {
     cfg.store = store_args(store_flags!(s))?;
     cfg.node_id = s.node_id;
     cfg.node_ttl = secs(s.node_ttl, cfg.node_ttl);
+    cfg.peer_listen = s.peer_listen;
+    cfg.peer_advertise = s.peer_advertise;
+    cfg.cluster_secret_file = s.cluster_secret_file;
     if let Some(k) = s.keepalive {
         cfg.keepalive = Keepalive::from_secs(k);
     }

@@ -50,6 +50,14 @@ pub struct Config {
     pub node_id: Option<String>,
     /// `--node-ttl`: the node's lease in the store.
     pub node_ttl: Duration,
+    /// `--peer-listen`: the listener other nodes take parked `CONNECT`s
+    /// from (the HTTP-specific protocol across nodes).
+    pub peer_listen: Option<String>,
+    /// `--peer-advertise`: `HOST:PORT` other nodes reach it at (default:
+    /// `--public-host` and the listen port).
+    pub peer_advertise: Option<String>,
+    /// `--cluster-secret-file`: the secret the links' keys derive from.
+    pub cluster_secret_file: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -75,6 +83,9 @@ impl Config {
             store: None,
             node_id: None,
             node_ttl: limits::NODE_TTL,
+            peer_listen: None,
+            peer_advertise: None,
+            cluster_secret_file: None,
         }
     }
 
@@ -118,11 +129,24 @@ impl Config {
     /// The node options: only with a store, which needs `--public-host`
     /// (other nodes hand out this node's address).
     fn validate_node(&self) -> Result<()> {
+        let peering = self.peer_listen.is_some() || self.peer_advertise.is_some() || self.cluster_secret_file.is_some();
         if self.store.is_none() {
             if self.node_id.is_some() {
                 return Err(Error::Usage("--node-id needs --store".into()));
             }
+            if peering {
+                return Err(Error::Usage("--peer-listen, --peer-advertise and --cluster-secret-file need --store".into()));
+            }
             return Ok(());
+        }
+        if peering && (self.peer_listen.is_none() || self.cluster_secret_file.is_none()) {
+            return Err(Error::Usage("--peer-listen and --cluster-secret-file go together".into()));
+        }
+        if let Some(a) = &self.peer_advertise {
+            let ok = a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok {
+                return Err(Error::Usage(format!("--peer-advertise {a:?} is not HOST:PORT")));
+            }
         }
         if self.public_host.is_none() {
             return Err(Error::Usage(

@@ -133,6 +133,78 @@ pub fn hidden_connect(
     None
 }
 
+/// A parked `CONNECT` that took a request: its leg, peer, id and slot.
+pub struct Delivered {
+    /// The hidden server's connection, positioned after the request.
+    pub leg: Arc<dyn Leg>,
+    /// Its address.
+    pub peer: SocketAddr,
+    /// Its connection id.
+    pub conn: u64,
+    /// Its place in the connection count.
+    pub slot: ConnSlot,
+}
+
+/// Write `first` (a request head and the body bytes read with it) to a
+/// `CONNECT` of `uuid` parked here, taken by `deadline`. The head counts as
+/// delivered only once the parked connection's peer acknowledged it (a NAT
+/// may have forgotten it silently); until then the head is still ours, to
+/// send to the next one. `None` when none took it by the deadline.
+pub fn deliver(pairing: &Pairing, uuid: &Uuid, first: &[u8], deadline: Instant, id: u64) -> Option<Delivered> {
+    loop {
+        let p = match pairing.registry.take_uuid(uuid, Proto::Http, deadline) {
+            Ok(p) => p,
+            Err(why) => {
+                log::debug!(target: T, "conn={id} uuid={uuid} no hidden server here: {why:?}");
+                return None;
+            }
+        };
+        let (peer, conn, slot) = (p.peer, p.conn, p.slot);
+        let leg = parked_into_leg(p.stream);
+        if leg.write_all(first).is_err() {
+            log::debug!(target: T, "conn={conn} parked connection failed on write");
+            continue;
+        }
+        if pairing.proven(leg.socket(), conn) {
+            return Some(Delivered { leg, peer, conn, slot });
+        }
+    }
+}
+
+/// Where a mobile request went: a `CONNECT` parked here, or a link to the
+/// node that holds one (whose address is given).
+enum Responder {
+    Here(Delivered),
+    Linked(Arc<dyn Leg>, String),
+}
+
+/// Find a hidden server for `first`: this node's pool first, then the other
+/// nodes holding `uuid` (with several nodes), in rounds until `deadline`,
+/// waiting [`PEER_POLL`](crate::limits::PEER_POLL) on the own pool between
+/// rounds.
+fn find(pairing: &Pairing, uuid: &Uuid, first: &[u8], deadline: Instant, id: u64) -> Option<Responder> {
+    let Some(peers) = pairing.peers else {
+        return deliver(pairing, uuid, first, deadline, id).map(Responder::Here);
+    };
+    loop {
+        if let Some(d) = deliver(pairing, uuid, first, Instant::now(), id) {
+            return Some(Responder::Here(d));
+        }
+        if let Some((leg, at)) = crate::server::peer::link::take_remote(pairing, peers, uuid, first, deadline) {
+            return Some(Responder::Linked(leg, at));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        let until = (now + crate::limits::PEER_POLL).min(deadline);
+        if let Some(d) = deliver(pairing, uuid, first, until, id) {
+            return Some(Responder::Here(d));
+        }
+        std::thread::sleep(until.saturating_duration_since(Instant::now()));
+    }
+}
+
 /// Hand a mobile client's request to a waiting hidden server and relay.
 /// Returns a response to write (and the connection) when there is none.
 /// `pre_auth` is the connection's place among the unauthenticated ones of
@@ -149,33 +221,24 @@ pub fn mobile(
     let deadline = Instant::now() + pairing.pair_timeout;
     let mut first = strip_authorization(&head.raw);
     first.extend_from_slice(&reader.take_buffered());
-    let (responder, rpeer, rconn) = loop {
-        let p = match pairing.registry.take_uuid(&uuid, Proto::Http, deadline) {
-            Ok(p) => p,
-            Err(why) => {
-                log::debug!(target: T, "conn={id} uuid={uuid} no hidden server: {why:?}");
-                return Some((conn, Refusal::NoHiddenServer.response()));
-            }
-        };
-        let (rpeer, rconn, rslot) = (p.peer, p.conn, p.slot);
-        let leg = parked_into_leg(p.stream);
-        // The head counts as delivered only once the parked connection's
-        // peer acknowledged it (a NAT may have forgotten it silently); until
-        // then the head is still ours, to send to the next one.
-        if leg.write_all(&first).is_err() {
-            log::debug!(target: T, "conn={rconn} parked connection failed on write");
-            continue;
-        }
-        if pairing.proven(leg.socket(), rconn) {
-            break ((leg, rslot), rpeer, rconn);
-        }
+    let Some(found) = find(pairing, &uuid, &first, deadline, id) else {
+        log::debug!(target: T, "conn={id} uuid={uuid} no hidden server");
+        return Some((conn, Refusal::NoHiddenServer.response()));
     };
     let _ = conn.tcp().set_read_timeout(None);
     let _ = pairing.keepalive.apply(conn.tcp());
     pre_auth.take();
-    log::debug!(target: T, "conn={id} paired uuid={uuid} responder conn={rconn}");
+    let (responder, rpeer, _rslot) = match found {
+        Responder::Here(d) => {
+            log::debug!(target: T, "conn={id} paired uuid={uuid} responder conn={}", d.conn);
+            (d.leg, d.peer.to_string(), Some(d.slot))
+        }
+        Responder::Linked(leg, at) => {
+            log::debug!(target: T, "conn={id} paired uuid={uuid} through node peer={at}");
+            (leg, format!("node:{at}"), None)
+        }
+    };
     let initiator = into_leg(conn);
-    let (responder, _rslot) = responder;
     let mut totals = relay::relay(initiator, responder, Some(pairing.pairs));
     // The forwarded head (and body bytes read with it) went up too.
     totals.up += first.len() as u64;

@@ -35,6 +35,14 @@ pub struct Metrics {
     pub proofs_failed: AtomicU64,
     /// Microseconds spent waiting for those acknowledgements, all together.
     pub proof_micros: AtomicU64,
+    /// Mobile requests paired with a `CONNECT` parked at another node.
+    pub peer_forwarded: AtomicU64,
+    /// Parked `CONNECT`s handed to another node's mobile request.
+    pub peer_served: AtomicU64,
+    /// Link requests refused (bad tag, stale time, malformed).
+    pub peer_refused: AtomicU64,
+    /// Links to another node that failed (connect, TLS, no answer).
+    pub peer_failed: AtomicU64,
 }
 
 impl Metrics {
@@ -233,16 +241,31 @@ impl Metrics {
             ("rendezvous_idle_reclaimed_total", "counter",
                 "Idle keep-alive registrar connections closed to make room at --max-connections.",
                 one(s.reclaimed)),
+            ("rendezvous_peer_links_total", "counter",
+                "Links between nodes (HTTP-specific protocol), by result: requests forwarded and paired, parked CONNECTs served to another node, requests refused, links failed.",
+                by("result", &[
+                    ("forwarded", get(&self.peer_forwarded)),
+                    ("served", get(&self.peer_served)),
+                    ("refused", get(&self.peer_refused)),
+                    ("failed", get(&self.peer_failed)),
+                ])),
         ]
     }
 
-    /// The metrics page (Prometheus text format) of these counters and `s`.
-    pub fn render(&self, s: &Snapshot) -> String {
+    /// The metrics page (Prometheus text format) of these counters and `s`;
+    /// with several nodes every sample carries the label `node` (node ids
+    /// are letters, digits, `.`, `_` and `-`: nothing to escape).
+    pub fn render(&self, s: &Snapshot, node: Option<&str>) -> String {
         let mut o = String::new();
         for (name, kind, help, samples) in self.families(s) {
             let _ = writeln!(o, "# HELP {name} {help}");
             let _ = writeln!(o, "# TYPE {name} {kind}");
             for (labels, value) in samples {
+                let labels = match (node, labels.strip_prefix('{')) {
+                    (None, _) => labels,
+                    (Some(n), None) => format!("{{node=\"{n}\"}}"),
+                    (Some(n), Some(rest)) => format!("{{node=\"{n}\",{rest}"),
+                };
                 let _ = writeln!(o, "{name}{labels} {value}");
             }
         }

@@ -32,11 +32,13 @@ pub mod metrics;
 pub mod nodes;
 pub mod pairing;
 pub mod parked;
+pub mod peer;
 pub mod registrar;
 pub mod registry;
 pub mod rendezvous;
 pub mod security;
 pub mod shared;
+pub mod start;
 pub mod store;
 pub mod user_table;
 
@@ -44,18 +46,17 @@ pub use config::Config;
 pub use shared::Shared;
 
 use crate::certs;
-use crate::error::{Error, IoResultExt, Result};
+use crate::error::{IoResultExt, Result};
 use crate::files;
 use crate::files::ensure_dir;
 use crate::limits;
 use crate::relay::ActivePairs;
 use crate::server::accept::{AcceptLoop, Conns};
 use crate::server::registry::{Registry, RegistryConfig};
-use crate::server::security::SecurityState;
 use crate::server::store::Store;
 use crate::tls;
+use start::{bind, join_nodes, load_tls, open_store};
 use crossbeam_channel::{bounded, Sender};
-use rustls::ServerConfig;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::thread;
@@ -89,32 +90,13 @@ fn save_security(shared: &Shared) {
     }
 }
 
-fn load_tls(cfg: &Config) -> Result<Option<Arc<ServerConfig>>> {
-    if cfg.plaintext {
-        return Ok(None);
-    }
-    let (cert, key) = (&cfg.paths.cert, &cfg.paths.key);
-    if !cfg.explicit_cert {
-        let (fp, created) = certs::ensure_pair(cert, key)?;
-        if created {
-            log::info!(target: "rendezvous::server", "created self-signed certificate {}", cert.display());
-        }
-        log::info!(target: "rendezvous::server", "certificate sha256={fp}");
-    } else {
-        log::info!(target: "rendezvous::server", "certificate sha256={}", certs::file_fingerprint(cert)?);
-    }
-    if let Some(w) = files::mode_warning(key) {
-        log::warn!(target: "rendezvous::server", "{w}");
-    }
-    Ok(Some(tls::server_config(cert, key)?))
-}
-
 /// Start the accept loops: the registrar, the rendezvous listener, and the
 /// metrics listener when `--metrics-listen` is given.
 fn start_listeners(
     shared: &Arc<Shared>,
     registrar: TcpListener,
     rendezvous: Option<TcpListener>,
+    peer: Option<TcpListener>,
 ) -> Result<Vec<AcceptLoop>> {
     let mut loops = Vec::new();
     let max = shared.cfg.max_connections;
@@ -150,44 +132,14 @@ fn start_listeners(
         log::info!(target: "rendezvous::server", "listening on {} (metrics, plain HTTP)", ml.local_addr());
         loops.push(ml);
     }
+    if let Some(l) = peer {
+        let s = shared.clone();
+        let pl = AcceptLoop::spawn("peer", l, shared.conns.clone(), max, move |a| crate::server::peer::serve::handle(a, &s))
+            .op("start peer accept thread")?;
+        log::info!(target: "rendezvous::server", "listening on {} (peer, TLS pinned to the cluster key)", pl.local_addr());
+        loops.push(pl);
+    }
     Ok(loops)
-}
-
-/// The store `cfg` names: the embedded one, loaded from the state folder,
-/// or a shared one (`--store`), which must answer now.
-fn open_store(cfg: &Config, clock: &Arc<dyn crate::clock::Clock>) -> Result<Store> {
-    let Some(args) = &cfg.store else {
-        let (security, warning) = SecurityState::load(&cfg.paths.state);
-        if let Some(w) = warning {
-            log::warn!(target: "rendezvous::server", "{w}");
-        }
-        return Ok(Store::Embedded(Box::new(security.with_clock(clock.clone()))));
-    };
-    #[cfg(feature = "store-redis")]
-    {
-        let store = crate::server::store::redis::RedisStore::connect(args, clock.clone())?;
-        log::info!(target: "rendezvous::server", "store {}", store.describe());
-        Ok(Store::Redis(Arc::new(store)))
-    }
-    #[cfg(not(feature = "store-redis"))]
-    Err(crate::error::Error::Usage(format!(
-        "--store {}: this rendezvousd was built without the store-redis feature",
-        args.describe()
-    )))
-}
-
-/// With a shared store, this server is a node: claim its id (`--node-id`,
-/// else the host name).
-fn join_nodes(cfg: &Config, store: &Store, port: Option<u16>) -> Result<Option<Arc<nodes::Node>>> {
-    #[cfg(feature = "store-redis")]
-    if let Store::Redis(r) = store {
-        let id = cfg.node_id.clone().or_else(certs::system_hostname);
-        let place = (cfg.public_host.clone().unwrap_or_default(), port.unwrap_or(0));
-        let node = nodes::Node::claim(id.unwrap_or_else(|| "node".into()), place, cfg.node_ttl, r.clone())?;
-        return Ok(Some(Arc::new(node)));
-    }
-    let _ = (cfg, store, port);
-    Ok(None)
 }
 
 /// The reaper: every [`limits::STATE_SAVE_INTERVAL`] it saves the security
@@ -266,9 +218,11 @@ impl Server {
             Store::Embedded(_) => registry,
         };
         let triple_port = rendezvous_port.map(|p| cfg.public_port.unwrap_or(p));
-        let node = join_nodes(&cfg, &store, triple_port)?;
+        let (node, peering) = join_nodes(&cfg, &store, triple_port)?;
+        let (peers, peer_listener) = peering.map_or((None, None), |(p, l)| (Some(p), Some(l)));
         let shared = Arc::new(Shared {
             node,
+            peers,
             registry,
             store,
             conns: Arc::new(Conns::default()),
@@ -279,7 +233,7 @@ impl Server {
             tls: RwLock::new(tls_config),
             cfg,
         });
-        let loops = start_listeners(&shared, registrar, rendezvous)?;
+        let loops = start_listeners(&shared, registrar, rendezvous, peer_listener)?;
         let reaper = start_reaper(&shared)?;
         let watch = user_table::start_watch(&shared)?;
         let heartbeat = match &shared.node {
@@ -325,6 +279,11 @@ impl Server {
             .iter()
             .find(|l| l.name() == "metrics")
             .map(AcceptLoop::local_addr)
+    }
+
+    /// The peer listener's bound address (`--peer-listen`).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.loops.iter().find(|l| l.name() == "peer").map(AcceptLoop::local_addr)
     }
 
     /// Reload the users file and the certificate (SIGHUP). A file with an
@@ -379,13 +338,6 @@ impl Drop for Server {
             self.shutdown();
         }
     }
-}
-
-fn bind(addr: &str, what: &'static str) -> Result<TcpListener> {
-    TcpListener::bind(addr).map_err(|e| Error::Io {
-        op: what,
-        source: std::io::Error::new(e.kind(), format!("{addr}: {e}")),
-    })
 }
 
 /// Raise the soft limit on open files to the hard limit: a relayed pair

@@ -28,8 +28,9 @@ pub type Place = (String, u16);
 /// Where leases and holdings are kept (the Redis store implements it).
 pub trait Leases: Send + Sync {
     /// Claim or renew the lease of node `id` for `instance`, naming
-    /// `place` in triples; `false` when another instance holds it.
-    fn claim_node(&self, id: &str, instance: &str, place: (&str, u16), ttl: Duration) -> std::result::Result<bool, Unavailable>;
+    /// `place` in triples and `peer` as its peer listener; `false` when
+    /// another instance holds it.
+    fn claim_node(&self, id: &str, instance: &str, place: (&str, u16), peer: Option<&str>, ttl: Duration) -> std::result::Result<bool, Unavailable>;
     /// Give the lease up if `instance` holds it.
     fn release_node(&self, id: &str, instance: &str) -> std::result::Result<(), Unavailable>;
     /// Say that node `id` holds `held` (`g` generic or `h` HTTP, and a
@@ -38,6 +39,9 @@ pub trait Leases: Send + Sync {
     /// A lookup of `uuid` in one round trip: its `I` cookie, and a live
     /// node other than `me` that holds its sockets for `p`.
     fn locate(&self, uuid: &Uuid, p: char, me: &str) -> std::result::Result<Located, Unavailable>;
+    /// The peer listeners (`HOST:PORT`) of the live nodes other than `me`
+    /// holding `uuid`'s sockets for `p`, in one round trip.
+    fn peers_holding(&self, uuid: &Uuid, p: char, me: &str) -> std::result::Result<Vec<String>, Unavailable>;
 }
 
 /// What the store knows of a UUID for a lookup.
@@ -57,6 +61,8 @@ pub struct Node {
     /// Which process holds the id: another with the same id is refused.
     instance: String,
     place: Place,
+    /// `--peer-advertise`: where other nodes reach this one's peer listener.
+    peer: Option<String>,
     ttl: Duration,
     leases: Arc<dyn Leases>,
     /// The lease was renewed at the last heartbeat.
@@ -73,11 +79,12 @@ fn letter(p: Proto) -> char {
 impl Node {
     /// Claim the id. A lease another process holds may be a crashed
     /// predecessor's: wait up to one TTL for it to lapse, then refuse.
-    pub fn claim(id: String, place: Place, ttl: Duration, leases: Arc<dyn Leases>) -> Result<Node> {
+    pub fn claim(id: String, (place, peer): (Place, Option<String>), ttl: Duration, leases: Arc<dyn Leases>) -> Result<Node> {
         let node = Node {
             id,
             instance: Uuid::new_v4().simple().to_string(),
             place,
+            peer,
             ttl,
             leases,
             leased: AtomicBool::new(false),
@@ -111,7 +118,7 @@ impl Node {
 
     fn renew(&self) -> std::result::Result<bool, Unavailable> {
         let place = (self.place.0.as_str(), self.place.1);
-        self.leases.claim_node(&self.id, &self.instance, place, self.ttl)
+        self.leases.claim_node(&self.id, &self.instance, place, self.peer.as_deref(), self.ttl)
     }
 
     /// Whether the lease was renewed at the last heartbeat.
@@ -160,6 +167,18 @@ impl Node {
             Ok(found) => (local.or(found.initiator), found.holder.map(|(_, place)| place)),
             Err(Unavailable) => (local, None),
         }
+    }
+
+    /// The peer listeners of the other live nodes holding parked
+    /// `CONNECT`s of `uuid`, in random order (so the load spreads); none
+    /// when the store does not answer.
+    pub fn http_holders(&self, uuid: &Uuid) -> Vec<String> {
+        let mut peers = self.leases.peers_holding(uuid, 'h', &self.id).unwrap_or_default();
+        for i in (1..peers.len()).rev() {
+            let j = (crate::random::u64() % (i as u64 + 1)) as usize;
+            peers.swap(i, j);
+        }
+        peers
     }
 
     /// Give the lease up (a clean stop), so the id is free at once.

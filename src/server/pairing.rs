@@ -29,6 +29,8 @@ pub struct Pairing<'a> {
     pub pair_timeout: Duration,
     /// The pool size, for the warning when one overflows (`--pool-max`).
     pub pool_max: usize,
+    /// Links to the other nodes, which may hold a UUID's parked `CONNECT`s.
+    pub peers: Option<&'a crate::server::peer::peers::Peers>,
 }
 
 impl Pairing<'_> {

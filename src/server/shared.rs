@@ -13,6 +13,7 @@ use crate::server::config::Config;
 use crate::server::metrics::{Metrics, Snapshot};
 use crate::server::nodes::Node;
 use crate::server::pairing::Pairing;
+use crate::server::peer::peers::Peers;
 use crate::server::registry::Registry;
 use crate::server::store::Store;
 use crate::users::Users;
@@ -25,6 +26,8 @@ pub struct Shared {
     pub cfg: Config,
     /// This server as a node, with a shared store.
     pub node: Option<Arc<Node>>,
+    /// Links to the other nodes (`--peer-listen`).
+    pub peers: Option<Peers>,
     /// Registrations and pools.
     pub registry: Registry,
     /// Replay floors, guessing limits and last good addresses.
@@ -77,6 +80,7 @@ impl Shared {
             keepalive: self.cfg.keepalive,
             pair_timeout: self.cfg.pair_timeout,
             pool_max: self.cfg.pool_max,
+            peers: self.peers.as_ref(),
         }
     }
 
@@ -110,6 +114,7 @@ impl Shared {
 
     /// The metrics page.
     pub fn metrics_page(&self) -> String {
-        self.metrics.render(&self.snapshot())
+        let node = self.node.as_ref().map(|n| n.id.as_str());
+        self.metrics.render(&self.snapshot(), node)
     }
 }

@@ -173,6 +173,9 @@ pub struct Opts {
     pub node_id: Option<String>,
     /// `--node-ttl`.
     pub node_ttl: Duration,
+    /// With a store: a peer listener on 127.0.0.1:0 and this cluster
+    /// secret (`--peer-listen`, `--cluster-secret-file`).
+    pub cluster_secret: Option<Vec<u8>>,
 }
 
 impl Default for Opts {
@@ -194,6 +197,7 @@ impl Default for Opts {
             uuid: None,
             node_id: None,
             node_ttl: rendezvous::limits::NODE_TTL,
+            cluster_secret: None,
         }
     }
 }
@@ -246,6 +250,14 @@ impl TestServer {
                     .unwrap_or_else(|| format!("test-{}", uuid::Uuid::new_v4().simple())),
             );
             cfg.node_ttl = opts.node_ttl;
+            if let Some(secret) = &opts.cluster_secret {
+                let f = dir.join("cluster.secret");
+                std::fs::write(&f, secret).expect("write cluster secret");
+                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600))
+                    .expect("chmod");
+                cfg.peer_listen = Some("127.0.0.1:0".into());
+                cfg.cluster_secret_file = Some(f);
+            }
         }
         cfg.drain_timeout = Duration::from_secs(2);
         let reg = TcpListener::bind("127.0.0.1:0").expect("bind registrar");

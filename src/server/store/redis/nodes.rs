@@ -19,13 +19,14 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// Claim or renew a node's lease: KEYS the node's hash; ARGV the instance,
-/// host, port, TTL (ms). Answers 1, or 0 when another instance holds it.
+/// host, port, TTL (ms), peer listener (`HOST:PORT`, empty for none).
+/// Answers 1, or 0 when another instance holds it.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local cur = redis.call('HGET', KEYS[1], 'inst')
 if cur and cur ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'inst', ARGV[1], 'host', ARGV[2], 'port', ARGV[3])
+redis.call('HSET', KEYS[1], 'inst', ARGV[1], 'host', ARGV[2], 'port', ARGV[3], 'peer', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 ",
@@ -76,6 +77,24 @@ return {i, h[1], h[2], h[3]}
     ))
 });
 
+/// The peer listeners of the live nodes other than this one that hold a
+/// UUID's sockets for protocol `P`: KEYS the held set; ARGV now (ms), this
+/// node's id. Answers a list of `HOST:PORT`.
+static PEERS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local out = {}
+for _, n in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')) do
+  if n ~= ARGV[2] then
+    local peer = redis.call('HGET', 'rdv:node:' .. n, 'peer')
+    if peer and peer ~= '' then table.insert(out, peer) end
+  end
+end
+return out
+",
+    )
+});
+
 fn node_key(id: &str) -> String {
     format!("rdv:node:{id}")
 }
@@ -83,9 +102,9 @@ fn node_key(id: &str) -> String {
 impl Leases for RedisStore {
     /// Claim (or renew) the lease of node `id` for `instance`, naming
     /// `host:port` in triples; `false` when another instance holds it.
-    fn claim_node(&self, id: &str, instance: &str, (host, port): (&str, u16), ttl: Duration) -> Result<bool, Unavailable> {
+    fn claim_node(&self, id: &str, instance: &str, (host, port): (&str, u16), peer: Option<&str>, ttl: Duration) -> Result<bool, Unavailable> {
         let mut inv = CLAIM.prepare_invoke();
-        inv.key(node_key(id)).arg(instance).arg(host).arg(port).arg(ms(ttl));
+        inv.key(node_key(id)).arg(instance).arg(host).arg(port).arg(ms(ttl)).arg(peer.unwrap_or(""));
         let got: i64 = self.with(|con| inv.invoke(con))?;
         if got == 1 {
             // Renewals and token judgments answer where a UUID is held
@@ -132,5 +151,13 @@ impl Leases for RedisStore {
             .arg(me);
         let (i, id, host, port): (String, String, String, u16) = self.with(|con| inv.invoke(con))?;
         Ok(located(Cookie::parse(&i), id, host, port))
+    }
+
+    /// The peer listeners of live nodes other than `me` holding `uuid`'s
+    /// sockets for protocol `p`.
+    fn peers_holding(&self, uuid: &Uuid, p: char, me: &str) -> Result<Vec<String>, Unavailable> {
+        let mut inv = PEERS.prepare_invoke();
+        inv.key(format!("rdv:{{{uuid}}}:held:{p}")).arg(self.now_ms()).arg(me);
+        self.with(|con| inv.invoke(con))
     }
 }
