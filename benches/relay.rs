@@ -3,7 +3,7 @@
 //! measured in the same run (the machines are shared and noisy).
 //!
 //! Usage: `cargo bench --bench relay -- [--json FILE] [--secs N] [--quick]
-//! [--sweep-only | --memory-only | --store-only]`. For an A/B run against another build,
+//! [--sweep-only | --memory-only | --store-only | --cluster-only]`. For an A/B run against another build,
 //! `RENDEZVOUSD_BIN=PATH` names the rendezvousd to measure; with
 //! `BENCH_SMAPS=FILE` the memory phase keeps the server's
 //! `/proc/PID/smaps` with its idle pairs (stack pages per thread).
@@ -11,6 +11,9 @@
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+
+#[path = "relay_parts/cluster.rs"]
+mod cluster;
 
 use rendezvous::agent::client::Registrar;
 use rendezvous::agent::settings::ServerUrl;
@@ -38,6 +41,8 @@ struct Opts {
     memory_only: bool,
     /// Only the store phase (embedded next to Redis).
     store_only: bool,
+    /// Only the two-node phase (an HTTP request local or forwarded).
+    cluster_only: bool,
     secs: f64,
     json: Option<PathBuf>,
     quick: bool,
@@ -48,6 +53,7 @@ fn opts() -> Opts {
         sweep_only: false,
         memory_only: false,
         store_only: false,
+        cluster_only: false,
         secs: 3.0,
         json: None,
         quick: false,
@@ -61,6 +67,7 @@ fn opts() -> Opts {
             "--sweep-only" => o.sweep_only = true,
             "--memory-only" => o.memory_only = true,
             "--store-only" => o.store_only = true,
+            "--cluster-only" => o.cluster_only = true,
             _ => {} // cargo bench passes --bench
         }
     }
@@ -695,11 +702,13 @@ fn main() {
         thread::available_parallelism().map_or(1, |n| n.get())
     );
 
-    if o.sweep_only || o.memory_only || o.store_only {
+    if o.sweep_only || o.memory_only || o.store_only || o.cluster_only {
         if o.sweep_only {
             sweep_row(&mut rep, &dir, o.quick);
         } else if o.memory_only {
             memory(&o, &dir, &mut rep);
+        } else if o.cluster_only {
+            cluster::cluster_rows(o.quick, &dir, &mut rep);
         } else {
             store_rows(&o, &dir, &mut rep);
         }
@@ -718,6 +727,7 @@ fn main() {
 
     sweep_row(&mut rep, &dir, o.quick);
     store_rows(&o, &dir, &mut rep);
+    cluster::cluster_rows(o.quick, &dir, &mut rep);
     print_table(&rep, &o);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -35,6 +35,7 @@
 //! sees the agent's connection close, to cancel this harness's own wake-up
 //! delay (which the report shows as "harness lag").
 
+mod cluster;
 mod load;
 mod nofile;
 mod restarts;
