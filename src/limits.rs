@@ -104,8 +104,9 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// After this many failed dials in a row to the rendezvous server its
 /// triple names, the agent refreshes its cookie at once (no token): with
 /// several nodes, the named one may be dead, and the refresh names a live
-/// one. Three is past a lost SYN or two (1 s + 2 s of backoff) and well
-/// inside the node lease (15 s), so the agent asks again as the lease ends.
+/// one. Three is past a lost SYN or two (1 s + 2 s of backoff). A dial
+/// refused outright (nothing listens: the node's process died) asks after
+/// the first.
 pub const DIALS_BEFORE_REFRESH: u32 = 3;
 /// Default `expose --pool`: waiting connections the agent keeps.
 pub const AGENT_POOL: usize = 4;

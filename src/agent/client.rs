@@ -267,9 +267,18 @@ impl Registrar {
 
     /// `PUT ?uuid=&cookie=`: renew an `R` cookie.
     pub fn refresh(&self, uuid: &Uuid, cookie: &str) -> Result<Triple> {
+        self.refresh_avoiding(uuid, cookie, None)
+    }
+
+    /// `PUT ?uuid=&cookie=&avoid=HOST:PORT`: renew an `R` cookie, saying
+    /// that the rendezvous server at `avoid` cannot be reached, so a triple
+    /// naming another is wanted (a registrar that does not know `avoid`
+    /// ignores it).
+    pub fn refresh_avoiding(&self, uuid: &Uuid, cookie: &str, avoid: Option<&str>) -> Result<Triple> {
+        let avoid = avoid.map_or(String::new(), |a| format!("&avoid={a}"));
         self.triple(
             "PUT",
-            &format!("/?uuid={}&cookie={cookie}", uuid.hyphenated()),
+            &format!("/?uuid={}&cookie={cookie}{avoid}", uuid.hyphenated()),
             AuthFailure::BadCookie,
         )
     }

@@ -104,7 +104,16 @@ pub(crate) fn api(
     // A registration or refresh names the node that holds the UUID's
     // parked sockets when another live node does (several nodes), so the
     // agent's whole pool waits at one place; else this node.
-    let holder = || ctx.node.and_then(|n| n.lookup(registry, &uuid, Proto::Generic).1);
+    // A refresh by an agent that could not reach the place its triple
+    // named (`avoid=HOST:PORT`: a node that died, whose lease has not
+    // lapsed yet) names another holder, or this node.
+    let avoid = get("avoid").filter(|a| a.len() <= 262);
+    let holder = || {
+        ctx.node.and_then(|n| match avoid {
+            Some(a) => n.holder_avoiding(&uuid, a),
+            None => n.lookup(registry, &uuid, Proto::Generic).1,
+        })
+    };
     let triple = |cookie: &Cookie, ttl: bool| triple_at(cookie, ttl, holder());
     if let Some(token) = response {
         return match ctx.authn.token(uuid, &Token::new(token), peer.ip(), id) {

@@ -37,8 +37,9 @@ pub trait Leases: Send + Sync {
     /// UUID) for `ttl`.
     fn hold(&self, id: &str, held: &[(char, Uuid)], ttl: Duration) -> std::result::Result<(), Unavailable>;
     /// A lookup of `uuid` in one round trip: its `I` cookie, and a live
-    /// node other than `me` that holds its sockets for `p`.
-    fn locate(&self, uuid: &Uuid, p: char, me: &str) -> std::result::Result<Located, Unavailable>;
+    /// node other than `me` that holds its sockets for `p`, not the one at
+    /// `avoid` (`HOST:PORT`).
+    fn locate(&self, uuid: &Uuid, p: char, me: &str, avoid: Option<&str>) -> std::result::Result<Located, Unavailable>;
     /// The peer listeners (`HOST:PORT`) of the live nodes other than `me`
     /// holding `uuid`'s sockets for `p`, in one round trip.
     fn peers_holding(&self, uuid: &Uuid, p: char, me: &str) -> std::result::Result<Vec<String>, Unavailable>;
@@ -163,7 +164,7 @@ impl Node {
         if local.is_some() && registry.holds(uuid, proto) {
             return (local, None);
         }
-        match self.leases.locate(uuid, letter(proto), &self.id) {
+        match self.leases.locate(uuid, letter(proto), &self.id, None) {
             Ok(found) => (local.or(found.initiator), found.holder.map(|(_, place)| place)),
             Err(Unavailable) => (local, None),
         }
@@ -179,6 +180,14 @@ impl Node {
             peers.swap(i, j);
         }
         peers
+    }
+
+    /// Where a hidden server that cannot reach `avoid` (`HOST:PORT`, the
+    /// place its triple named) should wait: another live node holding
+    /// `uuid`'s generic sockets, or `None` for here. One round trip.
+    pub fn holder_avoiding(&self, uuid: &Uuid, avoid: &str) -> Option<Place> {
+        let found = self.leases.locate(uuid, 'g', &self.id, Some(avoid)).ok()?;
+        found.holder.map(|(_, place)| place)
     }
 
     /// Give the lease up (a clean stop), so the id is free at once.

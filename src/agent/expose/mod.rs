@@ -251,9 +251,15 @@ impl Agent {
                     failures = failures.saturating_add(1);
                 }
                 Err(e) => {
+                    // Refused means nothing listens there any more (its
+                    // process died): ask at once. Anything else may be a
+                    // lost packet: ask after a few.
+                    let refused = matches!(&e, DialError::Io(Error::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::ConnectionRefused);
                     let unreachable = matches!(e, DialError::Io(_));
                     self.lost(&e, parked_at, &mut failures);
-                    if unreachable && failures >= DIALS_BEFORE_REFRESH && self.refresh_now(generation) {
+                    let ask = refused || (unreachable && failures >= DIALS_BEFORE_REFRESH);
+                    if ask && self.refresh_now(generation) {
                         failures = 0;
                     }
                 }
@@ -273,7 +279,8 @@ impl Agent {
         let Some(t) = current else {
             return true;
         };
-        match self.registrar.refresh(&self.uuid, &t.cookie) {
+        let place = format!("{}:{}", t.host, t.port);
+        match self.registrar.refresh_avoiding(&self.uuid, &t.cookie, Some(&place)) {
             Ok(new) => self.follow(generation, new),
             Err(Error::Auth(AuthFailure::BadCookie)) => {
                 log::info!(target: T, "cookie refused (expired, or the server restarted); registering again");

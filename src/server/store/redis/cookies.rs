@@ -45,7 +45,7 @@ if ARGV[2] == u then
   redis.call('PEXPIRE', sec, ARGV[4])
 end
 local h = {'', '', 0}
-if ARGV[6] ~= '' then h = holder('rdv:{' .. u .. '}:held:g', ARGV[5], ARGV[6]) end
+if ARGV[6] ~= '' then h = holder('rdv:{' .. u .. '}:held:g', ARGV[5], ARGV[6], '') end
 return {u, i, h[1], h[2], h[3]}
 "
     ))

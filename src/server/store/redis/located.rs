@@ -10,15 +10,19 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-/// The Lua function the scripts share: `holder(key, now, me)`, a live node
-/// other than `me` in the held set `key` (scored with lease ends), as
-/// {id, host, port}, or {'', '', 0}.
+/// The Lua function the scripts share: `holder(key, now, me, avoid)`, a
+/// live node other than `me` in the held set `key` (scored with lease
+/// ends) whose `HOST:PORT` is not `avoid`, as {id, host, port}, or
+/// {'', '', 0}. The latest score first: a node that
+/// died stops renewing its entry, which lives on until its lease ends, so
+/// the node that announced last is the one most likely alive (an agent
+/// that moved off a killed node is found at once, not a lease later).
 pub const HOLDER_LUA: &str = r"
-local function holder(key, now, me)
-  for _, n in ipairs(redis.call('ZRANGEBYSCORE', key, now, '+inf')) do
+local function holder(key, now, me, avoid)
+  for _, n in ipairs(redis.call('ZREVRANGEBYSCORE', key, '+inf', now)) do
     if n ~= me then
       local a = redis.call('HMGET', 'rdv:node:' .. n, 'host', 'port')
-      if a[1] and a[2] then return {n, a[1], a[2]} end
+      if a[1] and a[2] and (a[1] .. ':' .. a[2]) ~= avoid then return {n, a[1], a[2]} end
     end
   end
   return {'', '', 0}

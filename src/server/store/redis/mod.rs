@@ -96,7 +96,7 @@ if fresh then
     if redis.call('PTTL', KEYS[3]) < tonumber(ARGV[13]) then redis.call('PEXPIRE', KEYS[3], ARGV[13]) end
   end
   local h = {'', '', 0}
-  if ARGV[11] ~= '' and ARGV[14] ~= '' then h = holder(KEYS[5], now, ARGV[14]) end
+  if ARGV[11] ~= '' and ARGV[14] ~= '' then h = holder(KEYS[5], now, ARGV[14], '') end
   return {'ok', fresh, 0, icookie, h[1], h[2], h[3]}
 end
 if this_step then ufail = ufail + 1 end

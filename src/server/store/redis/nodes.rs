@@ -64,14 +64,14 @@ return 1
 
 /// A lookup: the UUID's `I` cookie and where its sockets for protocol `P`
 /// are parked. KEYS the held set, the registration's hash; ARGV now (ms),
-/// this node's id. Answers {I, id, host, port}: the `I` cookie (empty for
+/// this node's id, a `HOST:PORT` to leave out (empty for none). Answers {I, id, host, port}: the `I` cookie (empty for
 /// none), and a live node other than this one (empty, empty, 0 for none).
 static LOCATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{HOLDER_LUA}{}",
         r"
 local i = redis.call('HGET', KEYS[2], 'i') or ''
-local h = holder(KEYS[1], ARGV[1], ARGV[2])
+local h = holder(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 return {i, h[1], h[2], h[3]}
 "
     ))
@@ -138,8 +138,8 @@ impl Leases for RedisStore {
     /// `p`: its id, host and port. For the generic protocol, what a
     /// renewal or token judgment answered within the last second, if one
     /// did, else one round trip.
-    fn locate(&self, uuid: &Uuid, p: char, me: &str) -> Result<Located, Unavailable> {
-        if p == 'g' {
+    fn locate(&self, uuid: &Uuid, p: char, me: &str, avoid: Option<&str>) -> Result<Located, Unavailable> {
+        if p == 'g' && avoid.is_none() {
             if let Some(known) = self.located.take(uuid) {
                 return Ok(known);
             }
@@ -148,7 +148,8 @@ impl Leases for RedisStore {
         inv.key(format!("rdv:{{{uuid}}}:held:{p}"))
             .key(reg_key(uuid))
             .arg(self.now_ms())
-            .arg(me);
+            .arg(me)
+            .arg(avoid.unwrap_or(""));
         let (i, id, host, port): (String, String, String, u16) = self.with(|con| inv.invoke(con))?;
         Ok(located(Cookie::parse(&i), id, host, port))
     }
