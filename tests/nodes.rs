@@ -284,11 +284,12 @@ fn echo_through(reg: SocketAddr, uuid: Uuid, seed: u64) -> Result<(), String> {
 
 /// Three node processes and a `rendezvous expose` agent given all three
 /// registrars by the provisioning file that `user add --server` (repeated)
-/// wrote. `kill -9` of the node where the agent waits: within the lease
-/// and the agent's backoff (it refreshes its cookie after three failed
-/// dials, at whichever registrar answers, and follows the triple) it
-/// serves again through a live node, and every client after the first
-/// success gets through. The killed node, restarted, joins again.
+/// wrote. `kill -9` of the node where the agent waits, with a pair running
+/// through it: the pair closes; within the agent's backoff (a refused dial
+/// makes it refresh its cookie at whichever registrar answers, avoiding
+/// the dead place, and follow the triple) it serves again through a live
+/// node, and every client after the first success gets through. The
+/// killed node, restarted, joins again.
 #[test]
 fn an_agent_whose_node_is_killed_serves_again_through_another() {
     let redis = RedisServer::start();
@@ -340,10 +341,48 @@ fn an_agent_whose_node_is_killed_serves_again_through_another() {
         .iter()
         .position(|n| n.as_ref().is_some_and(|n| n.2.port() == port))
         .expect("a node holds the agent");
-    let (mut dead, _, _) = nodes[holder].take().expect("holder");
+    let (mut dead, _, dead_rv) = nodes[holder].take().expect("holder");
+    // A pair relaying through that node when it dies.
+    let (_, _, i) = lookup(regs[0], uuid);
+    let mut running = TcpStream::connect(dead_rv).expect("connect");
+    running
+        .write_all(format!("{i}\n").as_bytes())
+        .expect("send I");
+    assert_eq!(read_line(&mut running), "+OK");
+    running.write_all(b"ping").expect("write");
+    let mut echoed = [0u8; 4];
+    running.read_exact(&mut echoed).expect("echo");
     let killed = std::time::Instant::now();
+    // When the agent says it moved (its log, watched every 10 ms).
+    let lines = agent.lines.clone();
+    let moved = thread::spawn(move || {
+        while killed.elapsed() < Duration::from_secs(60) {
+            if lines
+                .lock()
+                .expect("lines")
+                .iter()
+                .any(|l| l.contains("parking there"))
+            {
+                return Some(killed.elapsed());
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        None
+    });
     dead.signal("KILL");
     dead.wait_exit(Duration::from_secs(10));
+    running
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut b = [0u8; 1];
+    assert!(
+        matches!(running.read(&mut b), Ok(0) | Err(_)),
+        "a pair through the killed node is closed"
+    );
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "closed at once, not by a timeout"
+    );
     let live: Vec<SocketAddr> = nodes.iter().flatten().map(|n| n.1).collect();
 
     let mut attempt = 0u64;
@@ -360,8 +399,10 @@ fn an_agent_whose_node_is_killed_serves_again_through_another() {
         );
         thread::sleep(Duration::from_millis(200));
     };
+    let moved = moved.join().expect("watcher").expect("the agent moved");
     eprintln!(
-        "recovery: first client through {:.1} s after kill -9 of the agent's node",
+        "recovery after kill -9 of the agent's node: agent re-parked at {:.2} s, first client through at {:.2} s",
+        moved.as_secs_f64(),
         recovered.as_secs_f64()
     );
     for n in 0..10u64 {

@@ -589,6 +589,7 @@ fn parked_sockets_keep_pairing_while_the_store_is_down() {
     let health = request(ts.registrar(), "GET", "/.well-known/rendezvous/health", &[]);
     assert_eq!(health.status, 200);
     assert_eq!(json(&health)["result"]["lease"], true);
+    assert_eq!(json(&health)["result"]["store"], true);
     let r = ts.register();
     let i = lookup(&ts);
     // One after the other: the pool pairs the oldest first.
@@ -613,6 +614,11 @@ fn parked_sockets_keep_pairing_while_the_store_is_down() {
         "a node without its lease is not healthy"
     );
     assert_eq!(json(&health)["result"]["lease"], false);
+    assert_eq!(
+        json(&health)["result"]["store"],
+        false,
+        "the store did not answer"
+    );
     let (_refused, status) = support::rv_line(ts.rendezvous(), &format!("{r}\n"));
     assert_eq!(status, "-ERR not registered", "no new park without a lease");
     let (_initiator, status) = support::rv_line(ts.rendezvous(), &format!("{i}\n"));

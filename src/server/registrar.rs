@@ -383,7 +383,8 @@ fn health(shared: &Shared) -> Response {
     };
     let leased = node.leased();
     let status = if leased { "ok" } else { "no-lease" };
-    let mut r = Response::result(serde_json::json!({ "status": status, "node": node.id, "lease": leased }));
+    let store = shared.store.reachable();
+    let mut r = Response::result(serde_json::json!({ "status": status, "node": node.id, "lease": leased, "store": store }));
     if !leased {
         r.status = 503;
     }

@@ -87,6 +87,16 @@ impl Store {
         }
     }
 
+    /// Whether the store answered its last operation (the embedded one
+    /// always does).
+    pub fn reachable(&self) -> bool {
+        match self {
+            Store::Embedded(_) => true,
+            #[cfg(feature = "store-redis")]
+            Store::Redis(r) => r.reachable(),
+        }
+    }
+
     /// The store's name for the log: `embedded`, or the URL without
     /// credentials.
     pub fn describe(&self) -> String {

@@ -178,6 +178,11 @@ impl RedisStore {
         Ok(store)
     }
 
+    /// Whether the last operation reached the store.
+    pub fn reachable(&self) -> bool {
+        !self.down.load(Ordering::Acquire)
+    }
+
     /// The URL without credentials.
     pub fn describe(&self) -> String {
         self.target.describe().to_string()
