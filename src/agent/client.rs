@@ -232,19 +232,26 @@ impl Registrar {
     fn triple(&self, method: &str, target: &str, auth: AuthFailure) -> Result<Triple> {
         let resp = self.exchange(method, target)?;
         let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_default();
-        if resp.status == 200 {
+        // A body with an `error` member is that error whatever the status:
+        // the original answers some errors (an unknown UUID) with 200.
+        let error = body.get("error").filter(|e| !e.is_null());
+        if resp.status == 200 && error.is_none() {
             return serde_json::from_value(body["result"].clone())
                 .map_err(|_| Error::Protocol("registrar sent no triple".into()));
         }
-        let diag: String = body["error"]["diagnostic"]
-            .as_str()
+        let diag: String = error
+            .and_then(|e| e["diagnostic"].as_str().or(e.as_str()))
             .unwrap_or("")
             .chars()
             .take(200)
             .collect();
+        let status = match resp.status {
+            200 => Refusal::by_text(&diag).map_or(0, |r| r.status()),
+            s => s,
+        };
         // Read by the server's own status table; by the status alone for a
         // registrar that words its errors otherwise (the original).
-        match (Refusal::parse(resp.status, &diag), resp.status) {
+        match (Refusal::parse(status, &diag), status) {
             (Some(Refusal::AuthenticationFailed), _) => Err(Error::Auth(AuthFailure::BadToken)),
             (Some(Refusal::UnknownCookie), _) => Err(Error::Auth(AuthFailure::BadCookie)),
             (Some(Refusal::TooManyFailures), _) | (None, 429) => {
@@ -252,6 +259,7 @@ impl Registrar {
             }
             (None, 401) => Err(Error::Auth(auth)),
             (_, 404) => Err(Error::Other(format!("registrar: not registered ({diag})"))),
+            (_, 0) => Err(Error::Other(format!("registrar: {diag}"))),
             (_, s) => Err(Error::Other(format!("registrar answered {s}: {diag}"))),
         }
     }

@@ -20,6 +20,7 @@ use crate::wire::strip_authorization;
 use crate::wire::ConnectAuth;
 use crate::wire::ConnectError;
 use crate::wire::Refusal;
+use crate::limits::FIRST_REQUEST_PAUSE;
 use crate::wire::{Head, HeadReader, Response};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -117,6 +118,7 @@ pub fn hidden_connect(
         peer,
         conn: id,
         slot,
+        at: Instant::now(),
     };
     match pairing.registry.park_uuid(uuid, Proto::Http, parked) {
         Ok(evicted) => {
@@ -160,6 +162,14 @@ pub fn deliver(pairing: &Pairing, uuid: &Uuid, first: &[u8], deadline: Instant, 
             }
         };
         let (peer, conn, slot) = (p.peer, p.conn, p.slot);
+        // A CONNECT taken as soon as it parked (a mobile client was
+        // waiting) had its 200 written a moment ago: a hidden server that
+        // reads the 200 and ignores what came with it (Node's `connect`
+        // event) must get the request in a read of its own.
+        let fresh = p.at.elapsed();
+        if fresh < FIRST_REQUEST_PAUSE {
+            std::thread::sleep(FIRST_REQUEST_PAUSE - fresh);
+        }
         let leg = parked_into_leg(p.stream);
         if leg.write_all(first).is_err() {
             log::debug!(target: T, "conn={conn} parked connection failed on write");

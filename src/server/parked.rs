@@ -38,6 +38,8 @@ pub struct Parked {
     pub conn: u64,
     /// Its place in the connection count.
     pub slot: ConnSlot,
+    /// When it was parked (its `+OK` or `200` went out then).
+    pub at: std::time::Instant,
 }
 
 /// Whether a parked socket is still open: a non-blocking peek that sees

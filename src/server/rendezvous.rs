@@ -115,6 +115,7 @@ fn park(
         peer,
         conn: id,
         slot,
+        at: std::time::Instant::now(),
     };
     match pairing.registry.park(&cookie, Proto::Generic, parked) {
         Ok((uuid, evicted)) => {

@@ -4,6 +4,7 @@
 //! fuzz targets parse with these same functions.
 
 pub mod authorization;
+pub mod chunked;
 pub mod cookie_line;
 pub mod date;
 pub mod framing;
@@ -17,7 +18,8 @@ pub use authorization::{
 };
 pub use cookie_line::{err_line, parse_first_line, FirstLine, TakeError, OK};
 pub use date::parse_http_date;
-pub use framing::{ChunkError, Chunked, Framing};
+pub use chunked::{ChunkError, Chunked};
+pub use framing::Framing;
 pub use head::{Head, HeadError, HeadReader, TcpBacked};
 pub use response::{read_response, ClientResponse, Response};
 // For the tests and fuzz targets: the crate reaches these by their files.

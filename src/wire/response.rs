@@ -125,8 +125,37 @@ impl ClientResponse {
     }
 }
 
-/// Read one response (head, then a `Content-Length` body or until EOF), at most
-/// [`MAX_RESPONSE_BYTES`].
+/// A chunked body: the bytes already read after the head, then more from
+/// `stream` until the last chunk and the trailers; the data alone. Bytes
+/// after the body (a keep-alive connection's next response) are not read
+/// beyond the buffer they came in, and dropped.
+fn read_chunked<S: Read>(stream: &mut S, first: &[u8]) -> io::Result<Vec<u8>> {
+    let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
+    let why = |e: crate::wire::chunked::ChunkError| match e {
+        crate::wire::chunked::ChunkError::TooLarge => bad("response too large"),
+        crate::wire::chunked::ChunkError::Malformed => bad("malformed chunked body"),
+    };
+    let mut decoder = crate::wire::chunked::Chunked::new(MAX_RESPONSE_BYTES as u64);
+    let mut body = Vec::new();
+    decoder.feed_into(first, Some(&mut body)).map_err(why)?;
+    let mut chunk = [0u8; 4096];
+    while !decoder.done() {
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err(bad("connection closed inside a chunked body")),
+            Ok(k) => {
+                decoder.feed_into(&chunk[..k], Some(&mut body)).map_err(why)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(body)
+}
+
+/// Read one response (head, then a chunked body, a `Content-Length` body,
+/// or one until EOF, as RFC 9112 §6.3 orders them), at most
+/// [`MAX_RESPONSE_BYTES`] of body. A keep-alive connection is left
+/// positioned after the body.
 pub fn read_response<S: Read>(stream: &mut S) -> io::Result<ClientResponse> {
     let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
     let mut buf = Vec::new();
@@ -147,6 +176,14 @@ pub fn read_response<S: Read>(stream: &mut S) -> io::Result<ClientResponse> {
                         )
                     })
                     .collect();
+                let chunked = headers.iter().any(|(k, v)| {
+                    k.eq_ignore_ascii_case("transfer-encoding")
+                        && v.rsplit(',').next().is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
+                });
+                if chunked {
+                    let body = read_chunked(stream, &buf[n..])?;
+                    return Ok(ClientResponse { status, headers, body });
+                }
                 let len = headers
                     .iter()
                     .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))

@@ -195,6 +195,12 @@ impl Refusal {
             .map(|(r, ..)| *r)
     }
 
+    /// The refusal whose diagnostic is `diagnostic`, whatever the status (a
+    /// server that answers its errors with 200, as the original does).
+    pub fn by_text(diagnostic: &str) -> Option<Refusal> {
+        TABLE.iter().find(|(.., t)| *t == diagnostic).map(|(r, ..)| *r)
+    }
+
     /// Every refusal, status and diagnostic, in table order.
     #[cfg(any(test, feature = "internals"))]
     pub fn table() -> impl Iterator<Item = (Refusal, u16, bool, &'static str)> {
