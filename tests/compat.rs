@@ -159,3 +159,132 @@ fn the_200_and_a_waiting_request_arrive_apart() {
     let head = mobile.join().expect("mobile");
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
 }
+
+/// What the CONNECT stand-in saw: the step a token was for, whether it
+/// was the current one (accepted), and when.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(u64, bool, std::time::SystemTime)>>>;
+
+/// A registrar stand-in for `expose --protocol http` as the original
+/// answers: a `CONNECT` with the current step's code (5 s steps) gets a
+/// bare `200` and is held; any other code gets 401 and the connection is
+/// closed. The held connections are returned through the channel.
+fn current_step_only_registrar(
+    seen: Seen,
+    held: std::sync::mpsc::Sender<std::net::TcpStream>,
+) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let params = rendezvous::totp::Params { step: 5, digits: 6 };
+    thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let head = read_head(&mut s);
+            let token = head
+                .split("response=")
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+                .unwrap_or("")
+                .to_string();
+            let now = rendezvous::totp::now();
+            let step = params.step_of(now);
+            let code = |st: u64| rendezvous::totp::hotp(&secret(), st, 6);
+            let for_step = [step.saturating_sub(1), step, step + 1]
+                .into_iter()
+                .find(|&st| code(st) == token);
+            let accepted = for_step == Some(step);
+            seen.lock().expect("seen").push((
+                for_step.unwrap_or(0),
+                accepted,
+                std::time::SystemTime::now(),
+            ));
+            if accepted {
+                let _ = s.write_all(b"HTTP/1.1 200\r\n\r\n");
+                let _ = held.send(s);
+            } else {
+                let _ = s.write_all(
+                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        }
+    });
+    addr
+}
+
+/// `expose --protocol http` against a registrar that answers a bare `200`
+/// (no `Rendezvous-Cookie`) and takes the current step's code only: each
+/// waiting CONNECT takes a token; after its next-step code is refused the
+/// agent sends that code again as soon as its step begins (not a backoff
+/// or a whole step later), and the parked CONNECTs stay open and relay.
+#[test]
+fn expose_http_parks_on_a_bare_200_and_meets_a_current_step_only_registrar() {
+    let seen: Seen = Default::default();
+    let (tx, held) = std::sync::mpsc::channel();
+    let server = current_step_only_registrar(seen.clone(), tx);
+    let dir = TempDir::new("compat-http");
+    let prov = dir.join("agent.conf");
+    let uuid = uuid::Uuid::new_v4();
+    std::fs::write(&prov, format!("server = http://{server}\nuuid = {uuid}\nsecret = {SECRET_B32}\nstep = 5\ndigits = 6\n")).expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&prov, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    // Start at the beginning of a step, so two steps are seen in 10 s.
+    while !rendezvous::totp::now().is_multiple_of(5) {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let echo = echo_server();
+    let mut c = rendezvous();
+    c.args([
+        "expose",
+        "--protocol",
+        "http",
+        "--pool",
+        "2",
+        "--to",
+        &echo.to_string(),
+        "--config",
+    ])
+    .arg(&prov);
+    c.stdin(Stdio::null()).stdout(Stdio::null());
+    let _agent = Proc::spawn("expose-http", c);
+    let first = held
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a parked CONNECT");
+    let second = held
+        .recv_timeout(Duration::from_secs(15))
+        .expect("a second one, the next step");
+    let log = seen.lock().expect("seen").clone();
+    let accepted: Vec<_> = log.iter().filter(|e| e.1).collect();
+    let early: Vec<_> = log.iter().filter(|e| !e.1).collect();
+    assert_eq!(accepted.len(), 2, "{log:?}");
+    assert_eq!(
+        early.len(),
+        1,
+        "one next-step code refused, no more: {log:?}"
+    );
+    assert_eq!(
+        early[0].0, accepted[1].0,
+        "the refused code's step is sent again: {log:?}"
+    );
+    // Sent again as its step began (within 3 s; a step is 5 s, and the old
+    // behaviour skipped to the step after it, which was refused again).
+    let at = accepted[1]
+        .2
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time");
+    let boundary = Duration::from_secs(accepted[1].0 * 5);
+    assert!(
+        at >= boundary && at - boundary < Duration::from_secs(3),
+        "{log:?}"
+    );
+    // Both stay parked; a request down one is relayed to the service.
+    for (i, mut s) in [first, second].into_iter().enumerate() {
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let req = format!("GET /{i} HTTP/1.1\r\nHost: x\r\n\r\n");
+        s.write_all(req.as_bytes())
+            .expect("send a request down the CONNECT");
+        let mut back = vec![0u8; req.len()];
+        std::io::Read::read_exact(&mut s, &mut back).expect("echoed");
+        assert_eq!(back, req.as_bytes());
+    }
+}

@@ -17,12 +17,12 @@ use std::time::Instant;
 impl Agent {
     /// `CONNECT uuid:ID?QUERY` and read the response head byte by byte (the
     /// mobile client's request may follow it at once). Returns the connection
-    /// and its `Rendezvous-Cookie`.
+    /// and its `Rendezvous-Cookie`, if it sent one.
     pub(super) fn connect_park(
         &self,
         query: &str,
         auth: AuthFailure,
-    ) -> Result<(ClientConn, String)> {
+    ) -> Result<(ClientConn, Option<String>)> {
         let (mut conn, host) = self.registrar.open()?;
         let req = format!(
             "CONNECT uuid:{}?{query} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: rendezvous/{}\r\n\r\n",
@@ -62,13 +62,15 @@ impl Agent {
             Some(c) => return Err(Error::Other(format!("registrar answered CONNECT with {c}"))),
             None => return Err(Error::Protocol("malformed CONNECT response".into())),
         }
+        // An older registrar (the original) answers a bare 200: parked all
+        // the same, with no cookie to grow the pool by.
         let cookie = resp
             .headers
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case("rendezvous-cookie"))
             .and_then(|h| std::str::from_utf8(h.value).ok())
             .map(|v| v.trim().to_string())
-            .ok_or_else(|| Error::Protocol("no Rendezvous-Cookie in the 200".into()))?;
+            .filter(|v| !v.is_empty());
         let _ = conn.tcp().set_read_timeout(None);
         Ok((conn, cookie))
     }
@@ -108,14 +110,15 @@ impl Agent {
             return Ok((conn, generation));
         }
         self.check_clock()?;
-        let token = self.next_token()?;
+        let (token, step) = self.next_token()?;
         let (conn, cookie) = self
             .connect_park(&format!("response={token}"), AuthFailure::BadToken)
-            .map_err(|e| self.explain(e))?;
+            .map_err(|e| self.refused(e, step))?;
         log::info!(target: T, "registered uuid={} proto=http", self.uuid);
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         st.generation += 1;
-        st.cookie = Some(cookie);
+        // Without a cookie (an older registrar), each CONNECT takes a token.
+        st.cookie = cookie;
         Ok((conn, st.generation))
     }
 

@@ -97,6 +97,10 @@ struct State {
     cookie: Option<String>,
     generation: u64,
     last_step: Option<u64>,
+    /// A code for a step ahead of the clock was refused: the registrar
+    /// accepts the current step only (as the original does), so that step's
+    /// code is sent again once it is current.
+    early_refused: Option<u64>,
 }
 
 /// A running agent for the generic protocol.

@@ -28,11 +28,11 @@ impl Agent {
             return Ok(x);
         }
         self.check_clock()?;
-        let token = self.next_token()?;
+        let (token, step) = self.next_token()?;
         let t = self
             .registrar
             .register(&self.uuid, &token)
-            .map_err(|e| self.explain(e))?;
+            .map_err(|e| self.refused(e, step))?;
         log::info!(target: T, "registered uuid={} rendezvous={}:{}", self.uuid, t.host, t.port);
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         st.generation += 1;
@@ -67,16 +67,38 @@ impl Agent {
         }
     }
 
-    /// A token for a step not used yet. A token is good once per step, and
-    /// the server accepts one step of skew: after using this step, use the
-    /// next one rather than wait (a restarted server forgets the floor).
-    pub(super) fn next_token(&self) -> Result<String> {
+    /// A token refused: a code for a step ahead of the clock is noted, so
+    /// the next token is that step's code once it is current (a registrar
+    /// that accepts the current step only), and the error explained.
+    pub(super) fn refused(&self, e: Error, step: u64) -> Error {
+        if matches!(e, Error::Auth(AuthFailure::BadToken)) && step > self.params.step_of(totp::now()) {
+            log::debug!(target: T, "the next step's code was refused; sending it again when that step begins");
+            self.state.lock().unwrap_or_else(PoisonError::into_inner).early_refused = Some(step);
+        }
+        self.explain(e)
+    }
+
+    /// A token for a step not used yet, and its step. A token is good once
+    /// per step, and our server accepts one step of skew: after using this
+    /// step, use the next one rather than wait (a restarted server forgets
+    /// the floor). Against a registrar that refused such a code (it
+    /// accepts the current step only), wait for that step and send its
+    /// code at once.
+    pub(super) fn next_token(&self) -> Result<(String, u64)> {
         // Called under `registering`, so nothing else moves `last_step`.
-        let last = self
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .last_step;
+        let (last, early) = {
+            let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            (st.last_step, st.early_refused.take())
+        };
+        if let Some(s) = early {
+            while self.params.step_of(totp::now()) < s && !self.stopped() {
+                self.nap(Duration::from_secs(self.params.secs_to_next_step(totp::now()).max(1)));
+            }
+            if self.stopped() {
+                return Err(Error::Stopped);
+            }
+            return Ok((totp::hotp(&self.secret, s, self.params.digits), s));
+        }
         let mut now = totp::now();
         let mut step = self.params.step_of(now);
         if let Some(last) = last {
@@ -96,7 +118,7 @@ impl Agent {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .last_step = Some(step);
-        Ok(totp::hotp(&self.secret, step, self.params.digits))
+        Ok((totp::hotp(&self.secret, step, self.params.digits), step))
     }
 
     /// The server refused our registration (it restarted, or the cookie
