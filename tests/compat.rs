@@ -288,3 +288,82 @@ fn expose_http_parks_on_a_bare_200_and_meets_a_current_step_only_registrar() {
         assert_eq!(back, req.as_bytes());
     }
 }
+
+/// `expose` and `connect` take their triples from the chunked registrar:
+/// `expose` parks at the rendezvous server the triple names with its `R`
+/// cookie, and `connect` dials it with its `I` cookie and relays.
+#[test]
+fn expose_and_connect_read_chunked_triples() {
+    let rv = TcpListener::bind("127.0.0.1:0").expect("bind rendezvous stand-in");
+    let at = rv.local_addr().expect("addr");
+    let body = format!(
+        r#"{{"result":{{"host":"127.0.0.1","port":{},"cookie":"Cxyz","ttl":600}}}}"#,
+        at.port()
+    );
+    let server = chunked_registrar(Box::leak(body.into_boxed_str()));
+    let dir = TempDir::new("compat-chunked");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, SECRET_B32).expect("secret");
+    let uuid = "35b1f781-d9a7-4fd2-8331-ffb56d9c1a6e";
+    let url = format!("http://{server}");
+    let echo = echo_server();
+    let mut c = rendezvous();
+    c.args([
+        "expose",
+        "--pool",
+        "1",
+        "--server",
+        &url,
+        "--uuid",
+        uuid,
+        "--to",
+        &echo.to_string(),
+        "--secret-file",
+    ])
+    .arg(&secret)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null());
+    let _agent = Proc::spawn("expose", c);
+    rv.set_nonblocking(false).expect("blocking");
+    let (mut parked, _) = rv.accept().expect("the agent parks");
+    parked
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    assert_eq!(
+        read_line(&mut parked),
+        "Cxyz",
+        "expose sent the triple's cookie"
+    );
+
+    let mut c = rendezvous();
+    c.args(["connect", "--server", &url, "--uuid", uuid])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn connect");
+    let (mut mobile, _) = rv.accept().expect("connect dials");
+    mobile
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    assert_eq!(
+        read_line(&mut mobile),
+        "Cxyz",
+        "connect sent the triple's cookie"
+    );
+    mobile
+        .write_all(b"+OK\nfrom the hidden side")
+        .expect("answer");
+    mobile
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"up").expect("stdin");
+    drop(stdin);
+    let out = child.wait_with_output().expect("connect ends");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "from the hidden side",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
