@@ -891,27 +891,53 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// One command to the redis-server on `socket`; its reply, raw (RESP).
-pub fn redis_command(socket: &Path, args: &[&str]) -> String {
-    {
-        let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connect redis");
-        s.set_read_timeout(Some(Duration::from_millis(500)))
-            .expect("timeout");
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        s.write_all(req.as_bytes()).expect("send");
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = s.read(&mut buf) {
-            if n == 0 {
-                break;
+/// Where the RESP reply starting at `at` in `buf` ends, once it is all
+/// there (`None` while it is not).
+fn resp_end(buf: &[u8], at: usize) -> Option<usize> {
+    let line_end = at + buf.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
+    let line = std::str::from_utf8(&buf[at + 1..line_end]).ok()?;
+    let next = line_end + 2;
+    match buf[at] {
+        b'$' => {
+            let n: i64 = line.parse().ok()?;
+            if n < 0 {
+                return Some(next);
             }
-            out.extend_from_slice(&buf[..n]);
+            let end = next + n as usize + 2;
+            (buf.len() >= end).then_some(end)
         }
-        String::from_utf8_lossy(&out).into_owned()
+        b'*' => {
+            let n: i64 = line.parse().ok()?;
+            let mut pos = next;
+            for _ in 0..n.max(0) {
+                pos = resp_end(buf, pos)?;
+            }
+            Some(pos)
+        }
+        _ => Some(next),
     }
+}
+
+/// One command to the redis-server on `socket`; its reply, raw (RESP),
+/// read until it is complete (at most 10 s).
+pub fn redis_command(socket: &Path, args: &[&str]) -> String {
+    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connect redis");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(req.as_bytes()).expect("send");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while resp_end(&out, 0).is_none() {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Drop for RedisServer {
