@@ -258,8 +258,13 @@ impl Agent {
                     // Refused means nothing listens there any more (its
                     // process died): ask at once. Anything else may be a
                     // lost packet: ask after a few.
+                    // A connect that timed out (15 s of unanswered SYNs: the
+                    // node's machine is gone) says as much, and resets the
+                    // backoff count (it "lived" past PARK_SETTLED), so it
+                    // must ask at once too.
                     let refused = matches!(&e, DialError::Io(Error::Io { source, .. })
-                        if source.kind() == std::io::ErrorKind::ConnectionRefused);
+                        if source.kind() == std::io::ErrorKind::ConnectionRefused)
+                        || matches!(&e, DialError::Io(Error::Timeout(crate::error::Timeout::Connect)));
                     let unreachable = matches!(e, DialError::Io(_));
                     self.lost(&e, parked_at, &mut failures);
                     let ask = refused || (unreachable && failures >= DIALS_BEFORE_REFRESH);

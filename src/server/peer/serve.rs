@@ -47,12 +47,15 @@ fn read_request(conn: &mut Conn, deadline: Instant) -> Option<(Take, Vec<u8>)> {
         }
     }
     let take = Take::parse(std::str::from_utf8(&line).ok()?)?;
-    let mut first = vec![0u8; take.len];
-    let mut got = 0;
-    while got < first.len() {
-        match read_by(conn, &mut first[got..], deadline) {
+    // Grown as bytes arrive: a peer that has not proved the secret yet
+    // holds no more memory than it sent.
+    let mut first = Vec::new();
+    let mut buf = [0u8; 4096];
+    while first.len() < take.len {
+        let want = (take.len - first.len()).min(buf.len());
+        match read_by(conn, &mut buf[..want], deadline) {
             Ok(0) | Err(_) => return None,
-            Ok(n) => got += n,
+            Ok(n) => first.extend_from_slice(&buf[..n]),
         }
     }
     Some((take, first))
