@@ -198,8 +198,8 @@ pub const USERS_RECONCILE: Duration = Duration::from_secs(10);
 pub const STORE_RETRY_AFTER: u64 = 5;
 
 /// Links between nodes (the HTTP-specific protocol forwarded): the longest
-/// request line (`TAKE`, a UUID, a time, a length and a 64-digit tag fit in
-/// 160 bytes).
+/// request line (`TAKE`, a UUID, a time, a budget, a length and a 64-digit
+/// tag fit in 180 bytes).
 pub const PEER_LINE_MAX: usize = 256;
 /// The most bytes a forwarded request carries before the pair is made: a
 /// request head and the body bytes read with it.
@@ -213,6 +213,11 @@ pub const PEER_TAKE_WAIT: Duration = Duration::from_secs(1);
 /// How long the node that received a mobile request waits on its own pool
 /// between rounds of asking the nodes that hold the UUID.
 pub const PEER_POLL: Duration = Duration::from_millis(250);
+/// How much longer than the other node's own bound (the budget, one
+/// pause and one proof) the asking node waits for its answer: a round trip
+/// between nodes and a loaded scheduler. Waiting less could give up on a
+/// request the hidden server already has.
+pub const PEER_ANSWER_SLACK: Duration = Duration::from_secs(1);
 /// Connecting to another node's peer listener (same data centre or LAN).
 pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// A link request older or newer than this (the nodes' clocks, NTP-set,

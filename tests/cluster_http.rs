@@ -282,8 +282,9 @@ fn http_clients_at_any_node_reach_a_connect_parked_on_another() {
 
 /// A link request without the cluster's secret is refused and counted; the
 /// link's TLS proves the cluster key (a node with another secret cannot
-/// pose as one); with no node holding the UUID, a mobile request gets 404
-/// after the pair timeout.
+/// pose as one); with no node holding the UUID and no registration at the
+/// node asked, a mobile request gets 404 at once, not after the pair
+/// timeout (a slot held, and the store polled, for nothing).
 #[test]
 fn links_outside_the_cluster_are_refused_and_nobody_holding_is_404() {
     let redis = RedisServer::start();
@@ -292,7 +293,7 @@ fn links_outside_the_cluster_are_refused_and_nobody_holding_is_404() {
         plaintext: false,
         store: Some(redis.url()),
         uuid: Some(n1.uuid),
-        pair_timeout: Duration::from_secs(2),
+        pair_timeout: Duration::from_secs(60),
         cluster_secret: Some(SECRET.to_vec()),
         ..Opts::default()
     });
@@ -323,8 +324,12 @@ fn links_outside_the_cluster_are_refused_and_nobody_holding_is_404() {
         Instant::now() + IO_TIMEOUT,
     )
     .expect("handshake");
-    let mut req =
-        rendezvous::server::peer::wire::request(&other, &n1.uuid, b"GET / HTTP/1.1\r\n\r\n");
+    let mut req = rendezvous::server::peer::wire::request(
+        &other,
+        &n1.uuid,
+        Duration::from_secs(1),
+        b"GET / HTTP/1.1\r\n\r\n",
+    );
     s.write_all(&req).expect("send");
     let mut got = Vec::new();
     s.sock.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
@@ -338,7 +343,12 @@ fn links_outside_the_cluster_are_refused_and_nobody_holding_is_404() {
     });
 
     // An authentic request for a UUID parked nowhere: not ready.
-    req = rendezvous::server::peer::wire::request(&ours, &n1.uuid, b"GET / HTTP/1.1\r\n\r\n");
+    req = rendezvous::server::peer::wire::request(
+        &ours,
+        &n1.uuid,
+        Duration::from_secs(1),
+        b"GET / HTTP/1.1\r\n\r\n",
+    );
     let mut s = tls::connect(
         connect(peer),
         ours.client.clone(),
@@ -356,8 +366,14 @@ fn links_outside_the_cluster_are_refused_and_nobody_holding_is_404() {
         "GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n\r\n"
     )
     .expect("send");
+    let asked = Instant::now();
     let head = read_head(&mut m);
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(30),
+        "404 at once, not after the 60 s pair timeout: {:?}",
+        asked.elapsed()
+    );
 }
 
 /// One line, without its newline.

@@ -15,6 +15,7 @@ use crate::server::conn::Conn;
 use crate::server::parked::{Parked, ParkedStream};
 use crate::server::registry::Proto;
 use crate::server::pairing::Pairing;
+use crate::server::peer::link::{take_remote, Remote};
 use crate::wire::parse_connect_target;
 use crate::wire::strip_authorization;
 use crate::wire::ConnectAuth;
@@ -152,8 +153,17 @@ pub struct Delivered {
 /// delivered only once the parked connection's peer acknowledged it (a NAT
 /// may have forgotten it silently); until then the head is still ours, to
 /// send to the next one. `None` when none took it by the deadline.
+///
+/// No delivery starts after `deadline` but the first (which may take one
+/// already parked even when the deadline is now), so the answer comes at
+/// most one [`FIRST_REQUEST_PAUSE`] and one proof
+/// ([`ACK_PROOF_MAX`](crate::limits::ACK_PROOF_MAX)) after it: a node asked
+/// over a link never writes a request after its asker stopped waiting.
 pub fn deliver(pairing: &Pairing, uuid: &Uuid, first: &[u8], deadline: Instant, id: u64) -> Option<Delivered> {
-    loop {
+    for tried in 0u64.. {
+        if tried > 0 && Instant::now() >= deadline {
+            return None;
+        }
         let p = match pairing.registry.take_uuid(uuid, Proto::Http, deadline) {
             Ok(p) => p,
             Err(why) => {
@@ -179,6 +189,7 @@ pub fn deliver(pairing: &Pairing, uuid: &Uuid, first: &[u8], deadline: Instant, 
             return Some(Delivered { leg, peer, conn, slot });
         }
     }
+    None
 }
 
 /// Where a mobile request went: a `CONNECT` parked here, or a link to the
@@ -191,7 +202,8 @@ enum Responder {
 /// Find a hidden server for `first`: this node's pool first, then the other
 /// nodes holding `uuid` (with several nodes), in rounds until `deadline`,
 /// waiting [`PEER_POLL`](crate::limits::PEER_POLL) on the own pool between
-/// rounds.
+/// rounds; at once `None` when no node holds `uuid` and it is not
+/// registered here.
 fn find(pairing: &Pairing, uuid: &Uuid, first: &[u8], deadline: Instant, id: u64) -> Option<Responder> {
     let Some(peers) = pairing.peers else {
         return deliver(pairing, uuid, first, deadline, id).map(Responder::Here);
@@ -200,8 +212,12 @@ fn find(pairing: &Pairing, uuid: &Uuid, first: &[u8], deadline: Instant, id: u64
         if let Some(d) = deliver(pairing, uuid, first, Instant::now(), id) {
             return Some(Responder::Here(d));
         }
-        if let Some((leg, at)) = crate::server::peer::link::take_remote(pairing, peers, uuid, first, deadline) {
-            return Some(Responder::Linked(leg, at));
+        match take_remote(pairing, peers, uuid, first, deadline) {
+            Remote::Taken(leg, at) => return Some(Responder::Linked(leg, at)),
+            // Registered nowhere near: no hidden server will come within
+            // the pair timeout, so the slot is not held for it.
+            Remote::NoHolder if pairing.registry.local_initiator(uuid).is_none() => return None,
+            Remote::NoHolder | Remote::NotReady => {}
         }
         let now = Instant::now();
         if now >= deadline {

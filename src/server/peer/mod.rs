@@ -8,7 +8,7 @@
 //! in its lease), TLS 1.3 pinned to the cluster's key (`keys`), and sends
 //!
 //! ```text
-//! TAKE <uuid> <unix ms> <length> <hmac>\n<length bytes>
+//! TAKE <uuid> <unix ms> <budget ms> <length> <hmac>\n<length bytes>
 //! ```
 //!
 //! the bytes being the mobile client's request head (without
@@ -16,8 +16,10 @@
 //! over the line up to the length and its newline, then the bytes. A
 //! writes them to one of its parked `CONNECT`s, and once the hidden
 //! server's side acknowledged them answers `+OK\n` and relays the link
-//! with that connection; else `-ERR not ready\n` (none parked within
-//! [`PEER_TAKE_WAIT`](crate::limits::PEER_TAKE_WAIT)). A refused request
+//! with that connection; else `-ERR not ready\n` (none parked within the
+//! budget: what is left of B's pair timeout, at most
+//! [`PEER_TAKE_WAIT`](crate::limits::PEER_TAKE_WAIT); A starts no delivery
+//! after it, and B waits for the one A started). A refused request
 //! (bad tag, stale time, malformed) is closed without an answer.
 //! `serve` is A's side, `link` B's.
 

@@ -6,7 +6,7 @@
 
 use super::peers::Peers;
 use super::wire::{Take, T};
-use crate::limits::{PEER_LINE_MAX, PEER_TAKE_WAIT};
+use crate::limits::PEER_LINE_MAX;
 use crate::ratelimit::RateLimit;
 use crate::relay;
 use crate::server::accept::Accepted;
@@ -100,7 +100,9 @@ pub fn handle(acc: Accepted, shared: &Shared) {
     drop(pre_auth);
     let uuid = take.uuid;
     let pairing = shared.pairing();
-    let Some(d) = deliver(&pairing, &uuid, &first, Instant::now() + PEER_TAKE_WAIT, id) else {
+    // No delivery starts after the asker's budget: it stops waiting soon
+    // after, and a request written then would be answered to nobody.
+    let Some(d) = deliver(&pairing, &uuid, &first, Instant::now() + take.budget(), id) else {
         let _ = conn.write_all(b"-ERR not ready\n").and_then(|_| conn.flush());
         return;
     };
