@@ -567,3 +567,118 @@ fn an_idle_session_survives_a_60_s_nat_timeout() {
         "idle 75 s behind a 60 s NAT: session alive; {bytes} bytes through the NAT for 2 idle sockets, about {per_socket_hour:.0} bytes per socket per hour"
     );
 }
+
+/// A node's machine vanishes: three node processes on one store in a
+/// namespace of the test's own, an agent given all three registrars; the
+/// node where the agent waits is stopped (no lease renewal, no FIN, no
+/// RST) and every packet to and from its ports dropped. The agent's
+/// keepalive finds its parked connections dead, its dial to the vanished
+/// place times out, and the refresh that follows (at whichever registrar
+/// answers, avoiding that place) sends it to a live node, through which
+/// clients get through again.
+#[test]
+fn an_agent_whose_node_vanishes_serves_again_through_another() {
+    need_nft();
+    let ns = Netns::new("vanish");
+    ns.enter();
+    let redis = RedisServer::start();
+    let states = [TempDir::new("v1"), TempDir::new("v2"), TempDir::new("v3")];
+    let ids = ["v1", "v2", "v3"];
+    let nodes: Vec<(Proc, SocketAddr, SocketAddr)> = ids
+        .iter()
+        .zip(&states)
+        .map(|(id, st)| {
+            let p = Proc::spawn(id, node_command(&redis.url(), st.path(), id, 3, &[]));
+            let (reg, rv) = (p.listening("registrar"), p.listening("rendezvous"));
+            (p, reg, rv)
+        })
+        .collect();
+    let regs: Vec<SocketAddr> = nodes.iter().map(|n| n.1).collect();
+    let prov = states[0].join("agent.conf");
+    let mut add = rendezvousd();
+    add.args(["user", "add", "--store", &redis.url()]);
+    for r in &regs {
+        add.args(["--server", &format!("http://{r}")]);
+    }
+    add.arg("--state-dir")
+        .arg(states[0].path())
+        .arg("--out")
+        .arg(&prov);
+    let o = run(&mut add);
+    assert!(o.status.success(), "user add: {}", stderr(&o));
+    let uuid = rendezvous::provision::Provision::load(&prov)
+        .expect("provisioning file")
+        .uuid
+        .expect("uuid");
+    let echo = echo_server();
+    let mut cmd = rendezvous();
+    cmd.args([
+        "expose",
+        "--pool",
+        "2",
+        "--keepalive",
+        &agent_keepalive(),
+        "--config",
+    ])
+    .arg(&prov)
+    .args(["--to", &echo.to_string()])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null());
+    let agent = Proc::spawn("expose", cmd);
+    agent.wait_line("registered uuid=");
+    within("a client through node 2", Duration::from_secs(30), || {
+        echo_through(regs[1], uuid, 1).is_ok()
+    });
+
+    // The node lookups name is where the agent waits: it vanishes.
+    let r = request(regs[0], "GET", &format!("/?uuid={uuid}"), &[]);
+    let port = json(&r)["result"]["port"].as_u64().expect("port");
+    let holder = nodes
+        .iter()
+        .position(|n| u64::from(n.2.port()) == port)
+        .expect("a node holds the agent");
+    let (gone_reg, gone_rv) = (nodes[holder].1.port(), nodes[holder].2.port());
+    nodes[holder].0.signal("STOP");
+    let ports = format!("{{ {gone_reg}, {gone_rv} }}");
+    let ruleset = format!(
+        "table inet vanish {{\n chain input {{\n  type filter hook input priority filter;\n  \
+         tcp dport {ports} drop\n  tcp sport {ports} drop\n }}\n}}\n"
+    );
+    let file = std::env::temp_dir().join(format!("{}.nft", ns.name));
+    std::fs::write(&file, ruleset).expect("write ruleset");
+    ns.exec(&["nft", "-f", &file.to_string_lossy()]);
+    let _ = std::fs::remove_file(&file);
+
+    let live: Vec<SocketAddr> = (0..3).filter(|&i| i != holder).map(|i| regs[i]).collect();
+    let mut attempt = 0u64;
+    let served = within(
+        "a client through a live node",
+        Duration::from_secs(150),
+        || {
+            attempt += 1;
+            echo_through(live[attempt as usize % 2], uuid, 10 + attempt).is_ok()
+        },
+    );
+    let moved = agent
+        .lines
+        .lock()
+        .expect("lines")
+        .iter()
+        .any(|l| l.contains("parking there"));
+    assert!(
+        moved,
+        "the agent followed a refresh to a live node:\n{}",
+        agent.log()
+    );
+    eprintln!(
+        "a node vanished silently: first client through a live node {:.1} s later",
+        served.as_secs_f64()
+    );
+    for n in 0..5u64 {
+        echo_through(live[n as usize % 2], uuid, 100 + n)
+            .unwrap_or_else(|e| panic!("client {n} after recovery: {e}"));
+    }
+    // A stopped process still takes SIGKILL (Proc's drop); the namespace,
+    // and with it the table, goes when the test ends.
+    nodes[holder].0.signal("CONT");
+}

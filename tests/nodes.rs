@@ -10,8 +10,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::Duration;
 use support::{
-    json, pseudo_random, read_line, request, sha256, token_at, wait_until, Opts, Proc, RedisServer,
-    TempDir, TestServer,
+    echo_through, json, pseudo_random, read_line, request, sha256, token_at, wait_until, Opts,
+    Proc, RedisServer, TempDir, TestServer,
 };
 use uuid::Uuid;
 
@@ -31,21 +31,10 @@ fn node(redis: &RedisServer, uuid: Uuid, id: &str) -> TestServer {
 /// `rendezvousd serve` as node `id` on the store: the process, its
 /// registrar and its rendezvous addresses.
 fn node_process(redis: &RedisServer, state: &TempDir, id: &str) -> (Proc, SocketAddr, SocketAddr) {
-    let url = redis.url();
-    let args = [
-        "--rendezvous",
-        "127.0.0.1:0",
-        "--plaintext",
-        "--store",
-        &url,
-        "--public-host",
-        "127.0.0.1",
-        "--node-id",
+    let p = Proc::spawn(
         id,
-        "--node-ttl",
-        "3",
-    ];
-    let p = Proc::spawn(id, support::serve_command(state.path(), &args));
+        support::node_command(&redis.url(), state.path(), id, 3, &[]),
+    );
     let (reg, rv) = (p.listening("registrar"), p.listening("rendezvous"));
     (p, reg, rv)
 }
@@ -235,51 +224,6 @@ fn a_node_id_held_by_a_live_server_is_refused() {
     first.wait_exit(Duration::from_secs(10));
     let (restarted, _, _) = node_process(&redis, &s1, "dup");
     restarted.wait_line("node dup joined");
-}
-
-/// One generic client attempt through the registrar at `reg`: a lookup,
-/// the `I` line at the node it names, and 64 KiB echoed back, checked by
-/// SHA-256. `Err` says which step failed.
-fn echo_through(reg: SocketAddr, uuid: Uuid, seed: u64) -> Result<(), String> {
-    let r = request(reg, "GET", &format!("/?uuid={uuid}"), &[]);
-    if r.status != 200 {
-        return Err(format!("lookup answered {}", r.status));
-    }
-    let t = json(&r)["result"].clone();
-    let (host, port, i) = (
-        t["host"].as_str().unwrap_or(""),
-        t["port"].as_u64().unwrap_or(0),
-        t["cookie"].as_str().unwrap_or(""),
-    );
-    let mut s = TcpStream::connect((host, port as u16))
-        .map_err(|e| format!("connect {host}:{port}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(format!("{i}\n").as_bytes())
-        .map_err(|e| e.to_string())?;
-    let line = read_line(&mut s);
-    if line != "+OK" {
-        return Err(format!("status {line:?} at port {port}"));
-    }
-    let data = pseudo_random(64 * 1024, seed);
-    let mut w = s.try_clone().map_err(|e| e.to_string())?;
-    let sent = data.clone();
-    let writer = thread::spawn(move || {
-        let _ = w.write_all(&sent);
-        let _ = w.shutdown(std::net::Shutdown::Write);
-    });
-    let mut back = Vec::new();
-    s.read_to_end(&mut back)
-        .map_err(|e| format!("read echo: {e}"))?;
-    let _ = writer.join();
-    if sha256(&back) != sha256(&data) {
-        return Err(format!(
-            "echo mismatch: {} of {} bytes",
-            back.len(),
-            data.len()
-        ));
-    }
-    Ok(())
 }
 
 /// Three node processes and a `rendezvous expose` agent given all three

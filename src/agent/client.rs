@@ -122,26 +122,35 @@ impl Registrar {
     /// to the registrar that answered last, else to the next that does;
     /// with the `Host` header value naming it.
     pub fn open(&self) -> Result<(ClientConn, String)> {
+        self.each(|url| Ok((self.open_url(url)?, host_header(url))), |_| None)
+    }
+
+    /// `attempt` at the registrar that answered last; on an error, or an
+    /// answer `moves_on` rejects, at the next, each once. The last one's
+    /// answer is returned whatever it is.
+    fn each<A>(&self, attempt: impl Fn(&ServerUrl) -> Result<A>, moves_on: impl Fn(&A) -> Option<String>) -> Result<A> {
         let n = self.urls.len();
         let first = self.current.load(Ordering::Relaxed);
         let mut last = None;
         for i in 0..n {
             let at = (first + i) % n;
             let url = &self.urls[at];
-            match self.open_url(url) {
-                Ok(conn) => {
-                    if i > 0 {
-                        log::info!(target: "rendezvous::client", "registrar {url} answers; using it");
+            let failed = match attempt(url) {
+                Ok(a) => match moves_on(&a) {
+                    Some(why) if i + 1 < n => Error::Other(why),
+                    _ => {
+                        if i > 0 {
+                            log::info!(target: "rendezvous::client", "registrar {url} answers; using it");
+                        }
+                        self.current.store(at, Ordering::Relaxed);
+                        return Ok(a);
                     }
-                    self.current.store(at, Ordering::Relaxed);
-                    return Ok((conn, host_header(url)));
-                }
-                Err(e) if n > 1 => {
-                    log::warn!(target: "rendezvous::client", "registrar {url}: {e}; trying the next");
-                    last = Some(e);
-                }
+                },
+                Err(e) if n > 1 => e,
                 Err(e) => return Err(e),
-            }
+            };
+            log::warn!(target: "rendezvous::client", "registrar {url}: {failed}; trying the next");
+            last = Some(failed);
         }
         Err(last.unwrap_or_else(|| Error::Usage("no registrar URL".into())))
     }
@@ -191,16 +200,37 @@ impl Registrar {
         })
     }
 
+    /// One request, at the registrar that answered last; after a failure to
+    /// connect, a failed or timed-out exchange, or a 5xx (a node that lost
+    /// its store), at the next, each once.
     fn exchange(&self, method: &str, target: &str) -> Result<ClientResponse> {
-        let (mut conn, host) = self.open()?;
+        self.each(
+            |url| self.exchange_at(url, method, target),
+            |r| (r.status >= 500).then(|| format!("answered {}", r.status)),
+        )
+    }
+
+    fn exchange_at(&self, url: &ServerUrl, method: &str, target: &str) -> Result<ClientResponse> {
+        let mut conn = self.open_url(url)?;
         let req = format!(
-            "{method} {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: rendezvous/{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            "{method} {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: rendezvous/{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            host_header(url),
             env!("CARGO_PKG_VERSION")
         );
         conn.write_all(req.as_bytes()).op("send request")?;
         let resp = read_response(&mut conn).op("read response")?;
         self.note_date(resp.header("date"));
         Ok(resp)
+    }
+
+    /// The registrar in use failed in a way only its connection shows (a
+    /// `CONNECT` unanswered or answered 5xx): the next request starts at
+    /// the next registrar.
+    pub fn failed(&self) {
+        let n = self.urls.len();
+        if n > 1 {
+            let _ = self.current.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| Some((c + 1) % n));
+        }
     }
 
     /// Record the registrar's clock from a `Date` header value (ignored when

@@ -2,9 +2,10 @@
 //! body or the metrics text, and the `Date` every answer carries) and the
 //! small reader the clients use for the registrar's answers.
 
-use crate::limits::{MAX_HEADERS, MAX_HEAD_BYTES, MAX_RESPONSE_BYTES};
+use crate::limits::{CLIENT_TIMEOUT, MAX_HEADERS, MAX_HEAD_BYTES, MAX_RESPONSE_BYTES};
 use crate::wire::date::http_date;
 use std::io::{self, Read, Write};
+use std::time::Instant;
 
 /// The reason phrase for a status we send.
 pub fn reason(status: u16) -> &'static str {
@@ -152,11 +153,38 @@ fn read_chunked<S: Read>(stream: &mut S, first: &[u8]) -> io::Result<Vec<u8>> {
     Ok(body)
 }
 
+/// A reader that fails once its deadline passed (checked before each read;
+/// the socket's own timeout bounds each read), so a registrar trickling a
+/// byte at a time cannot hold a client past the deadline by more than one
+/// read.
+struct ByDeadline<'a, S> {
+    inner: &'a mut S,
+    deadline: Instant,
+}
+
+impl<S: Read> Read for ByDeadline<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if Instant::now() >= self.deadline {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "response not complete in time"));
+        }
+        self.inner.read(buf)
+    }
+}
+
 /// Read one response (head, then a chunked body, a `Content-Length` body,
 /// or one until EOF, as RFC 9112 §6.3 orders them), at most
-/// [`MAX_RESPONSE_BYTES`] of body. A keep-alive connection is left
-/// positioned after the body.
+/// [`MAX_RESPONSE_BYTES`] of body, within [`CLIENT_TIMEOUT`] (and one
+/// read). A keep-alive connection is left positioned after the body.
 pub fn read_response<S: Read>(stream: &mut S) -> io::Result<ClientResponse> {
+    read_response_by(
+        &mut ByDeadline {
+            inner: stream,
+            deadline: Instant::now() + CLIENT_TIMEOUT,
+        },
+    )
+}
+
+fn read_response_by<S: Read>(stream: &mut S) -> io::Result<ClientResponse> {
     let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -242,5 +270,34 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&back.body).expect("json");
         assert_eq!(v["error"]["diagnostic"], "no such \"thing\"");
         assert_eq!(v["error"]["permanent"], false);
+    }
+
+    /// A chunked body that never ends, a chunk per read, as a registrar
+    /// trickling bytes would send it.
+    struct Trickle(usize);
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let chunk: &[u8] = if self.0 == 0 {
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            } else {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                b"1\r\nx\r\n"
+            };
+            self.0 += 1;
+            let n = chunk.len().min(buf.len());
+            buf[..n].copy_from_slice(&chunk[..n]);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_response_stops_at_its_deadline() {
+        let mut late = ByDeadline {
+            inner: &mut Trickle(0),
+            deadline: Instant::now() + std::time::Duration::from_millis(200),
+        };
+        let e = read_response_by(&mut late).expect_err("a body that never ends");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
     }
 }

@@ -37,20 +37,8 @@ struct Node {
 }
 
 fn start_node(redis: &RedisServer, state: &Path, id: &str, secret: &Path) -> Node {
-    let url = redis.url();
     let secret = secret.to_str().expect("utf-8 path");
-    let args = [
-        "--rendezvous",
-        "127.0.0.1:0",
-        "--plaintext",
-        "--store",
-        &url,
-        "--public-host",
-        "127.0.0.1",
-        "--node-id",
-        id,
-        "--node-ttl",
-        "5",
+    let extra = [
         "--pair-timeout",
         "20",
         "--peer-listen",
@@ -58,7 +46,7 @@ fn start_node(redis: &RedisServer, state: &Path, id: &str, secret: &Path) -> Nod
         "--cluster-secret-file",
         secret,
     ];
-    let proc = Proc::spawn(id, serve_command(state, &args));
+    let proc = Proc::spawn(id, node_command(&redis.url(), state, id, 5, &extra));
     let reg = proc.listening("registrar");
     proc.listening("rendezvous");
     Node { proc, reg }

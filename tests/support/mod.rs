@@ -67,6 +67,77 @@ pub fn serve_command(state: &Path, args: &[&str]) -> Command {
     c
 }
 
+/// `rendezvousd serve` as node `id` of a cluster on `store` (plaintext,
+/// rendezvous on 127.0.0.1 port 0 and named 127.0.0.1, a lease of
+/// `ttl_secs`), with `extra` flags.
+pub fn node_command(store: &str, state: &Path, id: &str, ttl_secs: u32, extra: &[&str]) -> Command {
+    let ttl = ttl_secs.to_string();
+    let mut args = vec![
+        "--rendezvous",
+        "127.0.0.1:0",
+        "--plaintext",
+        "--store",
+        store,
+        "--public-host",
+        "127.0.0.1",
+        "--node-id",
+        id,
+        "--node-ttl",
+        &ttl,
+    ];
+    args.extend_from_slice(extra);
+    serve_command(state, &args)
+}
+
+/// One generic client attempt through the registrar at `reg`: a lookup,
+/// the `I` line at the node it names, and 64 KiB echoed back, checked by
+/// SHA-256. `Err` says which step failed.
+pub fn echo_through(reg: SocketAddr, uuid: uuid::Uuid, seed: u64) -> Result<(), String> {
+    let r = request(reg, "GET", &format!("/?uuid={uuid}"), &[]);
+    if r.status != 200 {
+        return Err(format!("lookup answered {}", r.status));
+    }
+    let t = json(&r)["result"].clone();
+    let (host, port, i) = (
+        t["host"].as_str().unwrap_or(""),
+        t["port"].as_u64().unwrap_or(0),
+        t["cookie"].as_str().unwrap_or(""),
+    );
+    // Bounded: the node named may have vanished (its packets dropped).
+    let addr: SocketAddr = format!("{host}:{port}")
+        .parse()
+        .map_err(|e| format!("{host}:{port}: {e}"))?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect {host}:{port}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(format!("{i}\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let line = read_line(&mut s);
+    if line != "+OK" {
+        return Err(format!("status {line:?} at port {port}"));
+    }
+    let data = pseudo_random(64 * 1024, seed);
+    let mut w = s.try_clone().map_err(|e| e.to_string())?;
+    let sent = data.clone();
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(&sent);
+        let _ = w.shutdown(std::net::Shutdown::Write);
+    });
+    let mut back = Vec::new();
+    s.read_to_end(&mut back)
+        .map_err(|e| format!("read echo: {e}"))?;
+    let _ = writer.join();
+    if sha256(&back) != sha256(&data) {
+        return Err(format!(
+            "echo mismatch: {} of {} bytes",
+            back.len(),
+            data.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Run to completion (these commands finish by themselves) and return the output.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.stdin(std::process::Stdio::null())

@@ -23,7 +23,23 @@ impl Agent {
         query: &str,
         auth: AuthFailure,
     ) -> Result<(ClientConn, Option<String>)> {
-        let (mut conn, host) = self.registrar.open()?;
+        let (conn, host) = self.registrar.open()?;
+        let got = self.connect_exchange(conn, &host, query, auth);
+        // A registrar that took the connection but did not answer, or
+        // answered 5xx (it lost its store), is left for the next.
+        if matches!(&got, Err(Error::Io { .. } | Error::Protocol(_) | Error::Timeout(_))) {
+            self.registrar.failed();
+        }
+        got
+    }
+
+    fn connect_exchange(
+        &self,
+        mut conn: ClientConn,
+        host: &str,
+        query: &str,
+        auth: AuthFailure,
+    ) -> Result<(ClientConn, Option<String>)> {
         let req = format!(
             "CONNECT uuid:{}?{query} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: rendezvous/{}\r\n\r\n",
             self.uuid.hyphenated(),
@@ -59,6 +75,10 @@ impl Agent {
             Some(200) => {}
             Some(401) => return Err(Error::Auth(auth)),
             Some(429) => return Err(Error::Auth(AuthFailure::LockedOut)),
+            Some(c) if c >= 500 => {
+                self.registrar.failed();
+                return Err(Error::Other(format!("registrar answered CONNECT with {c}")));
+            }
             Some(c) => return Err(Error::Other(format!("registrar answered CONNECT with {c}"))),
             None => return Err(Error::Protocol("malformed CONNECT response".into())),
         }

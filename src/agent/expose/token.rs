@@ -67,11 +67,23 @@ impl Agent {
         }
     }
 
-    /// A token refused: a code for a step ahead of the clock is noted, so
-    /// the next token is that step's code once it is current (a registrar
-    /// that accepts the current step only), and the error explained.
+    /// The registrar's time as its last `Date` showed it (ours before any):
+    /// which step is current is its call, not ours.
+    fn registrar_now(&self) -> u64 {
+        let now = totp::now();
+        match self.registrar.clock_skew() {
+            Some(s) if s < 0 => now.saturating_sub(s.unsigned_abs()),
+            Some(s) => now.saturating_add(s.unsigned_abs()),
+            None => now,
+        }
+    }
+
+    /// A token refused: a code for a step ahead of the registrar's clock is
+    /// noted, so the next token is that step's code once it is current (a
+    /// registrar that accepts the current step only), and the error
+    /// explained.
     pub(super) fn refused(&self, e: Error, step: u64) -> Error {
-        if matches!(e, Error::Auth(AuthFailure::BadToken)) && step > self.params.step_of(totp::now()) {
+        if matches!(e, Error::Auth(AuthFailure::BadToken)) && step > self.params.step_of(self.registrar_now()) {
             log::debug!(target: T, "the next step's code was refused; sending it again when that step begins");
             self.state.lock().unwrap_or_else(PoisonError::into_inner).early_refused = Some(step);
         }
@@ -91,12 +103,13 @@ impl Agent {
             (st.last_step, st.early_refused.take())
         };
         if let Some(s) = early {
-            while self.params.step_of(totp::now()) < s && !self.stopped() {
-                self.nap(Duration::from_secs(self.params.secs_to_next_step(totp::now()).max(1)));
+            while self.params.step_of(self.registrar_now()) < s && !self.stopped() {
+                self.nap(Duration::from_secs(self.params.secs_to_next_step(self.registrar_now()).max(1)));
             }
             if self.stopped() {
                 return Err(Error::Stopped);
             }
+            self.state.lock().unwrap_or_else(PoisonError::into_inner).last_step = Some(s);
             return Ok((totp::hotp(&self.secret, s, self.params.digits), s));
         }
         let mut now = totp::now();
