@@ -594,18 +594,7 @@ fn an_agent_whose_node_vanishes_serves_again_through_another() {
         })
         .collect();
     let regs: Vec<SocketAddr> = nodes.iter().map(|n| n.1).collect();
-    let prov = states[0].join("agent.conf");
-    let mut add = rendezvousd();
-    add.args(["user", "add", "--store", &redis.url()]);
-    for r in &regs {
-        add.args(["--server", &format!("http://{r}")]);
-    }
-    add.arg("--state-dir")
-        .arg(states[0].path())
-        .arg("--out")
-        .arg(&prov);
-    let o = run(&mut add);
-    assert!(o.status.success(), "user add: {}", stderr(&o));
+    let prov = support::user_add_servers(&redis.url(), states[0].path(), &regs);
     let uuid = rendezvous::provision::Provision::load(&prov)
         .expect("provisioning file")
         .uuid

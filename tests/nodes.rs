@@ -244,18 +244,7 @@ fn an_agent_whose_node_is_killed_serves_again_through_another() {
         .map(|(id, st)| Some(node_process(&redis, st, id)))
         .collect();
     let regs: Vec<SocketAddr> = nodes.iter().flatten().map(|n| n.1).collect();
-    let prov = states[0].join("agent.conf");
-    let mut add = support::rendezvousd();
-    add.args(["user", "add", "--store", &redis.url()]);
-    for r in &regs {
-        add.args(["--server", &format!("http://{r}")]);
-    }
-    add.arg("--state-dir")
-        .arg(states[0].path())
-        .arg("--out")
-        .arg(&prov);
-    let o = support::run(&mut add);
-    assert!(o.status.success(), "user add: {}", support::stderr(&o));
+    let prov = support::user_add_servers(&redis.url(), states[0].path(), &regs);
     let p = rendezvous::provision::Provision::load(&prov).expect("provisioning file");
     let uuid = p.uuid.expect("uuid");
     assert_eq!(

@@ -138,6 +138,21 @@ pub fn echo_through(reg: SocketAddr, uuid: uuid::Uuid, seed: u64) -> Result<(), 
     Ok(())
 }
 
+/// `rendezvousd user add` on `store` with every registrar of `regs` as a
+/// `--server`: the provisioning file it wrote (in `state`).
+pub fn user_add_servers(store: &str, state: &Path, regs: &[SocketAddr]) -> PathBuf {
+    let prov = state.join("agent.conf");
+    let mut add = rendezvousd();
+    add.args(["user", "add", "--store", store]);
+    for r in regs {
+        add.args(["--server", &format!("http://{r}")]);
+    }
+    add.arg("--state-dir").arg(state).arg("--out").arg(&prov);
+    let o = run(&mut add);
+    assert!(o.status.success(), "user add: {}", stderr(&o));
+    prov
+}
+
 /// Run to completion (these commands finish by themselves) and return the output.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.stdin(std::process::Stdio::null())
