@@ -1087,18 +1087,7 @@ fn store_rows(o: &Opts, dir: &Path, rep: &mut Report) {
 /// Commands the store has run so far, all kinds (`INFO commandstats`),
 /// less the `INFO` calls that asked.
 fn store_calls(redis: &support::RedisServer) -> i64 {
-    let text = redis.command(&["INFO", "commandstats"]);
-    text.lines()
-        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info:"))
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<i64>()
-                .ok()
-        })
-        .sum()
+    support::commandstats_calls(&redis.command(&["INFO", "commandstats"]), |c| c != "info")
 }
 
 /// Pairings per second through `rv` by 4 clients at once for `secs`.

@@ -121,40 +121,6 @@ fn upstream() -> SocketAddr {
     addr
 }
 
-/// `rendezvous expose --protocol http` at node `ts` only, its pool parked.
-fn expose_http(ts: &TestServer, to: SocketAddr, pool: usize) -> Proc {
-    let secret = ts.dir.join("secret");
-    std::fs::write(&secret, format!("{SECRET_B32}\n")).expect("write secret");
-    let mut c = rendezvous();
-    c.args([
-        "expose",
-        "--protocol",
-        "http",
-        "--pool",
-        &pool.to_string(),
-        "--server",
-    ])
-    .arg(format!("https://127.0.0.1:{}", ts.registrar().port()))
-    .arg("--ca")
-    .arg(cert(ts))
-    .args([
-        "--uuid",
-        &ts.uuid.to_string(),
-        "--to",
-        &to.to_string(),
-        "--secret-file",
-    ])
-    .arg(secret)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null());
-    let p = Proc::spawn("expose-http", c);
-    p.wait_line("registered uuid=");
-    wait_until("the agent's pool parked", || {
-        ts.server().shared().registry.stats().parked_http == pool
-    });
-    p
-}
-
 /// curl at `ts` with Basic credentials naming the UUID, POSTing `body`:
 /// (exit code, the response head, the response body).
 fn curl_post(ts: &TestServer, body: &[u8], tag: &str) -> (i32, String, Vec<u8>) {

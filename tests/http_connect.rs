@@ -89,43 +89,6 @@ fn recording_upstream() -> (SocketAddr, mpsc::Receiver<Vec<u8>>) {
     (addr, rx)
 }
 
-fn secret_file(ts: &TestServer) -> PathBuf {
-    let p = ts.dir.join("secret");
-    std::fs::write(&p, format!("{SECRET_B32}\n")).expect("write secret");
-    p
-}
-
-fn expose_http(ts: &TestServer, to: SocketAddr, pool: usize) -> Proc {
-    let mut c = rendezvous();
-    c.args([
-        "expose",
-        "--protocol",
-        "http",
-        "--pool",
-        &pool.to_string(),
-        "--server",
-    ])
-    .arg(format!("https://127.0.0.1:{}", ts.registrar().port()))
-    .arg("--ca")
-    .arg(cert(ts))
-    .args([
-        "--uuid",
-        &ts.uuid.to_string(),
-        "--to",
-        &to.to_string(),
-        "--secret-file",
-    ])
-    .arg(secret_file(ts))
-    .stdin(Stdio::null())
-    .stdout(Stdio::null());
-    let p = Proc::spawn("expose-http", c);
-    p.wait_line("registered uuid=");
-    wait_until("agent's pool parked", || {
-        ts.server().shared().registry.stats().parked_http == pool
-    });
-    p
-}
-
 fn curl(args: &[&str]) -> (i32, String, String) {
     let o = Command::new("curl")
         .args(["-s", "-S", "--max-time", "20"])

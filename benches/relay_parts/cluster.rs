@@ -21,24 +21,13 @@ use super::support;
 /// Round trips the store has served so far: every operation of the
 /// server is one script (`EVALSHA`, or `EVAL` after a restart of the
 /// store), and `INFO commandstats` counts the commands a script runs apart,
-/// so the scripts are what is counted (asked over a connection of our own:
-/// `support::redis_command` waits out a timeout).
+/// so the scripts are what is counted.
 fn store_calls(con: &mut redis::Connection) -> i64 {
     let text: String = redis::cmd("INFO")
         .arg("commandstats")
         .query(con)
         .unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<i64>()
-                .ok()
-        })
-        .sum()
+    support::commandstats_calls(&text, |c| c == "evalsha" || c == "eval")
 }
 
 /// A parked `CONNECT` at `reg` with `query`; the `Rendezvous-Cookie` of

@@ -153,6 +153,61 @@ pub fn user_add_servers(store: &str, state: &Path, regs: &[SocketAddr]) -> PathB
     prov
 }
 
+/// The calls counted in an `INFO commandstats` text, summed over the
+/// commands (`cmdstat_NAME:` lines) that `which` takes.
+pub fn commandstats_calls(text: &str, which: impl Fn(&str) -> bool) -> i64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix("cmdstat_")
+                .and_then(|l| l.split(':').next())
+                .is_some_and(&which)
+        })
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<i64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// `rendezvous expose --protocol http` to `to` at `ts` (over TLS, its
+/// certificate as the CA), waited for until its pool of `pool` is parked.
+pub fn expose_http(ts: &TestServer, to: SocketAddr, pool: usize) -> Proc {
+    let secret = ts.dir.join("secret");
+    std::fs::write(&secret, format!("{SECRET_B32}\n")).expect("write secret");
+    let mut c = rendezvous();
+    c.args([
+        "expose",
+        "--protocol",
+        "http",
+        "--pool",
+        &pool.to_string(),
+        "--server",
+    ])
+    .arg(format!("https://127.0.0.1:{}", ts.registrar().port()))
+    .arg("--ca")
+    .arg(ts.dir.join("cert.pem"))
+    .args([
+        "--uuid",
+        &ts.uuid.to_string(),
+        "--to",
+        &to.to_string(),
+        "--secret-file",
+    ])
+    .arg(secret)
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null());
+    let p = Proc::spawn("expose-http", c);
+    p.wait_line("registered uuid=");
+    wait_until("the agent's pool parked", || {
+        ts.server().shared().registry.stats().parked_http == pool
+    });
+    p
+}
+
 /// Run to completion (these commands finish by themselves) and return the output.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.stdin(std::process::Stdio::null())
