@@ -28,7 +28,7 @@ CROSS_AR ?= aarch64-linux-gnu-ar
 PROFILE  ?= minimal
 CROSS_DIR = target/$(TARGET)/$(PROFILE)
 
-.PHONY: all build release minimal test check lint-man run install uninstall clean fuzz soak soak-cluster bench cross cross-check
+.PHONY: all build release minimal test check lint-man run install uninstall clean fuzz soak soak-cluster bench cross cross-check deb deb-check
 
 all: build
 
@@ -104,6 +104,18 @@ cross-check: cross build
 	test "$$(RENDEZVOUS_SECRET=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ qemu-aarch64 $(CROSS_DIR)/rendezvous totp --at $$at)" = \
 	     "$$(RENDEZVOUS_SECRET=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ target/debug/rendezvous totp --at $$at)"
 	@echo "cross-check: $(TARGET) binaries run under qemu and agree with the native build"
+
+# The Debian package target/deb/rendezvous_VERSION_ARCH.deb from the release
+# binaries (contrib/deb/build-deb.sh; DEB_COMPRESS=none builds it quicker).
+deb: release
+	contrib/deb/build-deb.sh target/release target/deb
+
+# Packages the debug binaries that `make test` built (uncompressed: quick)
+# and checks the package's files, modes, control fields and scripts.
+deb-check:
+	rm -rf target/deb-check
+	DEB_COMPRESS=none contrib/deb/build-deb.sh target/debug target/deb-check
+	contrib/deb/check-deb.sh target/deb-check/rendezvous_*.deb
 
 # The full load-and-fault run (tests/soak/; its fast subset is in `make test`).
 soak:
