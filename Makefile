@@ -20,15 +20,30 @@ MANS := $(MAN1) $(MAN5) $(MAN7) $(MAN8)
 FUZZ_SECS    ?= 60
 FUZZ_TARGETS := head authorization connect_target cookie_line users_file provision_file http_date
 
-# Cross-compilation for gateways: a static musl binary, ring's C built with
-# Debian's cross gcc (apt-get install gcc-aarch64-linux-gnu; qemu-user to check).
+# Cross-compilation for gateways: static musl binaries, ring's C built with
+# Debian's cross gcc (apt-get install gcc-aarch64-linux-gnu; qemu-user to
+# check). The client is the gateway build: no default features (no built-in
+# CA roots, TLS 1.3 only, no rustls logging) at the `gateway` profile
+# (panic=abort); see GATEWAY BUILDS in rendezvous(1). GATEWAY_STD=build
+# also rebuilds the standard library with panics as plain aborts (unstable
+# options, through RUSTC_BOOTSTRAP, with the toolchain's rust-src).
 TARGET   ?= aarch64-unknown-linux-musl
 CROSS_CC ?= aarch64-linux-gnu-gcc
 CROSS_AR ?= aarch64-linux-gnu-ar
 PROFILE  ?= minimal
+GATEWAY_PROFILE ?= gateway
+GATEWAY_STD ?=
 CROSS_DIR = target/$(TARGET)/$(PROFILE)
+GATEWAY_DIR = target/$(TARGET)/$(GATEWAY_PROFILE)
+CROSS_ENV = "CC_$$(echo '$(TARGET)' | tr - _)=$(CROSS_CC)" \
+	    "AR_$$(echo '$(TARGET)' | tr - _)=$(CROSS_AR)" \
+	    "CARGO_TARGET_$$(echo '$(TARGET)' | tr a-z- A-Z_)_LINKER=$(CROSS_CC)"
+ifeq ($(GATEWAY_STD),build)
+GATEWAY_ENV   = RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort"
+GATEWAY_FLAGS = -Z build-std=std,panic_abort
+endif
 
-.PHONY: all build release minimal test check lint-man run install uninstall clean fuzz soak soak-cluster bench cross cross-check deb deb-check
+.PHONY: all build release minimal test check lint-man run install uninstall clean fuzz soak soak-cluster bench cross cross-check agent-memory deb deb-check
 
 all: build
 
@@ -89,20 +104,18 @@ uninstall:
 
 cross:
 	rustup target list --installed | grep -qx '$(TARGET)' || rustup target add '$(TARGET)'
-	env "CC_$$(echo '$(TARGET)' | tr - _)=$(CROSS_CC)" \
-	    "AR_$$(echo '$(TARGET)' | tr - _)=$(CROSS_AR)" \
-	    "CARGO_TARGET_$$(echo '$(TARGET)' | tr a-z- A-Z_)_LINKER=$(CROSS_CC)" \
-	    $(CARGO) build --locked --profile $(PROFILE) --target '$(TARGET)'
-	ls -l $(CROSS_DIR)/rendezvous $(CROSS_DIR)/rendezvousd
+	test -z '$(GATEWAY_STD)' || rustup component list --installed | grep -q '^rust-src' || rustup component add rust-src
+	env $(CROSS_ENV) $(GATEWAY_ENV) $(CARGO) build --locked --profile $(GATEWAY_PROFILE) \
+	    --target '$(TARGET)' --bin rendezvous --no-default-features $(GATEWAY_FLAGS)
+	env $(CROSS_ENV) $(CARGO) build --locked --profile $(PROFILE) --target '$(TARGET)' --bin rendezvousd
+	ls -l $(GATEWAY_DIR)/rendezvous $(CROSS_DIR)/rendezvousd
 
-# Runs the cross-built client under qemu-user: --help, and a TOTP code that
-# must equal the native build's for the same instant (--at: a build or a
-# slow emulator must not cross a time step between the two).
+# Runs the cross-built binaries under qemu-user against the native build:
+# the same TOTP code for one instant (--at), and the gateway client
+# registering and looking up over real TLS (contrib/cross-check.sh).
 cross-check: cross build
-	qemu-aarch64 $(CROSS_DIR)/rendezvous --help >/dev/null
-	at=$$(date +%s); \
-	test "$$(RENDEZVOUS_SECRET=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ qemu-aarch64 $(CROSS_DIR)/rendezvous totp --at $$at)" = \
-	     "$$(RENDEZVOUS_SECRET=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ target/debug/rendezvous totp --at $$at)"
+	qemu-aarch64 $(CROSS_DIR)/rendezvousd --version >/dev/null
+	sh contrib/cross-check.sh qemu-aarch64 $(GATEWAY_DIR)/rendezvous target/debug/rendezvous target/debug/rendezvousd
 	@echo "cross-check: $(TARGET) binaries run under qemu and agree with the native build"
 
 # The Debian package target/deb/rendezvous_VERSION_ARCH.deb from the release
@@ -116,6 +129,19 @@ deb-check:
 	rm -rf target/deb-check
 	DEB_COMPRESS=none contrib/deb/build-deb.sh target/debug target/deb-check
 	contrib/deb/check-deb.sh target/deb-check/rendezvous_*.deb
+
+# Idle memory of `expose --pool 8` (contrib/agent-memory.sh): the gateway
+# client built static for x86_64 musl, as on a gateway, beside the default
+# build linked to glibc.
+agent-memory: build
+	rustup target list --installed | grep -qx x86_64-unknown-linux-musl || rustup target add x86_64-unknown-linux-musl
+	env CC_x86_64_unknown_linux_musl=gcc $(CARGO) build --locked --profile $(GATEWAY_PROFILE) \
+	    --target x86_64-unknown-linux-musl --bin rendezvous --no-default-features
+	$(CARGO) build --locked --profile minimal --bin rendezvous
+	@echo "gateway build, static musl:"
+	sh contrib/agent-memory.sh target/x86_64-unknown-linux-musl/$(GATEWAY_PROFILE)/rendezvous
+	@echo "default build, glibc:"
+	sh contrib/agent-memory.sh target/minimal/rendezvous
 
 # The full load-and-fault run (tests/soak/; its fast subset is in `make test`).
 soak:

@@ -57,12 +57,15 @@ pub fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>> {
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
     let config = match trust {
+        #[cfg(feature = "webpki-roots")]
         Trust::WebPki => {
             let roots = RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
             };
             builder.with_root_certificates(roots).with_no_client_auth()
         }
+        #[cfg(not(feature = "webpki-roots"))]
+        Trust::WebPki => return client_config(&Trust::Ca(system_roots()?)),
         Trust::Ca(path) => {
             let certs = load_certs(path)?;
             let mut roots = RootCertStore::empty();
@@ -99,6 +102,31 @@ pub fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>> {
         }
     };
     Ok(Arc::new(config))
+}
+
+/// Where the system's CA bundle is kept (Debian, Alpine, OpenWrt and
+/// Buildroot; Fedora; the BSDs).
+#[cfg(not(feature = "webpki-roots"))]
+const SYSTEM_ROOTS: [&str; 3] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// A build without the built-in roots (a gateway's, which saves their
+/// size) trusts the system's CA bundle instead, when there is one.
+#[cfg(not(feature = "webpki-roots"))]
+fn system_roots() -> Result<PathBuf> {
+    SYSTEM_ROOTS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            Error::Other(format!(
+                "this build has no built-in CA roots and none of {} exists: give --ca FILE or --pin-sha256",
+                SYSTEM_ROOTS.join(", ")
+            ))
+        })
 }
 
 /// The handshake-signature half of a verifier (the same for every one of

@@ -53,6 +53,7 @@ use crate::limits;
 use crate::relay::ActivePairs;
 use crate::server::accept::{AcceptLoop, Conns};
 use crate::server::registry::{Registry, RegistryConfig};
+#[cfg(feature = "store-redis")]
 use crate::server::store::Store;
 use crate::tls;
 use start::{bind, join_nodes, load_tls, open_store};

@@ -1,0 +1,39 @@
+#!/bin/sh
+# Idle memory of `rendezvous expose --pool 8` waiting at a local rendezvousd:
+#   agent-memory.sh CLIENT [SERVER]
+# prints, after 4 s of waiting, the agent's resident set split into the
+# pages of files (its binary, shared libraries) and its own (anonymous:
+# heap, stacks), from /proc/PID/smaps, for the generic and the HTTP-specific
+# protocol. SERVER defaults to target/debug/rendezvousd.
+set -eu
+client=$1 server=${2:-target/debug/rendezvousd}
+dir=$(mktemp -d)
+pids=
+trap 'for p in $pids; do kill "$p" 2>/dev/null || true; done; rm -rf "$dir"' EXIT INT TERM
+
+"$server" user add --state-dir "$dir/state" --server http://127.0.0.1:1 --out "$dir/agent.conf" >/dev/null
+"$server" serve --state-dir "$dir/state" --registrar 127.0.0.1:0 --rendezvous 127.0.0.1:0 --plaintext 2>"$dir/server.log" &
+pids="$pids $!"
+port=
+for _ in $(seq 100); do
+	port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\) (registrar.*/\1/p' "$dir/server.log")
+	[ -n "$port" ] && break
+	sleep 0.1
+done
+[ -n "$port" ] || { echo "rendezvousd did not start" >&2; exit 1; }
+sed -i "s|^server = .*|server = http://127.0.0.1:$port|" "$dir/agent.conf"
+
+for proto in generic http; do
+	# The service is never dialled while the agent only waits.
+	"$client" expose --pool 8 --protocol "$proto" --config "$dir/agent.conf" --to 127.0.0.1:9 2>"$dir/$proto.log" &
+	pid=$!
+	sleep 4
+	grep -q "registered uuid=" "$dir/$proto.log" || { cat "$dir/$proto.log" >&2; exit 1; }
+	awk -v proto="$proto" -v threads="$(awk '/^Threads:/ {print $2}' "/proc/$pid/status")" '
+		/^[0-9a-f]+-[0-9a-f]+ / { file = (NF >= 6 && $6 ~ /^\//) }
+		/^Rss:/ { if (file) f += $2; else a += $2 }
+		END { printf "%-8s rss %5d KiB: files %5d KiB, own %4d KiB; %d threads\n", proto, f + a, f, a, threads }
+	' "/proc/$pid/smaps"
+	kill "$pid"
+	wait "$pid" 2>/dev/null || true
+done
