@@ -9,7 +9,9 @@ set -eu
 client=$1 server=${2:-target/debug/rendezvousd}
 dir=$(mktemp -d)
 pids=
-trap 'for p in $pids; do kill "$p" 2>/dev/null || true; done; rm -rf "$dir"' EXIT INT TERM
+# Each process is waited for before the folder goes: a server that is
+# stopping still writes its state there.
+trap 'for p in $pids; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$dir"' EXIT INT TERM
 
 "$server" user add --state-dir "$dir/state" --server http://127.0.0.1:1 --out "$dir/agent.conf" >/dev/null
 "$server" serve --state-dir "$dir/state" --registrar 127.0.0.1:0 --rendezvous 127.0.0.1:0 --plaintext 2>"$dir/server.log" &

@@ -13,7 +13,9 @@ set -eu
 qemu=$1 client=$2 native=$3 server=$4
 dir=$(mktemp -d)
 pids=
-trap 'for p in $pids; do kill "$p" 2>/dev/null || true; done; rm -rf "$dir"' EXIT INT TERM
+# Each process is waited for before the folder goes: a server that is
+# stopping still writes its state there.
+trap 'for p in $pids; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$dir"' EXIT INT TERM
 fail() { echo "cross-check: $*" >&2; exit 1; }
 
 "$qemu" "$client" --help >/dev/null || fail "--help failed under $qemu"
