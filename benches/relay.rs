@@ -3,7 +3,8 @@
 //! measured in the same run (the machines are shared and noisy).
 //!
 //! Usage: `cargo bench --bench relay -- [--json FILE] [--secs N] [--quick]
-//! [--sweep-only | --memory-only | --store-only | --cluster-only]`. For an A/B run against another build,
+//! [--sweep-only | --memory-only | --store-only | --cluster-only |
+//! --chain-only]`. For an A/B run against another build,
 //! `RENDEZVOUSD_BIN=PATH` names the rendezvousd to measure; with
 //! `BENCH_SMAPS=FILE` the memory phase keeps the server's
 //! `/proc/PID/smaps` with its idle pairs (stack pages per thread).
@@ -15,6 +16,9 @@ mod support;
 #[cfg(feature = "store-redis")]
 #[path = "relay_parts/cluster.rs"]
 mod cluster;
+
+#[path = "relay_parts/chain.rs"]
+mod chain;
 
 /// Without the store (`--no-default-features`) there are no nodes.
 #[cfg(not(feature = "store-redis"))]
@@ -56,6 +60,8 @@ struct Opts {
     store_only: bool,
     /// Only the two-node phase (an HTTP request local or forwarded).
     cluster_only: bool,
+    /// Only the setup latency through the whole chain.
+    chain_only: bool,
     secs: f64,
     json: Option<PathBuf>,
     quick: bool,
@@ -67,6 +73,7 @@ fn opts() -> Opts {
         memory_only: false,
         store_only: false,
         cluster_only: false,
+        chain_only: false,
         secs: 3.0,
         json: None,
         quick: false,
@@ -81,6 +88,7 @@ fn opts() -> Opts {
             "--memory-only" => o.memory_only = true,
             "--store-only" => o.store_only = true,
             "--cluster-only" => o.cluster_only = true,
+            "--chain-only" => o.chain_only = true,
             _ => {} // cargo bench passes --bench
         }
     }
@@ -715,8 +723,10 @@ fn main() {
         thread::available_parallelism().map_or(1, |n| n.get())
     );
 
-    if o.sweep_only || o.memory_only || o.store_only || o.cluster_only {
-        if o.sweep_only {
+    if o.sweep_only || o.memory_only || o.store_only || o.cluster_only || o.chain_only {
+        if o.chain_only {
+            chain::chain_rows(o.quick, &dir, &mut rep);
+        } else if o.sweep_only {
             sweep_row(&mut rep, &dir, o.quick);
         } else if o.memory_only {
             memory(&o, &dir, &mut rep);
@@ -732,6 +742,7 @@ fn main() {
 
     let srv = generic_throughput(&o, &dir, &mut rep);
     full_chain(&o, &dir, &mut rep, &srv);
+    chain::chain_rows(o.quick, &dir, &mut rep);
     let tls_srv = tls_throughput(&o, &dir, &mut rep);
     setup_and_pairings(&o, &mut rep, tls_srv);
     memory(&o, &dir, &mut rep);
