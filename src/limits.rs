@@ -230,5 +230,6 @@ pub const PEER_CLOCK_SKEW: Duration = Duration::from_secs(30);
 /// arrive in separate reads: the steward's hidden server (Node's `connect`
 /// event) drops bytes that come with its `200`. 50 ms was enough in the
 /// measurements against it; a `CONNECT` that waited for its client is not
-/// delayed.
+/// delayed, nor one from `rendezvous expose` (its `User-Agent`), which
+/// reads its `200` byte by byte.
 pub const FIRST_REQUEST_PAUSE: Duration = Duration::from_millis(50);

@@ -368,16 +368,6 @@ impl DialError {
     }
 }
 
-/// Connect to a triple's rendezvous server, send the cookie line, and wait
-/// for the status line (at most `wait`, or forever for a parked responder).
-/// On `+OK` the socket is positioned at the first relayed byte.
-pub fn dial(triple: &Triple, wait: Option<Duration>) -> std::result::Result<TcpStream, DialError> {
-    let sock = connect_for_park(triple).map_err(DialError::Io)?;
-    sock.set_read_timeout(wait)
-        .map_err(|e| DialError::Io(Error::io("set timeout", e)))?;
-    read_status(sock)
-}
-
 /// Connect to a triple's rendezvous server and send the cookie line.
 pub fn connect_for_park(triple: &Triple) -> Result<TcpStream> {
     let mut sock = connect_any(&triple.host, triple.port, CLIENT_TIMEOUT)?;
@@ -387,26 +377,34 @@ pub fn connect_for_park(triple: &Triple) -> Result<TcpStream> {
     Ok(sock)
 }
 
-/// Read the status line byte by byte (so no relayed byte is consumed).
+/// Read the status line, and not one relayed byte after it: what has
+/// arrived is peeked at, and only the line (up to its newline) is read:
+/// two calls for `+OK`, where reading byte by byte took four.
 pub fn read_status(mut sock: TcpStream) -> std::result::Result<TcpStream, DialError> {
     let mut line = Vec::new();
-    let mut b = [0u8; 1];
+    let mut buf = [0u8; MAX_STATUS_LINE + 1];
     loop {
-        match sock.read(&mut b) {
+        let room = MAX_STATUS_LINE + 1 - line.len();
+        let n = match sock.peek(&mut buf[..room]) {
             Ok(0) => {
                 return Err(DialError::Io(Error::Protocol(
                     "connection closed before a status line".into(),
                 )))
             }
-            Ok(_) if b[0] == b'\n' => break,
-            Ok(_) => {
-                line.push(b[0]);
-                if line.len() > MAX_STATUS_LINE {
-                    return Err(DialError::Invalid("status line too long".into()));
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(DialError::Io(Error::io("read status", e))),
+        };
+        let end = buf[..n].iter().position(|&b| b == b'\n');
+        let take = end.map_or(n, |i| i + 1);
+        sock.read_exact(&mut buf[..take])
+            .map_err(|e| DialError::Io(Error::io("read status", e)))?;
+        line.extend_from_slice(&buf[..end.unwrap_or(take)]);
+        if end.is_some() {
+            break;
+        }
+        if line.len() > MAX_STATUS_LINE {
+            return Err(DialError::Invalid("status line too long".into()));
         }
     }
     let text = String::from_utf8_lossy(&line)

@@ -6,7 +6,7 @@
 //! `-ERR not registered`, or on `-ERR not ready` and failed connections when
 //! the registrar then names another node).
 
-use crate::agent::client::{dial, DialError, Registrar};
+use crate::agent::client::{connect_for_park, read_status, DialError, Registrar};
 use crate::agent::settings::Settings;
 use crate::error::{Error, IoResultExt, Result};
 use crate::limits::PAIR_TIMEOUT;
@@ -57,9 +57,18 @@ impl Dialer {
     /// `-ERR not registered` refreshes it once, and so do `-ERR not ready`
     /// and a failed connection when the new triple names another place.
     pub fn dial(&self) -> Result<TcpStream> {
-        let sock = self.dial_once()?;
+        self.dial_once()
+    }
+
+    /// Connect to `triple`'s rendezvous server, send the cookie, and read
+    /// the status line. Keepalive is set while the server pairs, not after
+    /// the `+OK`, where the first bytes wait for it.
+    fn attempt(&self, triple: &Triple) -> std::result::Result<TcpStream, DialError> {
+        let sock = connect_for_park(triple).map_err(DialError::Io)?;
         let _ = self.keepalive.apply(&sock);
-        Ok(sock)
+        sock.set_read_timeout(Some(STATUS_WAIT))
+            .map_err(|e| DialError::Io(Error::io("set timeout", e)))?;
+        read_status(sock)
     }
 
     fn dial_once(&self) -> Result<TcpStream> {
@@ -72,12 +81,12 @@ impl Dialer {
             Some(t) => (t, false),
             None => (self.lookup()?, true),
         };
-        match dial(&triple, Some(STATUS_WAIT)) {
+        match self.attempt(&triple) {
             Ok(s) => Ok(s),
             Err(DialError::Refused(TakeError::NotRegistered)) if !fresh => {
                 log::debug!(target: T, "cached triple refused; looking up again");
                 let t = self.lookup()?;
-                dial(&t, Some(STATUS_WAIT)).map_err(DialError::into_error)
+                self.attempt(&t).map_err(DialError::into_error)
             }
             // The node the cached triple names may be gone, or no longer
             // hold the hidden server (several nodes on one store): a new
@@ -88,7 +97,7 @@ impl Dialer {
                     return Err(e.into_error());
                 }
                 log::debug!(target: T, "cached triple failed ({e}); the registrar names another node");
-                dial(&t, Some(STATUS_WAIT)).map_err(DialError::into_error)
+                self.attempt(&t).map_err(DialError::into_error)
             }
             Err(e) => Err(e.into_error()),
         }
@@ -164,7 +173,9 @@ pub fn serve_listener(dialer: Arc<Dialer>, listener: TcpListener) -> Result<()> 
             }
         };
         let d = dialer.clone();
-        let spawned = crate::threads::start("local", move || match d.dial() {
+        // A thread of the pool: a finished connection's thread takes the
+        // next, so a connection does not pay for a thread's creation.
+        let spawned = crate::threads::spawn("local".into(), move || match d.dial() {
             Ok(remote) => {
                 let _ = local.set_nodelay(true);
                 let t = relay::relay(Arc::new(local), Arc::new(remote), None);

@@ -38,8 +38,10 @@ pub struct Parked {
     pub conn: u64,
     /// Its place in the connection count.
     pub slot: ConnSlot,
-    /// When it was parked (its `+OK` or `200` went out then).
-    pub at: std::time::Instant,
+    /// Until when a request must not be written to it (its `200` went
+    /// out just before, and the hidden server may drop what comes in the
+    /// same read); `None` when it may be written at once.
+    pub pause_until: Option<std::time::Instant>,
 }
 
 /// Whether a parked socket is still open: a non-blocking peek that sees

@@ -115,7 +115,7 @@ fn park(
         peer,
         conn: id,
         slot,
-        at: std::time::Instant::now(),
+        pause_until: None,
     };
     match pairing.registry.park(&cookie, Proto::Generic, parked) {
         Ok((uuid, evicted)) => {
@@ -142,7 +142,6 @@ fn pair(
     id: u64,
 ) {
     let deadline = Instant::now() + pairing.pair_timeout;
-    let _ = pairing.keepalive.apply(&stream);
     let mut hello = OK.to_vec();
     hello.extend_from_slice(&early);
     // A parked socket may be dead while the peek says it is open (a NAT
@@ -182,6 +181,10 @@ fn pair(
     if stream.write_all(&hello).is_err() {
         return;
     }
+    // Keepalive once paired, not before: its five calls were on the path
+    // to the +OK lines (the wait for a responder is bounded by the pair
+    // timeout, shorter than the keepalive time).
+    let _ = pairing.keepalive.apply(&stream);
     let Parked {
         stream: ParkedStream::Tcp(rs),
         peer: rpeer,

@@ -164,7 +164,7 @@ impl Agent {
                 Ok(Waited::Client((conn, first))) => {
                     let me = self.clone();
                     let spawned =
-                        crate::threads::start("serve", move || me.serve_http(conn, first));
+                        crate::threads::spawn("serve".into(), move || me.serve_http(conn, first));
                     if let Err(e) = spawned {
                         log::warn!(target: T, "cannot start a relay thread: {e}");
                     }

@@ -236,7 +236,8 @@ impl Agent {
                 Ok(Waited::Client(sock)) => {
                     failures = 0;
                     let me = self.clone();
-                    let spawned = crate::threads::start("serve", move || me.serve(sock));
+                    // From the pool, as the relay's own threads are.
+                    let spawned = crate::threads::spawn("serve".into(), move || me.serve(sock));
                     if let Err(e) = spawned {
                         log::warn!(target: T, "cannot start a relay thread: {e}");
                     }
