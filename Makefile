@@ -43,7 +43,7 @@ GATEWAY_ENV   = RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zunstable-options -Cpanic=immediat
 GATEWAY_FLAGS = -Z build-std=std,panic_abort
 endif
 
-.PHONY: all build release minimal test check lint-man run install uninstall clean fuzz soak soak-cluster bench cross cross-check agent-memory deb deb-check
+.PHONY: all build release minimal test check lint-man run install uninstall clean fuzz soak soak-cluster bench cross cross-check agent-memory deb deb-check bench-peers
 
 all: build
 
@@ -156,6 +156,16 @@ soak-cluster:
 # BENCH_ARGS="--json FILE" to keep the figures.
 bench:
 	$(CARGO) bench --bench relay -- $(BENCH_ARGS)
+
+# Ours beside rathole 0.5 and bore 0.6, installed into PEERS_DIR by cargo
+# install (rathole builds only without --locked): setup, throughput, CPU and
+# memory in one table, each a ratio to direct or what a tunnel adds to it,
+# measured in the same run (not part of `make test`).
+PEERS_DIR ?= $(CURDIR)/target/peers
+bench-peers:
+	test -x $(PEERS_DIR)/bin/rathole || $(CARGO) install --root $(PEERS_DIR) --version 0.5.0 rathole
+	test -x $(PEERS_DIR)/bin/bore || $(CARGO) install --locked --root $(PEERS_DIR) --version 0.6.0 bore-cli
+	$(CARGO) bench --bench relay -- --peers $(PEERS_DIR)/bin $(BENCH_ARGS)
 
 # Runs every cargo-fuzz target for FUZZ_SECS seconds (not part of `make test`).
 # cargo-fuzz needs nightly compiler flags; RUSTC_BOOTSTRAP=1 lets the stable

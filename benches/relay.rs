@@ -4,7 +4,7 @@
 //!
 //! Usage: `cargo bench --bench relay -- [--json FILE] [--secs N] [--quick]
 //! [--sweep-only | --memory-only | --store-only | --cluster-only |
-//! --chain-only]`. For an A/B run against another build,
+//! --chain-only | --peers DIR]`. For an A/B run against another build,
 //! `RENDEZVOUSD_BIN=PATH` names the rendezvousd to measure; with
 //! `BENCH_SMAPS=FILE` the memory phase keeps the server's
 //! `/proc/PID/smaps` with its idle pairs (stack pages per thread).
@@ -19,6 +19,9 @@ mod cluster;
 
 #[path = "relay_parts/chain.rs"]
 mod chain;
+
+#[path = "relay_parts/peers.rs"]
+mod peers;
 
 /// Without the store (`--no-default-features`) there are no nodes.
 #[cfg(not(feature = "store-redis"))]
@@ -62,6 +65,8 @@ struct Opts {
     cluster_only: bool,
     /// Only the setup latency through the whole chain.
     chain_only: bool,
+    /// `make bench-peers`: ours beside rathole and bore installed here.
+    peers: Option<PathBuf>,
     secs: f64,
     json: Option<PathBuf>,
     quick: bool,
@@ -74,6 +79,7 @@ fn opts() -> Opts {
         store_only: false,
         cluster_only: false,
         chain_only: false,
+        peers: None,
         secs: 3.0,
         json: None,
         quick: false,
@@ -89,6 +95,7 @@ fn opts() -> Opts {
             "--store-only" => o.store_only = true,
             "--cluster-only" => o.cluster_only = true,
             "--chain-only" => o.chain_only = true,
+            "--peers" => o.peers = args.next().map(PathBuf::from),
             _ => {} // cargo bench passes --bench
         }
     }
@@ -723,8 +730,16 @@ fn main() {
         thread::available_parallelism().map_or(1, |n| n.get())
     );
 
-    if o.sweep_only || o.memory_only || o.store_only || o.cluster_only || o.chain_only {
-        if o.chain_only {
+    if o.sweep_only
+        || o.memory_only
+        || o.store_only
+        || o.cluster_only
+        || o.chain_only
+        || o.peers.is_some()
+    {
+        if let Some(bin) = &o.peers {
+            peers::peer_rows(bin, o.quick, o.secs, &dir, &mut rep);
+        } else if o.chain_only {
             chain::chain_rows(o.quick, &dir, &mut rep);
         } else if o.sweep_only {
             sweep_row(&mut rep, &dir, o.quick);

@@ -29,7 +29,7 @@ const LINE: &[u8] = b"a line of about forty bytes, and its end\n";
 const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
 
 /// Connect, send [`LINE`], read it back.
-fn one_line(addr: SocketAddr) -> bool {
+pub(crate) fn one_line(addr: SocketAddr) -> bool {
     let Ok(mut s) = TcpStream::connect(addr) else {
         return false;
     };
@@ -116,7 +116,7 @@ trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
 /// `rendezvous ARGS… --server URL [--ca CERT]` for `srv`.
-fn client(srv: &Server, tls: bool, args: &[&str]) -> Command {
+pub(crate) fn client(srv: &Server, tls: bool, args: &[&str]) -> Command {
     let mut c = Command::new(bin("rendezvous"));
     c.args(args);
     if tls {
@@ -136,7 +136,7 @@ fn client(srv: &Server, tls: bool, args: &[&str]) -> Command {
 }
 
 /// `rendezvous expose` for the bench's UUID, `--pool 4`, to `to`.
-fn expose(srv: &Server, tls: bool, dir: &Path, proto: &str, to: SocketAddr) -> Proc {
+pub(crate) fn expose(srv: &Server, tls: bool, dir: &Path, proto: &str, to: SocketAddr) -> Proc {
     let secret = dir.join("chain-secret");
     std::fs::write(&secret, SECRET_B32).expect("secret");
     let mut c = client(
@@ -153,7 +153,7 @@ fn expose(srv: &Server, tls: bool, dir: &Path, proto: &str, to: SocketAddr) -> P
 
 /// Alternate `direct` and `chain` `n` times (after a warm-up), within a
 /// minute; the p50 and p99 of each, in µs (failures are not counted).
-fn alternate(
+pub(crate) fn alternate(
     n: usize,
     mut direct: impl FnMut() -> bool,
     mut chain: impl FnMut() -> bool,
