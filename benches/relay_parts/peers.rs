@@ -263,16 +263,12 @@ fn echo_gbps(addr: SocketAddr, secs: f64) -> f64 {
     gbps
 }
 
-/// RSS of `pids`, summed (KiB).
-fn rss(pids: &[u32]) -> f64 {
-    pids.iter().map(|&p| status_kib(p, "VmRSS:")).sum()
-}
-
 /// KiB of all the tunnel's processes per connection, with `n` held open
-/// (each past one echoed line).
-fn kib_per_held(t: &Tunnel, n: usize) -> f64 {
+/// (each past one byte echoed), and how it splits among them (agent first).
+fn kib_per_held(t: &Tunnel, n: usize) -> (f64, String) {
     thread::sleep(Duration::from_millis(300));
-    let before = rss(&t.pids());
+    let pids = t.pids();
+    let before: Vec<f64> = pids.iter().map(|&p| status_kib(p, "VmRSS:")).collect();
     let mut held = Vec::with_capacity(n);
     for _ in 0..n {
         let Ok(mut s) = TcpStream::connect(t.entry) else {
@@ -285,10 +281,19 @@ fn kib_per_held(t: &Tunnel, n: usize) -> f64 {
         }
     }
     thread::sleep(Duration::from_millis(500));
-    let after = rss(&t.pids());
-    let per = (after - before) / held.len().max(1) as f64;
+    let k = held.len().max(1) as f64;
+    let each: Vec<f64> = pids
+        .iter()
+        .zip(&before)
+        .map(|(&p, b)| (status_kib(p, "VmRSS:") - b) / k)
+        .collect();
     drop(held);
-    per
+    let split = each
+        .iter()
+        .map(|x| format!("{x:.1}"))
+        .collect::<Vec<_>>()
+        .join(" + ");
+    (each.iter().sum(), format!("{split} (agent first)"))
 }
 
 /// `f`'s Gbit/s through the tunnel, and the CPU % of all its processes per
@@ -306,15 +311,20 @@ fn with_cpu(t: &Tunnel, f: impl FnOnce() -> f64) -> (f64, f64) {
 /// One tunnel's figures: setup p50/p99 added; one way and echoed, the
 /// throughput ratio to direct and CPU % per Gbit/s; KiB per held
 /// connection; idle agent RSS (KiB).
-fn measure(t: &Tunnel, (svc, drained): (SocketAddr, &AtomicU64), n: usize, secs: f64) -> [f64; 8] {
+fn measure(
+    t: &Tunnel,
+    (svc, drained): (SocketAddr, &AtomicU64),
+    n: usize,
+    secs: f64,
+) -> ([f64; 8], String) {
     let idle_agent = status_kib(t.procs[0].child.id(), "VmRSS:");
     let [d50, d99, c50, c99] = alternate(n, || one_line(svc), || one_line(t.entry));
     let direct_one = sink_gbps(svc, drained, secs);
     let (one, cpu_one) = with_cpu(t, || sink_gbps(t.entry, drained, secs));
     let direct_echo = echo_gbps(svc, secs);
     let (echo, cpu_echo) = with_cpu(t, || echo_gbps(t.entry, secs));
-    let per_held = kib_per_held(t, 200);
-    [
+    let (per_held, split) = kib_per_held(t, 200);
+    let figures = [
         c50 - d50,
         c99 - d99,
         one / direct_one,
@@ -323,7 +333,8 @@ fn measure(t: &Tunnel, (svc, drained): (SocketAddr, &AtomicU64), n: usize, secs:
         cpu_echo,
         per_held,
         idle_agent,
-    ]
+    ];
+    (figures, split)
 }
 
 /// The peers' table: rendezvous (generic chain, `--plaintext` like the
@@ -376,13 +387,18 @@ pub fn peer_rows(bin: &Path, quick: bool, secs: f64, dir: &Path, rep: &mut Repor
         ("agent_idle_kib", "idle RSS of the agent", "KiB"),
     ];
     for (i, (key, what, unit)) in rows.iter().enumerate() {
-        for (name, r) in &results {
+        for (name, (r, split)) in &results {
+            let note = if *key == "kib_per_held" {
+                split.clone()
+            } else {
+                String::new()
+            };
             rep.add(
                 &format!("peers_{name}_{key}"),
                 &format!("{name}: {what}"),
                 r[i],
                 unit,
-                String::new(),
+                note,
             );
         }
     }
