@@ -97,6 +97,11 @@ pub const PARK_MAX_AGE: Duration = Duration::from_secs(600);
 
 /// Client side: timeout for connecting and for each registrar exchange.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Connecting to one of several registrars, where another can be tried:
+/// three SYNs (sent at 0, 1 and 3 s) on a lossy link, not four. A node's
+/// machine that vanished silently cost an agent 15 s here on top of its
+/// dial's 15 s (`tests/nat.rs`, a node vanishing: 36 s in all).
+pub const REGISTRAR_FAILOVER_CONNECT: Duration = Duration::from_secs(5);
 /// Agent backoff: first delay after a failure.
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Agent backoff: the ceiling.

@@ -5,7 +5,7 @@
 
 use crate::agent::settings::ServerUrl;
 use crate::error::{AuthFailure, Error, IoResultExt, Result, Timeout};
-use crate::limits::{CLIENT_TIMEOUT, MAX_STATUS_LINE};
+use crate::limits::{CLIENT_TIMEOUT, MAX_STATUS_LINE, REGISTRAR_FAILOVER_CONNECT};
 use crate::tls::{self, Trust};
 use crate::wire::TakeError;
 use crate::wire::{read_response, ClientResponse};
@@ -156,7 +156,12 @@ impl Registrar {
     }
 
     fn open_url(&self, url: &ServerUrl) -> Result<ClientConn> {
-        let sock = connect_any(&url.host, url.port, CLIENT_TIMEOUT)?;
+        let connect = if self.urls.len() > 1 {
+            REGISTRAR_FAILOVER_CONNECT
+        } else {
+            CLIENT_TIMEOUT
+        };
+        let sock = connect_any(&url.host, url.port, connect)?;
         let _ = sock.set_nodelay(true);
         sock.set_read_timeout(Some(CLIENT_TIMEOUT))
             .op("set timeout")?;
