@@ -1,0 +1,101 @@
+#!/bin/bash
+# Where the setup of one generic connection goes, across the three
+# processes of the chain: a client connects to `rendezvous connect
+# --listen`, which dials rendezvousd, which pairs it with a connection
+# `rendezvous expose` parked, which dials a local echo service.
+#
+#   contrib/trace-setup.sh [BINDIR]     (default target/release; needs strace)
+#
+# Warms the chain up with 30 connections, then traces 3 more with
+# `strace -f -ttt` on each process and prints the third one's system
+# calls from all three in time order, in µs since the client's connect
+# (strace slows every call: read the order and the hand-offs between
+# threads, not the absolute figures).
+set -eu
+bin=${1:-target/release}
+command -v strace >/dev/null || { echo "needs strace: apt-get install -y strace" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "needs python3" >&2; exit 1; }
+dir=$(mktemp -d)
+pids=
+# Each process is waited for before the folder goes.
+trap 'for p in $pids; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$dir"' EXIT INT TERM
+
+"$bin/rendezvousd" user add --state-dir "$dir/state" --server http://127.0.0.1:1 --out "$dir/agent.conf" >/dev/null
+"$bin/rendezvousd" serve --state-dir "$dir/state" --registrar 127.0.0.1:0 --rendezvous 127.0.0.1:0 --plaintext 2>"$dir/server.log" &
+server=$!
+pids="$pids $server"
+port() { # LOG WHAT: the port a process logged it listens on
+	for _ in $(seq 100); do
+		p=$(sed -n "s/.*listening on 127\.0\.0\.1:\([0-9]*\) ($2.*/\1/p" "$1" | head -1)
+		[ -n "$p" ] && { echo "$p"; return; }
+		sleep 0.1
+	done
+	echo "no $2 port in $1" >&2
+	exit 1
+}
+registrar=$(port "$dir/server.log" registrar)
+sed -i "s|^server = .*|server = http://127.0.0.1:$registrar|" "$dir/agent.conf"
+uuid=$(sed -n 's/^uuid = //p' "$dir/agent.conf")
+
+# The echo service: one thread per connection, echoing until EOF.
+python3 -c '
+import socket, sys, threading
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(64)
+print(l.getsockname()[1], flush=True)
+def echo(c):
+    while True:
+        d = c.recv(4096)
+        if not d: break
+        c.sendall(d)
+    c.close()
+while True:
+    c, _ = l.accept(); threading.Thread(target=echo, args=(c,), daemon=True).start()
+' >"$dir/echo.port" &
+pids="$pids $!"
+for _ in $(seq 50); do [ -s "$dir/echo.port" ] && break; sleep 0.1; done
+echo_port=$(cat "$dir/echo.port")
+
+"$bin/rendezvous" expose --config "$dir/agent.conf" --to "127.0.0.1:$echo_port" --pool 2 2>"$dir/agent.log" &
+agent=$!
+pids="$pids $agent"
+"$bin/rendezvous" connect --listen 127.0.0.1:0 --server "http://127.0.0.1:$registrar" --uuid "$uuid" 2>"$dir/connect.log" &
+connect=$!
+pids="$pids $connect"
+for _ in $(seq 100); do grep -q "registered uuid=" "$dir/agent.log" 2>/dev/null && break; sleep 0.1; done
+entry=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$dir/connect.log" | head -1)
+[ -n "$entry" ] || { echo "connect --listen did not start" >&2; exit 1; }
+
+exchange='
+import socket, sys, time
+n, port = int(sys.argv[1]), int(sys.argv[2])
+for i in range(n):
+    t = time.time()
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.sendall(b"x" * 40 + b"\n"); s.recv(100); s.close()
+    print("%.6f %.6f" % (t, time.time()), flush=True)
+    time.sleep(0.2)
+'
+python3 -c "$exchange" 30 "$entry" >/dev/null
+skip='!futex,madvise,mprotect,mmap,munmap,rt_sigprocmask,sigaltstack,sched_getaffinity,getrandom'
+for p in server:$server agent:$agent connect:$connect; do
+	strace -f -ttt -e trace="$skip" -p "${p#*:}" -o "$dir/trace.${p%%:*}" 2>/dev/null &
+	pids="$pids $!"
+done
+sleep 1
+python3 -c "$exchange" 3 "$entry" >"$dir/times"
+sleep 0.5
+read -r t0 t1 < <(tail -1 "$dir/times")
+echo "client: connect to echo back $(python3 -c "print('%.0f' % (($t1 - $t0) * 1e6))") µs under strace"
+python3 - "$dir" "$t0" "$t1" <<'EOF'
+import re, sys
+d, t0, t1 = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+rows = []
+for name in ("connect", "server", "agent"):
+    for line in open(f"{d}/trace.{name}"):
+        m = re.match(r"(\d+)\s+(\d+\.\d+)\s+(.*)", line)
+        if m and t0 <= float(m.group(2)) <= t1:
+            rows.append((float(m.group(2)), name, m.group(1), m.group(3)[:100]))
+for t, name, tid, call in sorted(rows):
+    print(f"{(t - t0) * 1e6:7.0f} {name:7} {tid:>7} {call}")
+EOF
