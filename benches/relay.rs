@@ -585,10 +585,8 @@ impl Report {
 /// with a log line — on a thread with a KIB KiB stack. Exits 0 when it fits;
 /// an overflow aborts the process.
 fn stack_probe(kib: usize) -> ! {
-    let _ = env_logger::builder()
-        .filter_level(log::LevelFilter::Info)
-        .target(env_logger::Target::Pipe(Box::new(std::io::sink())))
-        .try_init();
+    // The programs' own logger (stderr is /dev/null here).
+    rendezvous::logger::init("info", false);
     let dir = std::env::temp_dir().join(format!("rendezvous-stack-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let (cert, key) = certs::state_pair(&dir);

@@ -96,15 +96,7 @@ const QUIET_DEPENDENCIES: [&str; 1] = ["rustls"];
 /// not a terminal (journald adds its own).
 pub fn init_logger() {
     let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
-    let mut b = env_logger::Builder::new();
-    b.parse_filters(&filter);
-    if let Ok(style) = std::env::var("RUST_LOG_STYLE") {
-        b.parse_write_style(&style);
-    }
-    if !std::io::stderr().is_terminal() {
-        b.format_timestamp(None);
-    }
-    let _ = b.try_init();
+    crate::logger::init(&filter, std::io::stderr().is_terminal());
 }
 
 /// Turn a command's result into the exit status, printing `prog: error` on failure.

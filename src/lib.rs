@@ -47,7 +47,7 @@
 //!
 //! ## Log levels
 //!
-//! Logging goes through the `log` crate; the binaries use `env_logger`, which
+//! Logging goes through the `log` crate; the binaries use our `logger`, which
 //! honours `RUST_LOG` (default `info`; no colours, no timestamps when stderr
 //! is not a terminal). Targets are module paths, so
 //! `RUST_LOG=rendezvous::rendezvous=debug` works (the targets keep the names
@@ -86,8 +86,8 @@ macro_rules! inside {
 }
 
 inside!(
-    agent, certs, cli, clock, files, liveness, notify, provision, random, ratelimit, relay, secret,
-    server, signals, state, tcp_info, threads, tls, totp, users, wire,
+    agent, calendar, certs, cli, clock, files, liveness, logger, notify, provision, random,
+    ratelimit, relay, secret, server, signals, state, tcp_info, threads, tls, totp, users, wire,
 );
 pub mod error;
 pub mod limits;
