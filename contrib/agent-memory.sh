@@ -12,7 +12,15 @@ dir=$(mktemp -d)
 pids=
 # Each process is waited for before the folder goes: a server that is
 # stopping still writes its state there.
-trap 'for p in $pids; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$dir"' EXIT INT TERM
+cleanup() {
+	for p in $pids; do
+		kill "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
+	rm -rf "$dir"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 "$server" user add --state-dir "$dir/state" --server http://127.0.0.1:1 --out "$dir/agent.conf" >/dev/null
 "$server" serve --state-dir "$dir/state" --registrar 127.0.0.1:0 --rendezvous 127.0.0.1:0 --plaintext 2>"$dir/server.log" &
@@ -30,6 +38,7 @@ for proto in generic http; do
 	# The service is never dialled while the agent only waits.
 	"$client" expose --pool 8 --protocol "$proto" --config "$dir/agent.conf" --to 127.0.0.1:9 2>"$dir/$proto.log" &
 	pid=$!
+	pids="$pids $pid"
 	sleep 4
 	grep -q "registered uuid=" "$dir/$proto.log" || { cat "$dir/$proto.log" >&2; exit 1; }
 	awk -v proto="$proto" -v threads="$(awk '/^Threads:/ {print $2}' "/proc/$pid/status")" '

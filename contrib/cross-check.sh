@@ -15,7 +15,15 @@ dir=$(mktemp -d)
 pids=
 # Each process is waited for before the folder goes: a server that is
 # stopping still writes its state there.
-trap 'for p in $pids; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$dir"' EXIT INT TERM
+cleanup() {
+	for p in $pids; do
+		kill "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
+	rm -rf "$dir"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 fail() { echo "cross-check: $*" >&2; exit 1; }
 
 "$qemu" "$client" --help >/dev/null || fail "--help failed under $qemu"

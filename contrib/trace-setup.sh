@@ -18,7 +18,15 @@ command -v python3 >/dev/null || { echo "needs python3" >&2; exit 1; }
 dir=$(mktemp -d)
 pids=
 # Each process is waited for before the folder goes.
-trap 'for p in $pids; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$dir"' EXIT INT TERM
+cleanup() {
+	for p in $pids; do
+		kill "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
+	rm -rf "$dir"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 "$bin/rendezvousd" user add --state-dir "$dir/state" --server http://127.0.0.1:1 --out "$dir/agent.conf" >/dev/null
 "$bin/rendezvousd" serve --state-dir "$dir/state" --registrar 127.0.0.1:0 --rendezvous 127.0.0.1:0 --plaintext 2>"$dir/server.log" &

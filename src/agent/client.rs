@@ -121,8 +121,10 @@ impl Registrar {
     /// Open a connection (TCP, then TLS for `https://`), with timeouts set,
     /// to the registrar that answered last, else to the next that does;
     /// with the `Host` header value naming it.
-    pub fn open(&self) -> Result<(ClientConn, String)> {
-        self.each(|url| Ok((self.open_url(url)?, host_header(url))), |_| None)
+    /// The index of the registrar is for [`Registrar::failed`].
+    pub fn open(&self) -> Result<(ClientConn, String, usize)> {
+        let (conn, host) = self.each(|url| Ok((self.open_url(url)?, host_header(url))), |_| None)?;
+        Ok((conn, host, self.current.load(Ordering::Relaxed)))
     }
 
     /// `attempt` at the registrar that answered last; on an error, or an
@@ -216,7 +218,20 @@ impl Registrar {
     }
 
     fn exchange_at(&self, url: &ServerUrl, method: &str, target: &str) -> Result<ClientResponse> {
-        let mut conn = self.open_url(url)?;
+        self.send(self.open_url(url)?, url, method, target)
+    }
+
+    /// A request spending a token (`PUT ?response=`): once sent it is not
+    /// sent again elsewhere, where the token, used at the first registrar
+    /// through the shared store, would be refused as replayed (and count
+    /// towards the lockout). Only a registrar that cannot be connected to
+    /// is left for the next.
+    fn exchange_once(&self, method: &str, target: &str) -> Result<ClientResponse> {
+        let (conn, _, at) = self.open()?;
+        self.send(conn, &self.urls[at], method, target)
+    }
+
+    fn send(&self, mut conn: ClientConn, url: &ServerUrl, method: &str, target: &str) -> Result<ClientResponse> {
         let req = format!(
             "{method} {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: rendezvous/{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             host_header(url),
@@ -228,13 +243,15 @@ impl Registrar {
         Ok(resp)
     }
 
-    /// The registrar in use failed in a way only its connection shows (a
-    /// `CONNECT` unanswered or answered 5xx): the next request starts at
-    /// the next registrar.
-    pub fn failed(&self) {
+    /// Registrar `at` (as [`Registrar::open`] gave it) failed in a way only
+    /// its connection shows (a `CONNECT` unanswered or answered 5xx): the
+    /// next request starts at the next one. Several threads failing at the
+    /// same registrar move on once, not once each (which could come round
+    /// to it again).
+    pub fn failed(&self, at: usize) {
         let n = self.urls.len();
         if n > 1 {
-            let _ = self.current.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| Some((c + 1) % n));
+            let _ = self.current.compare_exchange(at, (at + 1) % n, Ordering::Relaxed, Ordering::Relaxed);
         }
     }
 
@@ -265,7 +282,12 @@ impl Registrar {
     }
 
     fn triple(&self, method: &str, target: &str, auth: AuthFailure) -> Result<Triple> {
-        let resp = self.exchange(method, target)?;
+        // A token is spent once: see `exchange_once`.
+        let resp = if auth == AuthFailure::BadToken {
+            self.exchange_once(method, target)?
+        } else {
+            self.exchange(method, target)?
+        };
         let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_default();
         // A body with an `error` member is that error whatever the status:
         // the original answers some errors (an unknown UUID) with 200.

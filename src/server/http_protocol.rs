@@ -210,8 +210,8 @@ enum Responder {
 /// Find a hidden server for `first`: this node's pool first, then the other
 /// nodes holding `uuid` (with several nodes), in rounds until `deadline`,
 /// waiting [`PEER_POLL`](crate::limits::PEER_POLL) on the own pool between
-/// rounds; at once `None` when no node holds `uuid` and it is not
-/// registered here.
+/// rounds; at once `None` when no node holds `uuid` and it is registered
+/// nowhere.
 fn find(pairing: &Pairing, uuid: &Uuid, first: &[u8], deadline: Instant, id: u64) -> Option<Responder> {
     let Some(peers) = pairing.peers else {
         return deliver(pairing, uuid, first, deadline, id).map(Responder::Here);
@@ -222,9 +222,11 @@ fn find(pairing: &Pairing, uuid: &Uuid, first: &[u8], deadline: Instant, id: u64
         }
         match take_remote(pairing, peers, uuid, first, deadline) {
             Remote::Taken(leg, at) => return Some(Responder::Linked(leg, at)),
-            // Registered nowhere near: no hidden server will come within
-            // the pair timeout, so the slot is not held for it.
-            Remote::NoHolder if pairing.registry.local_initiator(uuid).is_none() => return None,
+            // Registered nowhere (neither here nor in the store): no hidden
+            // server will come within the pair timeout, so the slot is not
+            // held for it. A registered one whose pool is empty for a
+            // moment, or moving to another node, is waited for.
+            Remote::NoHolder if pairing.registry.initiator_cookie(uuid).is_none() => return None,
             Remote::NoHolder | Remote::NotReady => {}
         }
         let now = Instant::now();

@@ -183,7 +183,7 @@ fn pair(
     }
     // Keepalive once paired, not before: its five calls were on the path
     // to the +OK lines (the wait for a responder is bounded by the pair
-    // timeout, shorter than the keepalive time).
+    // timeout either way).
     let _ = pairing.keepalive.apply(&stream);
     let Parked {
         stream: ParkedStream::Tcp(rs),

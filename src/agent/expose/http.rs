@@ -23,12 +23,12 @@ impl Agent {
         query: &str,
         auth: AuthFailure,
     ) -> Result<(ClientConn, Option<String>)> {
-        let (conn, host) = self.registrar.open()?;
-        let got = self.connect_exchange(conn, &host, query, auth);
+        let (conn, host, at) = self.registrar.open()?;
+        let got = self.connect_exchange(conn, &host, query, auth, at);
         // A registrar that took the connection but did not answer, or
         // answered 5xx (it lost its store), is left for the next.
         if matches!(&got, Err(Error::Io { .. } | Error::Protocol(_) | Error::Timeout(_))) {
-            self.registrar.failed();
+            self.registrar.failed(at);
         }
         got
     }
@@ -39,6 +39,7 @@ impl Agent {
         host: &str,
         query: &str,
         auth: AuthFailure,
+        at: usize,
     ) -> Result<(ClientConn, Option<String>)> {
         let req = format!(
             "CONNECT uuid:{}?{query} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: rendezvous/{}\r\n\r\n",
@@ -76,7 +77,7 @@ impl Agent {
             Some(401) => return Err(Error::Auth(auth)),
             Some(429) => return Err(Error::Auth(AuthFailure::LockedOut)),
             Some(c) if c >= 500 => {
-                self.registrar.failed();
+                self.registrar.failed(at);
                 return Err(Error::Other(format!("registrar answered CONNECT with {c}")));
             }
             Some(c) => return Err(Error::Other(format!("registrar answered CONNECT with {c}"))),

@@ -103,8 +103,10 @@ impl Agent {
             (st.last_step, st.early_refused.take())
         };
         if let Some(s) = early {
-            while self.params.step_of(self.registrar_now()) < s && !self.stopped() {
-                self.nap(Duration::from_secs(self.params.secs_to_next_step(self.registrar_now()).max(1)));
+            // A second late: the skew is known to the second only.
+            let late = || self.registrar_now().saturating_sub(1);
+            while self.params.step_of(late()) < s && !self.stopped() {
+                self.nap(Duration::from_secs(self.params.secs_to_next_step(late()).max(1)));
             }
             if self.stopped() {
                 return Err(Error::Stopped);
