@@ -64,8 +64,19 @@ pub fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>> {
             };
             builder.with_root_certificates(roots).with_no_client_auth()
         }
+        // The system's bundle as public roots: certificates rustls cannot
+        // use are skipped (a distribution's bundle may hold some), and the
+        // server's name is checked as always.
         #[cfg(not(feature = "webpki-roots"))]
-        Trust::WebPki => return client_config(&Trust::Ca(system_roots()?)),
+        Trust::WebPki => {
+            let path = system_roots()?;
+            let mut roots = RootCertStore::empty();
+            let (usable, _) = roots.add_parsable_certificates(load_certs(&path)?);
+            if usable == 0 {
+                return Err(Error::config(&path, None, "no usable CA certificate"));
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
         Trust::Ca(path) => {
             let certs = load_certs(path)?;
             let mut roots = RootCertStore::empty();
