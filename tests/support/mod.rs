@@ -113,21 +113,39 @@ pub fn echo_through(reg: SocketAddr, uuid: uuid::Uuid, seed: u64) -> Result<(), 
         .map_err(|e| e.to_string())?;
     s.write_all(format!("{i}\n").as_bytes())
         .map_err(|e| e.to_string())?;
-    let line = read_line(&mut s);
-    if line != "+OK" {
-        return Err(format!("status {line:?} at port {port}"));
+    // The status line, a failure being an answer like any other (this
+    // runs in retry loops).
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while line.len() < 256 {
+        match s.read(&mut b) {
+            Ok(1) if b[0] != b'\n' => line.push(b[0]),
+            Ok(1) => break,
+            Ok(_) => return Err(format!("closed before a status at port {port}")),
+            Err(e) => return Err(format!("read status at port {port}: {e}")),
+        }
+    }
+    if line != b"+OK" {
+        return Err(format!(
+            "status {:?} at port {port}",
+            String::from_utf8_lossy(&line)
+        ));
     }
     let data = pseudo_random(64 * 1024, seed);
     let mut w = s.try_clone().map_err(|e| e.to_string())?;
+    w.set_write_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
     let sent = data.clone();
     let writer = std::thread::spawn(move || {
         let _ = w.write_all(&sent);
         let _ = w.shutdown(std::net::Shutdown::Write);
     });
     let mut back = Vec::new();
-    s.read_to_end(&mut back)
-        .map_err(|e| format!("read echo: {e}"))?;
+    let read = s.read_to_end(&mut back);
+    // The writer ends with the socket, whatever the read gave.
+    let _ = s.shutdown(std::net::Shutdown::Both);
     let _ = writer.join();
+    read.map_err(|e| format!("read echo: {e}"))?;
     if sha256(&back) != sha256(&data) {
         return Err(format!(
             "echo mismatch: {} of {} bytes",
