@@ -102,7 +102,7 @@ rendezvous ($version) unstable; urgency=medium
 EOF
 gzip -9n "$stage/usr/share/doc/rendezvous/changelog"
 
-install -m 0755 "$here/postinst" "$here/postrm" "$stage/DEBIAN/"
+install -m 0755 "$here/postinst" "$here/prerm" "$here/postrm" "$stage/DEBIAN/"
 
 # Depends: dpkg-shlibdeps (dpkg-dev) derives it from the libraries and symbol
 # versions the binaries use; it insists on a debian/control in its working

@@ -135,23 +135,26 @@ done
 [ "$(field Description | wc -l)" -gt 3 ] || fail "control: Description has no long description"
 ok "control: Package, Version, Architecture, Maintainer, Section, Priority, Installed-Size, Depends ($depends), Description"
 
-# Maintainer scripts: exactly postinst and postrm, mode 0755, plain sh that
-# parses, stops on errors, and never starts or enables a service.
+# Maintainer scripts: exactly postinst, prerm and postrm, mode 0755, plain
+# sh that parses, stops on errors, and never starts or enables a service;
+# prerm stops the services on removal only.
 members=$(cd "$scratch/DEBIAN" && echo *)
-[ "$members" = "control md5sums postinst postrm" ] ||
-	fail "control members are '$members', not 'control md5sums postinst postrm'"
-for s in postinst postrm; do
+[ "$members" = "control md5sums postinst postrm prerm" ] ||
+	fail "control members are '$members', not 'control md5sums postinst postrm prerm'"
+sed -n '/^remove)/,/;;/p' "$scratch/DEBIAN/prerm" | grep -q 'deb-systemd-invoke stop rendezvousd.service' ||
+	fail "prerm does not stop rendezvousd on remove"
+for s in postinst prerm postrm; do
 	script="$scratch/DEBIAN/$s"
 	[ "$(stat -c %a "$script")" = 755 ] || fail "$s has mode $(stat -c %a "$script"), not 0755"
 	[ "$(head -n1 "$script")" = "#!/bin/sh" ] || fail "$s does not start with #!/bin/sh"
 	sh -n "$script" || fail "$s does not parse (sh -n)"
 	grep -qx 'set -e' "$script" || fail "$s has no 'set -e'"
 	if grep -v '^[[:space:]]*#' "$script" |
-		grep -Eq 'systemctl[^#]*(start|enable)|deb-systemd-(invoke|helper)|invoke-rc\.d'; then
+		grep -Eq 'systemctl[^#]*(start|enable)|deb-systemd-invoke[^#]*(start|enable)|deb-systemd-helper|invoke-rc\.d'; then
 		fail "$s starts or enables a service"
 	fi
 done
-ok "maintainer scripts: postinst, postrm 0755, sh -n clean, set -e, start or enable nothing"
+ok "maintainer scripts: postinst, prerm, postrm 0755, sh -n clean, set -e, start or enable nothing; prerm stops the services on remove"
 (cd "$scratch/root" && md5sum --quiet -c "$scratch/DEBIAN/md5sums") >/dev/null 2>&1 ||
 	fail "md5sums does not match the files"
 [ "$(wc -l <"$scratch/DEBIAN/md5sums")" = "$(grep -c '^-' "$scratch/expected")" ] ||
