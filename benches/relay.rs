@@ -889,13 +889,7 @@ fn full_chain(o: &Opts, dir: &Path, rep: &mut Report, srv: &Server) {
         ]);
         c
     });
-    let line = listen.wait_line("listening on");
-    let addr: SocketAddr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .expect("listen address");
+    let addr = chain::listen_addr(&listen);
     let before = blast(direct_pairs(1), o.secs);
     let tx = TcpStream::connect(addr).expect("connect local");
     let stop = Arc::new(AtomicBool::new(false));

@@ -8,31 +8,8 @@
 # the HTTP-specific protocol. SERVER defaults to target/debug/rendezvousd.
 set -eu
 client=$1 server=${2:-target/debug/rendezvousd}
-dir=$(mktemp -d)
-pids=
-# Each process is waited for before the folder goes: a server that is
-# stopping still writes its state there.
-cleanup() {
-	for p in $pids; do
-		kill "$p" 2>/dev/null || true
-		wait "$p" 2>/dev/null || true
-	done
-	rm -rf "$dir"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-"$server" user add --state-dir "$dir/state" --server http://127.0.0.1:1 --out "$dir/agent.conf" >/dev/null
-"$server" serve --state-dir "$dir/state" --registrar 127.0.0.1:0 --rendezvous 127.0.0.1:0 --plaintext 2>"$dir/server.log" &
-pids="$pids $!"
-port=
-for _ in $(seq 100); do
-	port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\) (registrar.*/\1/p' "$dir/server.log")
-	[ -n "$port" ] && break
-	sleep 0.1
-done
-[ -n "$port" ] || { echo "rendezvousd did not start" >&2; exit 1; }
-sed -i "s|^server = .*|server = http://127.0.0.1:$port|" "$dir/agent.conf"
+. "$(dirname "$0")/lib.sh"
+start_server "$server" http --plaintext
 
 for proto in generic http; do
 	# The service is never dialled while the agent only waits.

@@ -11,19 +11,7 @@
 #    "no roots".
 set -eu
 qemu=$1 client=$2 native=$3 server=$4
-dir=$(mktemp -d)
-pids=
-# Each process is waited for before the folder goes: a server that is
-# stopping still writes its state there.
-cleanup() {
-	for p in $pids; do
-		kill "$p" 2>/dev/null || true
-		wait "$p" 2>/dev/null || true
-	done
-	rm -rf "$dir"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+. "$(dirname "$0")/lib.sh"
 fail() { echo "cross-check: $*" >&2; exit 1; }
 
 "$qemu" "$client" --help >/dev/null || fail "--help failed under $qemu"
@@ -34,18 +22,8 @@ b=$(RENDEZVOUS_SECRET=$secret "$native" totp --at "$at")
 [ "$a" = "$b" ] || fail "totp at $at: $a under qemu, $b native"
 echo "cross-check: totp agrees ($a at $at)"
 
-# A registrar on a port of its own choosing; its log names the port.
-"$server" user add --state-dir "$dir/state" --server https://127.0.0.1:1 --out "$dir/agent.conf" >/dev/null
-"$server" serve --state-dir "$dir/state" --registrar 127.0.0.1:0 --rendezvous 127.0.0.1:0 2>"$dir/server.log" &
-pids="$pids $!"
-port=
-for _ in $(seq 100); do
-	port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\) (registrar.*/\1/p' "$dir/server.log")
-	[ -n "$port" ] && break
-	sleep 0.1
-done
-[ -n "$port" ] || fail "rendezvousd did not start: $(cat "$dir/server.log")"
-sed -i "s|^server = .*|server = https://127.0.0.1:$port|" "$dir/agent.conf"
+start_server "$server" https
+port=$registrar
 uuid=$(sed -n 's/^uuid = //p' "$dir/agent.conf")
 
 "$qemu" "$client" expose --config "$dir/agent.conf" --to 127.0.0.1:9 --pool 1 2>"$dir/expose.log" &

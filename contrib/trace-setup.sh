@@ -15,34 +15,8 @@ set -eu
 bin=${1:-target/release}
 command -v strace >/dev/null || { echo "needs strace: apt-get install -y strace" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "needs python3" >&2; exit 1; }
-dir=$(mktemp -d)
-pids=
-# Each process is waited for before the folder goes.
-cleanup() {
-	for p in $pids; do
-		kill "$p" 2>/dev/null || true
-		wait "$p" 2>/dev/null || true
-	done
-	rm -rf "$dir"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-"$bin/rendezvousd" user add --state-dir "$dir/state" --server http://127.0.0.1:1 --out "$dir/agent.conf" >/dev/null
-"$bin/rendezvousd" serve --state-dir "$dir/state" --registrar 127.0.0.1:0 --rendezvous 127.0.0.1:0 --plaintext 2>"$dir/server.log" &
-server=$!
-pids="$pids $server"
-port() { # LOG WHAT: the port a process logged it listens on
-	for _ in $(seq 100); do
-		p=$(sed -n "s/.*listening on 127\.0\.0\.1:\([0-9]*\) ($2.*/\1/p" "$1" | head -1)
-		[ -n "$p" ] && { echo "$p"; return; }
-		sleep 0.1
-	done
-	echo "no $2 port in $1" >&2
-	exit 1
-}
-registrar=$(port "$dir/server.log" registrar)
-sed -i "s|^server = .*|server = http://127.0.0.1:$registrar|" "$dir/agent.conf"
+. "$(dirname "$0")/lib.sh"
+start_server "$bin/rendezvousd" http --plaintext
 uuid=$(sed -n 's/^uuid = //p' "$dir/agent.conf")
 
 # The echo service: one thread per connection, echoing until EOF.
@@ -70,8 +44,7 @@ pids="$pids $agent"
 connect=$!
 pids="$pids $connect"
 for _ in $(seq 100); do grep -q "registered uuid=" "$dir/agent.log" 2>/dev/null && break; sleep 0.1; done
-entry=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$dir/connect.log" | head -1)
-[ -n "$entry" ] || { echo "connect --listen did not start" >&2; exit 1; }
+entry=$(logged_port "$dir/connect.log")
 
 exchange='
 import socket, sys, time
@@ -86,7 +59,7 @@ for i in range(n):
 '
 python3 -c "$exchange" 30 "$entry" >/dev/null
 skip='!futex,madvise,mprotect,mmap,munmap,rt_sigprocmask,sigaltstack,sched_getaffinity,getrandom'
-for p in server:$server agent:$agent connect:$connect; do
+for p in server:$server_pid agent:$agent connect:$connect; do
 	strace -f -ttt -e trace="$skip" -p "${p#*:}" -o "$dir/trace.${p%%:*}" 2>/dev/null &
 	pids="$pids $!"
 done

@@ -203,26 +203,37 @@ fn rows(rep: &mut Report, key: &str, what: &str, [d50, d99, c50, c99]: [f64; 4])
     );
 }
 
+/// The address a `connect --listen` logged it listens on.
+pub(crate) fn listen_addr(listen: &Proc) -> SocketAddr {
+    let line = listen.wait_line("listening on");
+    line.split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .expect("listen address")
+}
+
+/// `rendezvous connect --listen 127.0.0.1:0` for the bench's UUID at
+/// `srv`, and the address it listens on.
+pub(crate) fn connect_listen(srv: &Server, tls: bool) -> (Proc, SocketAddr) {
+    let listen = spawn(
+        "connect",
+        client(
+            srv,
+            tls,
+            &["connect", "--listen", "127.0.0.1:0", "--uuid", UUID],
+        ),
+    );
+    let addr = listen_addr(&listen);
+    (listen, addr)
+}
+
 /// The generic chain, with the registrar over TLS or `--plaintext`.
 fn generic(dir: &Path, tls: bool, n: usize, rep: &mut Report) {
     let srv = start_server(dir, tls, &[]);
     let echo = support::echo_server();
     let _agent = expose(&srv, tls, dir, "generic", echo);
-    let listen = spawn(
-        "connect",
-        client(
-            &srv,
-            tls,
-            &["connect", "--listen", "127.0.0.1:0", "--uuid", UUID],
-        ),
-    );
-    let line = listen.wait_line("listening on");
-    let addr: SocketAddr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .expect("listen address");
+    let (_listen, addr) = connect_listen(&srv, tls);
     let r = alternate(n, || one_line(echo), || one_line(addr));
     let mode = if tls { "TLS registrar" } else { "--plaintext" };
     rows(

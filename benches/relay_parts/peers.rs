@@ -13,7 +13,7 @@
 //!
 //! Every row is a ratio to direct, or what a tunnel adds to direct.
 
-use super::chain::{alternate, client, expose, one_line};
+use super::chain::{alternate, connect_listen, expose, one_line};
 use super::{cpu_secs, spawn, start_server, status_kib, Report};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -59,21 +59,7 @@ fn wait_through(addr: SocketAddr) {
 fn ours(dir: &Path, echo: SocketAddr) -> Tunnel {
     let srv = start_server(dir, false, &[]);
     let agent = expose(&srv, false, dir, "generic", echo);
-    let listen = spawn(
-        "connect",
-        client(
-            &srv,
-            false,
-            &["connect", "--listen", "127.0.0.1:0", "--uuid", super::UUID],
-        ),
-    );
-    let line = listen.wait_line("listening on");
-    let entry = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .expect("listen address");
+    let (listen, entry) = connect_listen(&srv, false);
     Tunnel {
         name: "rendezvous",
         procs: vec![agent, srv.proc, listen],
