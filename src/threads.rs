@@ -15,11 +15,10 @@
 //! the pairings per second on two cores: `cargo bench --bench relay`.)
 
 use crate::limits::CONN_STACK;
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -27,10 +26,53 @@ pub use crate::limits::IDLE_LINGER;
 
 type Job = (String, Box<dyn FnOnce() + Send + 'static>);
 
-/// The idle threads, the one idle longest first. Each waits on its own
-/// one-slot channel; whoever takes a thread's sender owes it one job.
+/// Where an idle thread waits for its next job: whoever takes the slot from
+/// the idle queue owes it exactly one. A mutex and a condition variable,
+/// not a channel: a channel's receiver spins and calls `sched_yield` about
+/// ten times before it sleeps, and every handed-over connection paid for
+/// that (11 `sched_yield` and 20 context switches per connection in each
+/// of the chain's three processes, `perf stat -e syscalls:sys_enter_sched_yield`).
+#[derive(Default)]
+struct Slot {
+    job: Mutex<Option<Job>>,
+    given: Condvar,
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, Option<Job>> {
+        self.job.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn give(&self, job: Job) {
+        *self.lock() = Some(job);
+        self.given.notify_one();
+    }
+
+    /// The job, once given; `None` when `wait` passes first.
+    fn wait(&self, wait: Option<Duration>) -> Option<Job> {
+        let mut job = self.lock();
+        let end = wait.map(|w| Instant::now() + w);
+        loop {
+            if let Some(j) = job.take() {
+                return Some(j);
+            }
+            job = match end {
+                None => self.given.wait(job).unwrap_or_else(PoisonError::into_inner),
+                Some(end) => {
+                    let left = end.checked_duration_since(Instant::now())?;
+                    self.given
+                        .wait_timeout(job, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+    }
+}
+
+/// The idle threads, the one idle longest first.
 struct Idle {
-    queue: VecDeque<(u64, Sender<Job>)>,
+    queue: VecDeque<(u64, Arc<Slot>)>,
     /// The fewest threads idle at once since `since`.
     low: usize,
     since: Instant,
@@ -74,15 +116,12 @@ impl Pool {
             idle.low = idle.low.min(idle.queue.len());
             t
         };
-        let (name, job) = match taken {
-            // The thread is waiting for exactly this: its channel has room
-            // for one job and no other sender.
-            Some((_, tx)) => match tx.send((name, job)) {
-                Ok(()) => return Ok(()),
-                Err(crossbeam_channel::SendError(j)) => j,
-            },
-            None => (name, job),
-        };
+        if let Some((_, slot)) = taken {
+            // The thread waits for exactly this, and nobody else can give
+            // it one: its slot left the queue with us.
+            slot.give((name, job));
+            return Ok(());
+        }
         let pool = self.clone();
         thread::Builder::new()
             .name(name)
@@ -99,7 +138,7 @@ impl Pool {
     /// it for the linger.
     fn serve(&self) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx): (Sender<Job>, Receiver<Job>) = bounded(1);
+        let slot = Arc::new(Slot::default());
         loop {
             {
                 let mut idle = self.idle();
@@ -114,11 +153,11 @@ impl Pool {
                     idle.retire -= 1;
                     return;
                 }
-                idle.queue.push_back((id, tx.clone()));
+                idle.queue.push_back((id, slot.clone()));
             }
-            let (name, next) = match rx.recv_timeout(self.linger) {
-                Ok(j) => j,
-                Err(RecvTimeoutError::Timeout) => {
+            let (name, next) = match slot.wait(Some(self.linger)) {
+                Some(j) => j,
+                None => {
                     let mut idle = self.idle();
                     if let Some(at) = idle.queue.iter().position(|(i, _)| *i == id) {
                         idle.queue.remove(at);
@@ -127,12 +166,11 @@ impl Pool {
                     }
                     // Taken just now: the job is on its way.
                     drop(idle);
-                    match rx.recv() {
-                        Ok(j) => j,
-                        Err(_) => return,
+                    match slot.wait(None) {
+                        Some(j) => j,
+                        None => return,
                     }
                 }
-                Err(RecvTimeoutError::Disconnected) => return,
             };
             set_kernel_name(&name);
             next();
@@ -168,6 +206,12 @@ where
         .name(name.into())
         .stack_size(CONN_STACK)
         .spawn(f)
+}
+
+/// Name the calling thread `name` in `ps -L` from now on (a job of the
+/// pool whose role changes as it runs).
+pub fn rename(name: &str) {
+    set_kernel_name(name);
 }
 
 /// The name `ps -L` shows (the kernel keeps 15 bytes). std's own name for
