@@ -5,7 +5,8 @@
 //! Usage: `cargo bench --bench relay -- [--json FILE] [--secs N] [--quick]
 //! [--sweep-only | --memory-only | --store-only | --cluster-only |
 //! --chain-only | --peers DIR]`. For an A/B run against another build,
-//! `RENDEZVOUSD_BIN=PATH` names the rendezvousd to measure; with
+//! `RENDEZVOUSD_BIN=PATH` and `RENDEZVOUS_BIN=PATH` name the rendezvousd
+//! and the rendezvous to measure; with
 //! `BENCH_SMAPS=FILE` the memory phase keeps the server's
 //! `/proc/PID/smaps` with its idle pairs (stack pages per thread).
 //! Everything binds 127.0.0.1 port 0; every phase is bounded in time.
@@ -113,13 +114,17 @@ fn spawn(name: &str, mut cmd: Command) -> Proc {
     Proc::spawn(name, cmd)
 }
 
-/// The binaries under test; `RENDEZVOUSD_BIN` names another rendezvousd
-/// (an A/B run against an older build).
+/// The binaries under test; `RENDEZVOUSD_BIN` and `RENDEZVOUS_BIN` name
+/// other builds (an A/B run against an older one).
 fn bin(name: &str) -> PathBuf {
-    if name == "rendezvousd" {
-        if let Some(p) = std::env::var_os("RENDEZVOUSD_BIN") {
-            return PathBuf::from(p);
-        }
+    // Other builds of the programs, for a before-and-after in one run.
+    let var = if name == "rendezvousd" {
+        "RENDEZVOUSD_BIN"
+    } else {
+        "RENDEZVOUS_BIN"
+    };
+    if let Some(p) = std::env::var_os(var) {
+        return PathBuf::from(p);
     }
     let p = match name {
         "rendezvousd" => env!("CARGO_BIN_EXE_rendezvousd"),
