@@ -5,8 +5,8 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -366,4 +366,127 @@ fn expose_and_connect_read_chunked_triples() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `connect --listen` with a local client whose first bytes wait in its
+/// socket when the connection is accepted (the process is stopped while
+/// the client connects and writes, so they are there, whatever the
+/// scheduling). Returns the rendezvous stand-in's dial, its cookie line
+/// read, and the local client.
+fn listen_and_send_first(registrar_body: String, rv: &TcpListener) -> (Proc, TcpStream, TcpStream) {
+    let server = chunked_registrar(Box::leak(registrar_body.into_boxed_str()));
+    let mut c = rendezvous();
+    c.args([
+        "connect",
+        "--listen",
+        "127.0.0.1:0",
+        "--server",
+        &format!("http://{server}"),
+        "--uuid",
+        "35b1f781-d9a7-4fd2-8331-ffb56d9c1a6e",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null());
+    let listen = Proc::spawn("connect-listen", c);
+    let addr: SocketAddr = listen
+        .wait_line("listening on")
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("address")
+        .parse()
+        .expect("socket address");
+    listen.signal("STOP");
+    let mut local = TcpStream::connect(addr).expect("connect local");
+    local.write_all(b"hello").expect("first bytes");
+    local
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    listen.signal("CONT");
+    let (mut dial, _) = rv.accept().expect("connect dials");
+    dial.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    assert_eq!(read_line(&mut dial), "Ixyz", "the cookie line");
+    (listen, dial, local)
+}
+
+fn read_n(s: &mut TcpStream, n: usize) -> String {
+    let mut b = vec![0u8; n];
+    s.read_exact(&mut b).expect("read");
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+/// Our registrar's lookup says `early`: the local client's first bytes go
+/// with the cookie line, before any `+OK`, and go again with the cookie
+/// of a retry (a cached triple refused, looked up again).
+#[test]
+fn connect_listen_sends_first_bytes_with_the_cookie_when_the_triple_says_early() {
+    let rv = TcpListener::bind("127.0.0.1:0").expect("bind rendezvous stand-in");
+    let body = format!(
+        r#"{{"result":{{"host":"127.0.0.1","port":{},"cookie":"Ixyz","early":true}}}}"#,
+        rv.local_addr().expect("addr").port()
+    );
+    let (listen, mut dial, mut local) = listen_and_send_first(body, &rv);
+    assert_eq!(read_n(&mut dial, 5), "hello", "sent before the +OK");
+    dial.write_all(b"+OK\nworld").expect("answer");
+    assert_eq!(read_n(&mut local, 5), "world");
+    drop((dial, local));
+
+    // The triple is cached now; refused, it is looked up again, and the
+    // first bytes go with the second cookie line too.
+    listen.signal("STOP");
+    let addr = listen
+        .wait_line("listening on")
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("address")
+        .to_string();
+    let mut local = TcpStream::connect(&addr).expect("connect local");
+    local.write_all(b"again").expect("first bytes");
+    local
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    listen.signal("CONT");
+    let (mut refused, _) = rv.accept().expect("dial");
+    refused
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    assert_eq!(read_line(&mut refused), "Ixyz");
+    assert_eq!(read_n(&mut refused, 5), "again");
+    refused.write_all(b"-ERR not registered\n").expect("refuse");
+    drop(refused);
+    let (mut dial, _) = rv.accept().expect("dial again");
+    dial.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    assert_eq!(read_line(&mut dial), "Ixyz");
+    assert_eq!(read_n(&mut dial, 5), "again", "sent again with the retry");
+    dial.write_all(b"+OK\nthere").expect("answer");
+    assert_eq!(read_n(&mut local, 5), "there");
+}
+
+/// A registrar that does not say `early` (the original): nothing but the
+/// cookie line before the `+OK`; the first bytes come right after it.
+#[test]
+fn connect_listen_waits_for_the_ok_when_the_triple_does_not_say_early() {
+    let rv = TcpListener::bind("127.0.0.1:0").expect("bind rendezvous stand-in");
+    let body = format!(
+        r#"{{"result":{{"host":"127.0.0.1","port":{},"cookie":"Ixyz"}}}}"#,
+        rv.local_addr().expect("addr").port()
+    );
+    let (_listen, mut dial, mut local) = listen_and_send_first(body, &rv);
+    // The cookie line is one write: had the first bytes gone with it, they
+    // would be here now.
+    dial.set_nonblocking(true).expect("nonblocking");
+    let mut b = [0u8; 16];
+    let before = dial.peek(&mut b);
+    assert!(
+        matches!(&before, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "bytes before the +OK: {before:?}"
+    );
+    dial.set_nonblocking(false).expect("blocking");
+    dial.write_all(b"+OK\n").expect("answer");
+    assert_eq!(read_n(&mut dial, 5), "hello", "sent after the +OK");
+    dial.write_all(b"world").expect("reply");
+    assert_eq!(read_n(&mut local, 5), "world");
 }

@@ -154,6 +154,10 @@ fn user_add_serve_expose_connect_over_pinned_tls() {
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("json");
     assert!(v["cookie"].as_str().expect("cookie").starts_with('I'));
     assert_eq!(v["port"], srv.listening("rendezvous").port());
+    assert_eq!(
+        v["early"], true,
+        "our server forwards a client's first bytes"
+    );
     assert!(!stderr(&o).contains("accessible"), "{}", stderr(&o));
 
     // A provisioning file others can read: a warning naming it, not the secret.

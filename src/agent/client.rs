@@ -395,18 +395,18 @@ impl DialError {
     }
 }
 
-/// Connect to a triple's rendezvous server and send the cookie line.
-pub fn connect_for_park(triple: &Triple) -> Result<TcpStream> {
+/// Connect to a triple's rendezvous server and send the cookie line, with
+/// `early` after it in the same write (a mobile client's first bytes).
+pub fn connect_for_park(triple: &Triple, early: &[u8]) -> Result<TcpStream> {
     let mut sock = connect_any(&triple.host, triple.port, CLIENT_TIMEOUT)?;
     let _ = sock.set_nodelay(true);
-    let line = format!("{}\n", triple.cookie);
-    sock.write_all(line.as_bytes()).op("send cookie")?;
+    let line = [triple.cookie.as_bytes(), b"\n", early].concat();
+    sock.write_all(&line).op("send cookie")?;
     Ok(sock)
 }
 
-/// Read the status line, and not one relayed byte after it: what has
-/// arrived is peeked at, and only the line (up to its newline) is read:
-/// two calls for `+OK`, where reading byte by byte took four.
+/// Read the status line, and not one relayed byte after it: peek at what
+/// came, read the line (2 calls for `+OK`; byte by byte took 4).
 pub fn read_status(mut sock: TcpStream) -> std::result::Result<TcpStream, DialError> {
     let mut line = Vec::new();
     let mut buf = [0u8; MAX_STATUS_LINE + 1];
@@ -459,11 +459,17 @@ mod tests {
             port: 1,
             cookie: "Isecret".into(),
             ttl: None,
+            early: false,
         };
         assert!(!format!("{t:?}").contains("secret"));
         assert_eq!(
             serde_json::to_string(&t).expect("json"),
             r#"{"host":"h","port":1,"cookie":"Isecret"}"#
         );
+        let ours: Triple =
+            serde_json::from_str(r#"{"host":"h","port":1,"cookie":"I","early":true}"#).expect("json");
+        assert!(ours.early);
+        let original: Triple = serde_json::from_str(r#"{"host":"h","port":1,"cookie":"I"}"#).expect("json");
+        assert!(!original.early);
     }
 }

@@ -3,7 +3,7 @@
 //! refreshes an `R` cookie, `GET ?uuid=` looks up the `I` triple; the
 //! method follows from the query, as in the original.
 
-use crate::secret::Cookie;
+use crate::secret::{Cookie, Role};
 use crate::secret::Token;
 use crate::server::auth::Authn;
 use crate::server::nodes::{Node, Place};
@@ -92,13 +92,8 @@ pub(crate) fn api(
         Ok(h) => h,
         Err(r) => return r,
     };
-    let triple_at = |cookie: &Cookie, ttl: bool, at: Option<Place>| {
-        let (host, port) = at.unwrap_or_else(|| (host.clone(), port));
-        let mut v = serde_json::json!({ "host": host, "port": port, "cookie": cookie.expose() });
-        if ttl {
-            v["ttl"] = serde_json::json!(ctx.cookie_ttl.as_secs());
-        }
-        Response::result(v)
+    let triple_at = |cookie: &Cookie, at: Option<Place>| {
+        triple_json(cookie, at.unwrap_or_else(|| (host.clone(), port)), ctx.cookie_ttl)
     };
     let registry = ctx.authn.registry;
     // A registration or refresh names the node that holds the UUID's
@@ -114,10 +109,10 @@ pub(crate) fn api(
             None => n.lookup(registry, &uuid, Proto::Generic).1,
         })
     };
-    let triple = |cookie: &Cookie, ttl: bool| triple_at(cookie, ttl, holder());
+    let triple = |cookie: &Cookie| triple_at(cookie, holder());
     if let Some(token) = response {
         return match ctx.authn.token(uuid, &Token::new(token), peer.ip(), id) {
-            Ok(c) => triple(&c, true),
+            Ok(c) => triple(&c),
             Err(r) => r,
         };
     }
@@ -126,7 +121,7 @@ pub(crate) fn api(
         return match ctx.authn.cookie(valid, uuid, peer, id, T) {
             Ok(c) => {
                 log::debug!(target: T, "conn={id} cookie refreshed uuid={uuid}");
-                triple(&c, true)
+                triple(&c)
             }
             Err(r) => r,
         };
@@ -136,7 +131,19 @@ pub(crate) fn api(
         None => (registry.initiator_cookie(&uuid), None),
     };
     match initiator {
-        Some(c) => triple_at(&c, false, at),
+        Some(c) => triple_at(&c, at),
         None => Refusal::NotRegistered.response(),
     }
+}
+
+/// A triple as answered: a hidden server's says how long its cookie lives
+/// (`ttl`), a mobile client's that its first bytes may come with its
+/// cookie line (`early`: this server forwards them with the `+OK`).
+fn triple_json(cookie: &Cookie, (host, port): Place, ttl: Duration) -> Response {
+    let mut v = serde_json::json!({ "host": host, "port": port, "cookie": cookie.expose() });
+    match cookie.role() {
+        Role::Responder => v["ttl"] = serde_json::json!(ttl.as_secs()),
+        Role::Initiator => v["early"] = serde_json::json!(true),
+    }
+    Response::result(v)
 }

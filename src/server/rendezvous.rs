@@ -5,7 +5,7 @@
 //! `-ERR invalid cookie`, `-ERR not registered`, `-ERR not ready`, then closes.
 
 use crate::limits::MAX_COOKIE_LINE;
-use crate::relay;
+use crate::relay::{self, First};
 use crate::secret::{Cookie, Role};
 use crate::server::accept::Accepted;
 use crate::server::parked::{Parked, ParkedStream};
@@ -196,7 +196,9 @@ fn pair(
         return;
     };
     log::debug!(target: T, "conn={id} paired uuid={uuid} responder conn={rconn}");
-    let mut totals = relay::relay(Arc::new(stream), Arc::new(rs), Some(pairing.pairs));
+    // Bytes that came with the cookie went with the +OK: the answer is next.
+    let first = if early_up > 0 { First::Down } else { First::Up };
+    let mut totals = relay::relay_first(Arc::new(stream), Arc::new(rs), Some(pairing.pairs), first);
     // Bytes sent before the pairing, forwarded with the +OK lines.
     totals.up += early_up;
     totals.down += early_down;

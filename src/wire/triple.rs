@@ -15,6 +15,12 @@ pub struct Triple {
     /// Seconds an unused `R` cookie lives (registrations only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u64>,
+    /// The rendezvous server forwards bytes sent after the cookie line with
+    /// its `+OK` (lookups from this project's registrar): a mobile client
+    /// may send its first bytes with the cookie. Absent from other
+    /// registrars' answers; the original's clients wait for the `+OK`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub early: bool,
 }
 
 impl fmt::Debug for Triple {

@@ -2,7 +2,7 @@
 //! with a token, the rest with the pool's `Rendezvous-Cookie`), each
 //! waiting for a mobile client's request, then relayed to the local service.
 
-use super::{backoff, Agent, Waited, T};
+use super::{backoff, Agent, Client, Waited, T};
 use crate::agent::client::ClientConn;
 use crate::error::{AuthFailure, Error, Result};
 use crate::limits::CLIENT_TIMEOUT;
@@ -143,7 +143,10 @@ impl Agent {
         Ok((conn, st.generation))
     }
 
-    pub(super) fn http_worker(self: Arc<Self>) {
+    /// Park a `CONNECT` until a request arrives (returned) or the agent
+    /// stops (`None`).
+    #[inline(never)]
+    pub(super) fn http_worker(self: &Arc<Self>) -> Option<Client> {
         let mut failures = 0u32;
         while !self.stopped() {
             let conn = match self.http_park() {
@@ -162,14 +165,7 @@ impl Agent {
             failures = 0;
             let parked_at = Instant::now();
             match self.wait_for_request(conn) {
-                Ok(Waited::Client((conn, first))) => {
-                    let me = self.clone();
-                    let spawned =
-                        crate::threads::spawn("serve".into(), move || me.serve_http(conn, first));
-                    if let Err(e) = spawned {
-                        log::warn!(target: T, "cannot start a relay thread: {e}");
-                    }
-                }
+                Ok(Waited::Client((conn, first))) => return Some(Client::Http(conn, first)),
                 Ok(Waited::Retired) => {
                     log::debug!(target: T, "parked CONNECT retired after {} s; replacing",
                         parked_at.elapsed().as_secs());
@@ -179,6 +175,7 @@ impl Agent {
                 Err(e) => self.lost(&e, parked_at, &mut failures),
             }
         }
+        None
     }
 
     /// Wait on a parked `CONNECT` for the mobile client's request, at most

@@ -34,6 +34,7 @@ use crate::wire::TakeError;
 use crate::wire::Triple;
 
 mod http;
+mod shift;
 mod token;
 use std::collections::HashMap;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
@@ -122,6 +123,17 @@ pub struct Agent {
     keepalive: Keepalive,
     /// One `parked connection lost` line per minute at most.
     lost_warn: RateLimit,
+    /// Parking loops running (`shift`), and their end.
+    shifts: Mutex<usize>,
+    shifts_ended: std::sync::Condvar,
+}
+
+/// A mobile client that arrived on a parked connection.
+enum Client {
+    /// Generic protocol: the socket, positioned after `+OK`.
+    Generic(TcpStream),
+    /// HTTP-specific protocol: the `CONNECT` and the request's first bytes.
+    Http(crate::agent::client::ClientConn, Vec<u8>),
 }
 
 /// How a waiting connection ended.
@@ -155,34 +167,31 @@ impl Agent {
             next: AtomicU64::new(0),
             keepalive: settings.keepalive,
             lost_warn: RateLimit::new(Duration::from_secs(60)),
+            shifts: Mutex::new(0),
+            shifts_ended: std::sync::Condvar::new(),
         }))
     }
 
-    /// Run until [`Agent::stop`]: `--pool` workers and a cookie refresher.
+    /// Run until [`Agent::stop`]: `--pool` parking loops and a cookie
+    /// refresher.
     pub fn run(self: &Arc<Self>) -> Result<()> {
-        let mut threads = Vec::new();
-        for n in 0..self.opts.pool.max(1) {
+        let refresher = if self.opts.protocol == Protocol::Generic {
             let me = self.clone();
-            let http = self.opts.protocol == Protocol::Http;
-            threads.push(
-                crate::threads::start(format!("worker-{n}"), move || {
-                    if http {
-                        me.http_worker()
-                    } else {
-                        me.worker()
-                    }
-                })
-                .map_err(|e| Error::io("start worker", e))?,
-            );
-        }
-        if self.opts.protocol == Protocol::Generic {
-            let me = self.clone();
-            threads.push(
+            Some(
                 crate::threads::start("refresh", move || me.refresher())
                     .map_err(|e| Error::io("start refresher", e))?,
-            );
+            )
+        } else {
+            None
+        };
+        for _ in 0..self.opts.pool.max(1) {
+            if let Err(e) = self.start_shift() {
+                self.stop();
+                return Err(Error::io("start worker", e));
+            }
         }
-        for t in threads {
+        self.wait_shifts();
+        if let Some(t) = refresher {
             let _ = t.join();
         }
         Ok(())
@@ -217,7 +226,10 @@ impl Agent {
         }
     }
 
-    fn worker(self: Arc<Self>) {
+    /// Park, generic protocol, until a client arrives (returned) or the
+    /// agent stops (`None`).
+    #[inline(never)]
+    fn worker(self: &Arc<Self>) -> Option<Client> {
         let mut failures = 0u32;
         while !self.stopped() {
             let (triple, generation) = match self.triple() {
@@ -233,15 +245,7 @@ impl Agent {
             };
             let parked_at = Instant::now();
             match self.wait_for_client(&triple) {
-                Ok(Waited::Client(sock)) => {
-                    failures = 0;
-                    let me = self.clone();
-                    // From the pool, as the relay's own threads are.
-                    let spawned = crate::threads::spawn("serve".into(), move || me.serve(sock));
-                    if let Err(e) = spawned {
-                        log::warn!(target: T, "cannot start a relay thread: {e}");
-                    }
-                }
+                Ok(Waited::Client(sock)) => return Some(Client::Generic(sock)),
                 Ok(Waited::Retired) => {
                     failures = 0;
                     log::debug!(target: T, "waiting connection retired after {} s; replacing",
@@ -275,6 +279,7 @@ impl Agent {
                 }
             }
         }
+        None
     }
 
     /// The rendezvous server the triple names failed several dials in a
@@ -359,7 +364,7 @@ impl Agent {
     ) -> std::result::Result<Waited<TcpStream>, DialError> {
         // dial() connects and sends the cookie; register the socket first so
         // stop() can close it while it waits.
-        let sock = crate::agent::client::connect_for_park(triple).map_err(DialError::Io)?;
+        let sock = crate::agent::client::connect_for_park(triple, &[]).map_err(DialError::Io)?;
         let _ = self.keepalive.apply(&sock);
         liveness::quickack(&sock);
         sock.set_read_timeout(Some(self.park_age()))
