@@ -161,11 +161,16 @@ bench:
 # install (rathole builds only without --locked): setup, throughput, CPU and
 # memory in one table, each a ratio to direct or what a tunnel adds to it,
 # measured in the same run (not part of `make test`).
+# Our programs are measured twice: as cargo bench builds them (glibc), and
+# built static for musl (STATIC_TARGET), as a gateway runs them.
 PEERS_DIR ?= $(CURDIR)/target/peers
+STATIC_TARGET ?= x86_64-unknown-linux-musl
 bench-peers:
 	test -x $(PEERS_DIR)/bin/rathole || $(CARGO) install --root $(PEERS_DIR) --version 0.5.0 rathole
 	test -x $(PEERS_DIR)/bin/bore || $(CARGO) install --locked --root $(PEERS_DIR) --version 0.6.0 bore-cli
-	$(CARGO) bench --bench relay -- --peers $(PEERS_DIR)/bin $(BENCH_ARGS)
+	rustup target list --installed | grep -qx $(STATIC_TARGET) || rustup target add $(STATIC_TARGET)
+	env CC_$(subst -,_,$(STATIC_TARGET))=gcc $(CARGO) build --locked --release --target $(STATIC_TARGET) --bins
+	$(CARGO) bench --bench relay -- --peers $(PEERS_DIR)/bin --static $(CURDIR)/target/$(STATIC_TARGET)/release $(BENCH_ARGS)
 
 # Runs every cargo-fuzz target for FUZZ_SECS seconds (not part of `make test`).
 # cargo-fuzz needs nightly compiler flags; RUSTC_BOOTSTRAP=1 lets the stable

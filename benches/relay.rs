@@ -4,7 +4,7 @@
 //!
 //! Usage: `cargo bench --bench relay -- [--json FILE] [--secs N] [--quick]
 //! [--sweep-only | --memory-only | --store-only | --cluster-only |
-//! --chain-only | --peers DIR]`. For an A/B run against another build,
+//! --chain-only | --peers DIR [--static DIR]]`. For an A/B run against another build,
 //! `RENDEZVOUSD_BIN=PATH` and `RENDEZVOUS_BIN=PATH` name the rendezvousd
 //! and the rendezvous to measure; with
 //! `BENCH_SMAPS=FILE` the memory phase keeps the server's
@@ -68,6 +68,8 @@ struct Opts {
     chain_only: bool,
     /// `make bench-peers`: ours beside rathole and bore installed here.
     peers: Option<PathBuf>,
+    /// With `peers`: our programs built static (musl) in this folder too.
+    static_bins: Option<PathBuf>,
     secs: f64,
     json: Option<PathBuf>,
     quick: bool,
@@ -81,6 +83,7 @@ fn opts() -> Opts {
         cluster_only: false,
         chain_only: false,
         peers: None,
+        static_bins: None,
         secs: 3.0,
         json: None,
         quick: false,
@@ -97,6 +100,7 @@ fn opts() -> Opts {
             "--cluster-only" => o.cluster_only = true,
             "--chain-only" => o.chain_only = true,
             "--peers" => o.peers = args.next().map(PathBuf::from),
+            "--static" => o.static_bins = args.next().map(PathBuf::from),
             _ => {} // cargo bench passes --bench
         }
     }
@@ -114,9 +118,16 @@ fn spawn(name: &str, mut cmd: Command) -> Proc {
     Proc::spawn(name, cmd)
 }
 
+/// A folder whose programs [`bin`] names instead, while set (the static
+/// build's tunnel of `--peers`).
+static BIN_DIR: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
 /// The binaries under test; `RENDEZVOUSD_BIN` and `RENDEZVOUS_BIN` name
 /// other builds (an A/B run against an older one).
 fn bin(name: &str) -> PathBuf {
+    if let Some(d) = BIN_DIR.lock().ok().and_then(|d| d.clone()) {
+        return d.join(name);
+    }
     // Other builds of the programs, for a before-and-after in one run.
     let var = if name == "rendezvousd" {
         "RENDEZVOUSD_BIN"
@@ -741,7 +752,13 @@ fn main() {
         || o.peers.is_some()
     {
         if let Some(bin) = &o.peers {
-            peers::peer_rows(bin, o.quick, o.secs, &dir, &mut rep);
+            peers::peer_rows(
+                bin,
+                o.static_bins.as_deref(),
+                (o.quick, o.secs),
+                &dir,
+                &mut rep,
+            );
         } else if o.chain_only {
             chain::chain_rows(o.quick, &dir, &mut rep);
         } else if o.sweep_only {

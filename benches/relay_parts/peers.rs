@@ -14,7 +14,7 @@
 //! Every row is a ratio to direct, or what a tunnel adds to direct.
 
 use super::chain::{alternate, connect_listen, expose, one_line};
-use super::{cpu_secs, spawn, start_server, status_kib, Report};
+use super::{cpu_secs, spawn, start_server, status_kib, Report, BIN_DIR};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -56,12 +56,22 @@ fn wait_through(addr: SocketAddr) {
     }
 }
 
-fn ours(dir: &Path, echo: SocketAddr) -> Tunnel {
+/// Our chain, with the programs `cargo bench` built, or with those in
+/// `static_bins` (built for musl, static: what a gateway runs).
+fn ours(dir: &Path, echo: SocketAddr, static_bins: Option<&Path>) -> Tunnel {
+    if let Some(d) = static_bins {
+        *BIN_DIR.lock().unwrap_or_else(|e| e.into_inner()) = Some(d.to_path_buf());
+    }
     let srv = start_server(dir, false, &[]);
     let agent = expose(&srv, false, dir, "generic", echo);
     let (listen, entry) = connect_listen(&srv, false);
+    *BIN_DIR.lock().unwrap_or_else(|e| e.into_inner()) = None;
     Tunnel {
-        name: "rendezvous",
+        name: if static_bins.is_some() {
+            "rendezvous-static"
+        } else {
+            "rendezvous"
+        },
         procs: vec![agent, srv.proc, listen],
         entry,
     }
@@ -324,15 +334,26 @@ fn measure(
 }
 
 /// The peers' table: rendezvous (generic chain, `--plaintext` like the
-/// others' defaults), bore and rathole.
-pub fn peer_rows(bin: &Path, quick: bool, secs: f64, dir: &Path, rep: &mut Report) {
+/// others' defaults), its static musl build when `static_bins` names one,
+/// bore and rathole.
+pub fn peer_rows(
+    bin: &Path,
+    static_bins: Option<&Path>,
+    (quick, secs): (bool, f64),
+    dir: &Path,
+    rep: &mut Report,
+) {
     let n = if quick { 200 } else { 1000 };
     let (svc, drained) = service();
     let mut results = Vec::new();
-    for make in [0, 1, 2] {
+    for make in [0, 1, 2, 3] {
         let t = match make {
-            0 => ours(dir, svc),
-            1 => bore(bin, svc),
+            0 => ours(dir, svc, None),
+            1 => match static_bins {
+                Some(d) => ours(dir, svc, Some(d)),
+                None => continue,
+            },
+            2 => bore(bin, svc),
             _ => rathole(bin, dir, svc),
         };
         wait_through(t.entry);
