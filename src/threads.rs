@@ -196,7 +196,7 @@ where
 /// Start a thread of its own (not from the pool): named `name`, with the
 /// crate's explicit stack size ([`CONN_STACK`]), as every thread the crate
 /// starts is. For threads that live long (accept loops, the reaper, an
-/// agent's workers) or must not wait for a pooled one.
+/// agent's cookie refresher) or must not wait for a pooled one.
 pub fn start<F, T>(name: impl Into<String>, f: F) -> io::Result<thread::JoinHandle<T>>
 where
     F: FnOnce() -> T + Send + 'static,

@@ -403,11 +403,29 @@ fn listen_and_send_first(registrar_body: String, rv: &TcpListener) -> (Proc, Tcp
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     listen.signal("CONT");
-    let (mut dial, _) = rv.accept().expect("connect dials");
-    dial.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
+    let mut dial = dialed(rv);
     assert_eq!(read_line(&mut dial), "Ixyz", "the cookie line");
     (listen, dial, local)
+}
+
+/// The next connection to the rendezvous stand-in, within 10 s (a panic,
+/// not a hung test, when connect never dials).
+fn dialed(rv: &TcpListener) -> TcpStream {
+    rv.set_nonblocking(true).expect("nonblocking");
+    let end = Instant::now() + Duration::from_secs(10);
+    let s = loop {
+        match rv.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < end => {
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("connect did not dial within 10 s: {e}"),
+        }
+    };
+    s.set_nonblocking(false).expect("blocking");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s
 }
 
 fn read_n(s: &mut TcpStream, n: usize) -> String {
@@ -448,17 +466,12 @@ fn connect_listen_sends_first_bytes_with_the_cookie_when_the_triple_says_early()
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     listen.signal("CONT");
-    let (mut refused, _) = rv.accept().expect("dial");
-    refused
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
+    let mut refused = dialed(&rv);
     assert_eq!(read_line(&mut refused), "Ixyz");
     assert_eq!(read_n(&mut refused, 5), "again");
     refused.write_all(b"-ERR not registered\n").expect("refuse");
     drop(refused);
-    let (mut dial, _) = rv.accept().expect("dial again");
-    dial.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
+    let mut dial = dialed(&rv);
     assert_eq!(read_line(&mut dial), "Ixyz");
     assert_eq!(read_n(&mut dial, 5), "again", "sent again with the retry");
     dial.write_all(b"+OK\nthere").expect("answer");

@@ -1,11 +1,10 @@
-//! The client's view of the server: registrar requests (register with a
-//! token, refresh with a cookie, look up, health) with the registrar's
-//! clock read from its `Date`, and dialling the rendezvous server with a
-//! cookie line and reading its status line.
+//! The client's view of the registrar: requests (register with a token,
+//! refresh with a cookie, look up, health) with the registrar's clock read
+//! from its `Date`. The rendezvous server's side is `rendezvous.rs`.
 
 use crate::agent::settings::ServerUrl;
 use crate::error::{AuthFailure, Error, IoResultExt, Result, Timeout};
-use crate::limits::{CLIENT_TIMEOUT, MAX_STATUS_LINE, REGISTRAR_FAILOVER_CONNECT};
+use crate::limits::{CLIENT_TIMEOUT, REGISTRAR_FAILOVER_CONNECT};
 use crate::tls::{self, Trust};
 use crate::wire::TakeError;
 use crate::wire::{read_response, ClientResponse};
@@ -44,7 +43,7 @@ fn host_header(url: &ServerUrl) -> String {
     }
 }
 
-fn connect_any(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
+pub(super) fn connect_any(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
     let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
         .map_err(|e| Error::io("resolve host", e))?
@@ -392,59 +391,6 @@ impl DialError {
             DialError::Refused(t) => Error::Refused(t),
             other => Error::Other(other.to_string()),
         }
-    }
-}
-
-/// Connect to a triple's rendezvous server and send the cookie line, with
-/// `early` after it in the same write (a mobile client's first bytes).
-pub fn connect_for_park(triple: &Triple, early: &[u8]) -> Result<TcpStream> {
-    let mut sock = connect_any(&triple.host, triple.port, CLIENT_TIMEOUT)?;
-    let _ = sock.set_nodelay(true);
-    let line = [triple.cookie.as_bytes(), b"\n", early].concat();
-    sock.write_all(&line).op("send cookie")?;
-    Ok(sock)
-}
-
-/// Read the status line, and not one relayed byte after it: peek at what
-/// came, read the line (2 calls for `+OK`; byte by byte took 4).
-pub fn read_status(mut sock: TcpStream) -> std::result::Result<TcpStream, DialError> {
-    let mut line = Vec::new();
-    let mut buf = [0u8; MAX_STATUS_LINE + 1];
-    loop {
-        let room = MAX_STATUS_LINE + 1 - line.len();
-        let n = match sock.peek(&mut buf[..room]) {
-            Ok(0) => {
-                return Err(DialError::Io(Error::Protocol(
-                    "connection closed before a status line".into(),
-                )))
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(DialError::Io(Error::io("read status", e))),
-        };
-        let end = buf[..n].iter().position(|&b| b == b'\n');
-        let take = end.map_or(n, |i| i + 1);
-        sock.read_exact(&mut buf[..take])
-            .map_err(|e| DialError::Io(Error::io("read status", e)))?;
-        line.extend_from_slice(&buf[..end.unwrap_or(take)]);
-        if end.is_some() {
-            break;
-        }
-        if line.len() > MAX_STATUS_LINE {
-            return Err(DialError::Invalid("status line too long".into()));
-        }
-    }
-    let text = String::from_utf8_lossy(&line)
-        .trim_end_matches('\r')
-        .to_string();
-    match text.as_str() {
-        s if s.starts_with("+OK") => {
-            let _ = sock.set_read_timeout(None);
-            Ok(sock)
-        }
-        "-ERR not registered" => Err(DialError::Refused(TakeError::NotRegistered)),
-        "-ERR not ready" => Err(DialError::Refused(TakeError::NotReady)),
-        other => Err(DialError::Invalid(other.chars().take(80).collect())),
     }
 }
 

@@ -6,7 +6,8 @@
 //! `-ERR not registered`, or on `-ERR not ready` and failed connections when
 //! the registrar then names another node).
 
-use crate::agent::client::{connect_for_park, read_status, DialError, Registrar};
+use crate::agent::client::{DialError, Registrar};
+use crate::agent::rendezvous::{connect_rendezvous, cookie_line, read_status};
 use crate::agent::settings::Settings;
 use crate::error::{Error, IoResultExt, Result};
 use crate::limits::PAIR_TIMEOUT;
@@ -64,7 +65,8 @@ impl Dialer {
     /// [`Dialer::dial`], delivering `early` (a client's first bytes) ahead
     /// of what is relayed: with the cookie line to a server that forwards
     /// it with its `+OK` (so the answer need not wait for a round trip),
-    /// else right after the `+OK`; sent again on a retry.
+    /// else right after the `+OK`. Sent again on a retry only when it
+    /// cannot have reached a hidden server (the server refused).
     pub fn dial_with(&self, early: &[u8]) -> Result<TcpStream> {
         self.dial_once(early)
     }
@@ -74,16 +76,30 @@ impl Dialer {
     /// the `+OK`, where the first bytes wait for it. `early` goes with the
     /// cookie when the triple says the server forwards it, else right
     /// after the `+OK` (the original's mobile clients waited for it).
-    fn attempt(&self, triple: &Triple, early: &[u8]) -> std::result::Result<TcpStream, DialError> {
+    fn attempt(&self, triple: &Triple, early: &[u8]) -> std::result::Result<TcpStream, Failed> {
         let with_cookie = if triple.early { early } else { &[] };
-        let sock = connect_for_park(triple, with_cookie).map_err(DialError::Io)?;
+        let mut sock = connect_rendezvous(triple).map_err(|e| Failed {
+            error: DialError::Io(e),
+            sent: false,
+        })?;
+        // Once sent, the first bytes may have reached a hidden server,
+        // unless the server refused the pairing (it forwards them only to
+        // a responder it proved alive, and then answers +OK).
+        let failed = |error: DialError| Failed {
+            sent: !with_cookie.is_empty() && !matches!(error, DialError::Refused(_)),
+            error,
+        };
+        sock.write_all(&cookie_line(triple, with_cookie))
+            .map_err(|e| failed(DialError::Io(Error::io("send cookie", e))))?;
         let _ = self.keepalive.apply(&sock);
         sock.set_read_timeout(Some(STATUS_WAIT))
-            .map_err(|e| DialError::Io(Error::io("set timeout", e)))?;
-        let mut sock = read_status(sock)?;
+            .map_err(|e| failed(DialError::Io(Error::io("set timeout", e))))?;
+        let mut sock = read_status(sock).map_err(failed)?;
         if !triple.early && !early.is_empty() {
-            sock.write_all(early)
-                .map_err(|e| DialError::Io(Error::io("send the client's first bytes", e)))?;
+            sock.write_all(early).map_err(|e| Failed {
+                error: DialError::Io(Error::io("send the client's first bytes", e)),
+                sent: true,
+            })?;
         }
         Ok(sock)
     }
@@ -98,27 +114,42 @@ impl Dialer {
             Some(t) => (t, false),
             None => (self.lookup()?, true),
         };
+        let again = |t: &Triple| self.attempt(t, early).map_err(|f| f.error.into_error());
         match self.attempt(&triple, early) {
             Ok(s) => Ok(s),
-            Err(DialError::Refused(TakeError::NotRegistered)) if !fresh => {
+            Err(Failed {
+                error: DialError::Refused(TakeError::NotRegistered),
+                ..
+            }) if !fresh => {
                 log::debug!(target: T, "cached triple refused; looking up again");
-                let t = self.lookup()?;
-                self.attempt(&t, early).map_err(DialError::into_error)
+                again(&self.lookup()?)
             }
             // The node the cached triple names may be gone, or no longer
             // hold the hidden server (several nodes on one store): a new
-            // lookup may name another, which is worth one more try.
-            Err(e @ (DialError::Refused(TakeError::NotReady) | DialError::Io(_))) if !fresh => {
+            // lookup may name another, which is worth one more try (not
+            // when the client's first bytes may have arrived already).
+            Err(Failed {
+                error: e @ (DialError::Refused(TakeError::NotReady) | DialError::Io(_)),
+                sent: false,
+            }) if !fresh => {
                 let t = self.lookup()?;
                 if t == triple {
                     return Err(e.into_error());
                 }
                 log::debug!(target: T, "cached triple failed ({e}); the registrar names another node");
-                self.attempt(&t, early).map_err(DialError::into_error)
+                again(&t)
             }
-            Err(e) => Err(e.into_error()),
+            Err(f) => Err(f.error.into_error()),
         }
     }
+}
+
+/// A failed attempt, and whether the client's first bytes may have reached
+/// a hidden server: then they are not sent again, so that a request does
+/// not run twice.
+struct Failed {
+    error: DialError,
+    sent: bool,
 }
 
 /// `rendezvous lookup`: the triple as one JSON line.

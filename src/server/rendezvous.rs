@@ -142,12 +142,12 @@ fn pair(
     id: u64,
 ) {
     let deadline = Instant::now() + pairing.pair_timeout;
-    let mut hello = OK.to_vec();
-    hello.extend_from_slice(&early);
     // A parked socket may be dead while the peek says it is open (a NAT
     // forgot it silently): the initiator gets +OK only once the responder
     // acknowledged its own +OK. Otherwise take the next one, within the
-    // same deadline.
+    // same deadline. The initiator's early bytes go to the proven one
+    // only: sent before the proof, they could reach a hidden server whose
+    // acknowledgement came late and then go again to the next one.
     let (uuid, responder) = loop {
         match pairing.registry.take(&cookie, Proto::Generic, deadline) {
             Err(why) => {
@@ -159,11 +159,16 @@ fn pair(
                 let ParkedStream::Tcp(mut rs) = p.stream else {
                     continue;
                 };
-                if rs.write_all(&hello).is_err() {
+                if rs.write_all(OK).is_err() {
                     log::debug!(target: T, "conn={} parked socket failed on write", p.conn);
                     continue;
                 }
                 if pairing.proven(&rs, p.conn) {
+                    // Failed, some may have arrived: no status, so the
+                    // initiator does not send them again elsewhere.
+                    if rs.write_all(&early).is_err() {
+                        return;
+                    }
                     break (
                         uuid,
                         Parked {

@@ -10,7 +10,6 @@ use crate::liveness;
 use crate::relay;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
@@ -187,13 +186,7 @@ impl Agent {
         conn.tcp()
             .set_read_timeout(Some(self.park_age()))
             .map_err(|e| Error::io("set timeout", e))?;
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        if let Ok(clone) = conn.tcp().try_clone() {
-            self.waiting
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(id, clone);
-        }
+        let id = self.watch(conn.tcp());
         let mut first = vec![0u8; 16 * 1024];
         let got = loop {
             match conn.read(&mut first) {
@@ -201,10 +194,7 @@ impl Agent {
                 other => break other,
             }
         };
-        self.waiting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
+        self.unwatch(id);
         match got {
             Ok(n) if n > 0 => {
                 first.truncate(n);

@@ -364,23 +364,14 @@ impl Agent {
     ) -> std::result::Result<Waited<TcpStream>, DialError> {
         // dial() connects and sends the cookie; register the socket first so
         // stop() can close it while it waits.
-        let sock = crate::agent::client::connect_for_park(triple, &[]).map_err(DialError::Io)?;
+        let sock = crate::agent::rendezvous::connect_for_park(triple).map_err(DialError::Io)?;
         let _ = self.keepalive.apply(&sock);
         liveness::quickack(&sock);
         sock.set_read_timeout(Some(self.park_age()))
             .map_err(|e| DialError::Io(Error::io("set timeout", e)))?;
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        if let Ok(clone) = sock.try_clone() {
-            self.waiting
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(id, clone);
-        }
-        let r = crate::agent::client::read_status(sock);
-        self.waiting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
+        let id = self.watch(&sock);
+        let r = crate::agent::rendezvous::read_status(sock);
+        self.unwatch(id);
         match r {
             Ok(sock) => Ok(Waited::Client(sock)),
             // The read timeout is the age limit (EAGAIN); a dead connection

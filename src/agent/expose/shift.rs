@@ -5,12 +5,13 @@
 //! bytes come with the `+OK` (`connect --listen` sends what it already
 //! has with its cookie): handing the socket to another thread put one more
 //! wake-up between those bytes and the service, 20 to 60 µs each on a
-//! loaded two-core machine (`perf sched record`, contrib/trace-setup.sh).
+//! loaded two-core machine (`perf sched record`, contrib/setup-path.sh).
 //!
 //! [`Agent::run`] waits until every shift has ended (after
 //! [`Agent::stop`]); clients being served are not waited for, as before.
 
 use super::{Agent, Client, Protocol, T};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
 /// Counts one shift until dropped (however the shift ends, a panic too).
@@ -27,9 +28,14 @@ impl Drop for Counted {
 impl Agent {
     /// Start one shift on a thread of the pool, counted from now.
     pub(super) fn start_shift(self: &Arc<Self>) -> std::io::Result<()> {
-        *self.shifts.lock().unwrap_or_else(PoisonError::into_inner) += 1;
-        let counted = Counted(self.clone());
+        let counted = self.count_shift();
         crate::threads::spawn("worker".into(), move || counted.0.clone().shift(counted))
+    }
+
+    /// One more shift, until the guard drops.
+    fn count_shift(self: &Arc<Self>) -> Counted {
+        *self.shifts.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        Counted(self.clone())
     }
 
     /// Until no shift runs.
@@ -44,24 +50,63 @@ impl Agent {
     }
 
     /// Park until a client arrives; hand the parking on and serve it here.
-    /// With no thread for the next shift, serve it and go on parking here.
-    fn shift(self: Arc<Self>, counted: Counted) {
+    /// A request of the HTTP-specific protocol is served on a thread of
+    /// the pool, as before: its parking does a TLS handshake for every
+    /// `CONNECT`, whose stack pages would stay under the relay. With no
+    /// thread for the next shift, serve the client here, uncounted (`run`
+    /// does not wait for clients), and go on parking after it.
+    fn shift(self: Arc<Self>, mut counted: Counted) {
         loop {
             let Some(client) = self.park() else {
                 return;
             };
-            match self.start_shift() {
-                Ok(()) => {
-                    drop(counted);
-                    self.serve_client(client);
-                    return;
+            if let Client::Http(..) = client {
+                let me = self.clone();
+                let spawned = crate::threads::spawn("serve".into(), move || me.serve_client(client));
+                if let Err(e) = spawned {
+                    log::warn!(target: T, "cannot start a relay thread: {e}");
                 }
-                Err(e) => {
-                    log::warn!(target: T, "cannot start a thread to wait in this one's place: {e}");
-                    self.serve_client(client);
-                }
+                continue;
             }
+            let next = self.start_shift();
+            crate::threads::rename("serve");
+            drop(counted);
+            if let Err(e) = next {
+                log::warn!(target: T, "cannot start a thread to wait in this one's place: {e}");
+                self.serve_client(client);
+                crate::threads::rename("worker");
+                counted = self.count_shift();
+                continue;
+            }
+            self.serve_client(client);
+            return;
         }
+    }
+
+    /// A connection that waits for a client, listed so that [`Agent::stop`]
+    /// closes it (at once if the agent is stopping already); its id.
+    pub(super) fn watch(&self, sock: &std::net::TcpStream) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Ok(clone) = sock.try_clone() {
+            self.waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id, clone);
+        }
+        // stop() sets the flag, then closes what is listed: listed after
+        // that, it is closed here.
+        if self.stopped() {
+            let _ = sock.shutdown(std::net::Shutdown::Both);
+        }
+        id
+    }
+
+    /// No longer waiting.
+    pub(super) fn unwatch(&self, id: u64) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
     }
 
     /// Never inlined, nor is what it calls: the parking loops' locals
