@@ -18,6 +18,9 @@ mod support;
 #[path = "relay_parts/cluster.rs"]
 mod cluster;
 
+#[path = "relay_parts/far.rs"]
+mod far;
+
 #[path = "relay_parts/chain.rs"]
 mod chain;
 

@@ -244,6 +244,31 @@ fn generic(dir: &Path, tls: bool, n: usize, rep: &mut Report) {
     );
 }
 
+/// The generic chain with both agents `FAR` away from the rendezvous port
+/// (a proxy in front of it, named in the triples by `--public-port`): what
+/// a phone and a gateway on real networks see. Each connection's answer
+/// takes three one-way trips at least (cookie line, +OK and first bytes
+/// to the hidden server, its answer back); four more when the mobile
+/// client waits for its +OK before it sends.
+fn generic_far(dir: &Path, n: usize, rep: &mut Report) {
+    const FAR: Duration = Duration::from_millis(5);
+    let target = Arc::new(std::sync::OnceLock::new());
+    let front = super::far::delayed(FAR, target.clone());
+    let port = front.port().to_string();
+    let srv = start_server(dir, false, &["--public-port", &port]);
+    let _ = target.set(srv.rendezvous);
+    let echo = support::echo_server();
+    let _agent = expose(&srv, false, dir, "generic", echo);
+    let (_listen, addr) = connect_listen(&srv, false);
+    let r = alternate(n, || one_line(echo), || one_line(addr));
+    rows(
+        rep,
+        "chain_generic_far",
+        "generic chain, 5 ms each way between both agents and the rendezvous port (a proxy), connect + one line echoed",
+        r,
+    );
+}
+
 /// The HTTP-specific chain: HTTPS (or, `--plaintext`, HTTP) to the
 /// registrar against the same to the service directly.
 fn http(dir: &Path, tls: bool, n: usize, rep: &mut Report) {
@@ -284,6 +309,7 @@ pub fn chain_rows(quick: bool, dir: &Path, rep: &mut Report) {
     let n = if quick { 200 } else { 1000 };
     generic(dir, false, n, rep);
     generic(dir, true, n, rep);
+    generic_far(dir, n / 5, rep);
     http(dir, false, n, rep);
     http(dir, true, n, rep);
 }

@@ -59,16 +59,24 @@ impl Dialer {
     /// `-ERR not registered` refreshes it once, and so do `-ERR not ready`
     /// and a failed connection when the new triple names another place.
     pub fn dial(&self) -> Result<TcpStream> {
-        self.dial_once(&[])
+        self.dial_once(&mut Early::default())
     }
 
-    /// [`Dialer::dial`], delivering `early` (a client's first bytes) ahead
-    /// of what is relayed: with the cookie line to a server that forwards
-    /// it with its `+OK` (so the answer need not wait for a round trip),
-    /// else right after the `+OK`. Sent again on a retry only when it
-    /// cannot have reached a hidden server (the server refused).
-    pub fn dial_with(&self, early: &[u8]) -> Result<TcpStream> {
-        self.dial_once(early)
+    /// [`Dialer::dial`] for a local client: what it has sent (up to 4 KiB)
+    /// is read once the connection to the rendezvous server is made (the
+    /// last moment: that takes a round trip, time for the client to send),
+    /// and delivered ahead of what is relayed: with the cookie line to a
+    /// server that forwards it with its `+OK` (so the answer need not wait
+    /// for a round trip), else right after the `+OK`. Sent again on a
+    /// retry only when it cannot have reached a hidden server (the server
+    /// refused). Also returns how many bytes that was.
+    pub fn dial_for(&self, local: &TcpStream) -> Result<(TcpStream, usize)> {
+        let mut early = Early {
+            local: Some(local),
+            bytes: Vec::new(),
+        };
+        let sock = self.dial_once(&mut early)?;
+        Ok((sock, early.bytes.len()))
     }
 
     /// Connect to `triple`'s rendezvous server, send the cookie, and read
@@ -76,12 +84,13 @@ impl Dialer {
     /// the `+OK`, where the first bytes wait for it. `early` goes with the
     /// cookie when the triple says the server forwards it, else right
     /// after the `+OK` (the original's mobile clients waited for it).
-    fn attempt(&self, triple: &Triple, early: &[u8]) -> std::result::Result<TcpStream, Failed> {
-        let with_cookie = if triple.early { early } else { &[] };
+    fn attempt(&self, triple: &Triple, early: &mut Early) -> std::result::Result<TcpStream, Failed> {
         let mut sock = connect_rendezvous(triple).map_err(|e| Failed {
             error: DialError::Io(e),
             sent: false,
         })?;
+        let early = early.read();
+        let with_cookie = if triple.early { early } else { &[] };
         // Once sent, the first bytes may have reached a hidden server,
         // unless the server refused the pairing (it forwards them only to
         // a responder it proved alive, and then answers +OK).
@@ -104,7 +113,7 @@ impl Dialer {
         Ok(sock)
     }
 
-    fn dial_once(&self, early: &[u8]) -> Result<TcpStream> {
+    fn dial_once(&self, early: &mut Early) -> Result<TcpStream> {
         let cached = self
             .cached
             .lock()
@@ -114,7 +123,9 @@ impl Dialer {
             Some(t) => (t, false),
             None => (self.lookup()?, true),
         };
-        let again = |t: &Triple| self.attempt(t, early).map_err(|f| f.error.into_error());
+        let again = |t: &Triple, early: &mut Early| {
+            self.attempt(t, early).map_err(|f| f.error.into_error())
+        };
         match self.attempt(&triple, early) {
             Ok(s) => Ok(s),
             Err(Failed {
@@ -122,7 +133,7 @@ impl Dialer {
                 ..
             }) if !fresh => {
                 log::debug!(target: T, "cached triple refused; looking up again");
-                again(&self.lookup()?)
+                again(&self.lookup()?, early)
             }
             // The node the cached triple names may be gone, or no longer
             // hold the hidden server (several nodes on one store): a new
@@ -137,10 +148,32 @@ impl Dialer {
                     return Err(e.into_error());
                 }
                 log::debug!(target: T, "cached triple failed ({e}); the registrar names another node");
-                again(&t)
+                again(&t, early)
             }
             Err(f) => Err(f.error.into_error()),
         }
+    }
+}
+
+/// A local client's first bytes, read from its socket once.
+#[derive(Default)]
+struct Early<'a> {
+    local: Option<&'a TcpStream>,
+    bytes: Vec<u8>,
+}
+
+impl Early<'_> {
+    /// The bytes; read (without waiting) the first time.
+    fn read(&mut self) -> &[u8] {
+        if let Some(local) = self.local.take() {
+            self.bytes = vec![0u8; EARLY_MAX];
+            let n = match rustix::net::recv(local, &mut self.bytes[..], RecvFlags::DONTWAIT) {
+                Ok((n, _)) => n,
+                Err(_) => 0,
+            };
+            self.bytes.truncate(n);
+        }
+        &self.bytes
     }
 }
 
@@ -257,19 +290,12 @@ impl Listening {
         }
     }
 
-    /// Dial with what the client sent already, and relay.
+    /// Dial, with what the client sent by then, and relay.
     fn serve(&self, local: TcpStream, peer: SocketAddr) {
-        let mut early = vec![0u8; EARLY_MAX];
-        let n = match rustix::net::recv(&local, &mut early[..], RecvFlags::DONTWAIT) {
-            Ok((n, _)) => n,
-            Err(_) => 0,
-        };
-        early.truncate(n);
-        match self.dialer.dial_with(&early) {
-            Ok(remote) => {
-                drop(early);
+        match self.dialer.dial_for(&local) {
+            Ok((remote, n)) => {
                 let _ = local.set_nodelay(true);
-                // The first bytes went with the cookie: the answer is next.
+                // The first bytes went ahead: the answer is next.
                 let first = if n > 0 { First::Down } else { First::Up };
                 let t = relay::relay_first(Arc::new(local), Arc::new(remote), None, first);
                 log::info!(target: T, "connection done peer={peer} up={} down={} secs={:.3}",
