@@ -1,7 +1,7 @@
 # Shared by the contrib scripts (sourced): a scratch folder $dir, removed on
 # exit once the processes in $pids are stopped and waited for (a server that
 # is stopping still writes its state there), and a rendezvousd on ports of
-# its own choosing.
+# its own choosing, and the generic chain in front of a local service.
 dir=$(mktemp -d)
 pids=
 cleanup() {
@@ -39,4 +39,20 @@ start_server() {
 	pids="$pids $server_pid"
 	registrar=$(logged_port "$dir/server.log" registrar)
 	sed -i "s|^server = .*|server = $scheme://127.0.0.1:$registrar|" "$dir/agent.conf"
+}
+
+# start_chain BIN ECHO_PORT POOL: `BIN/rendezvous expose` to the service at
+# 127.0.0.1:ECHO_PORT with POOL waiting connections, registered, and
+# `connect --listen` for it; sets $agent, $connect (PIDs) and $entry (the
+# port clients connect to). Needs start_server first.
+start_chain() {
+	uuid=$(sed -n 's/^uuid = //p' "$dir/agent.conf")
+	"$1/rendezvous" expose --config "$dir/agent.conf" --to "127.0.0.1:$2" --pool "$3" 2>"$dir/agent.log" &
+	agent=$!
+	pids="$pids $agent"
+	"$1/rendezvous" connect --listen 127.0.0.1:0 --server "http://127.0.0.1:$registrar" --uuid "$uuid" 2>"$dir/connect.log" &
+	connect=$!
+	pids="$pids $connect"
+	for _ in $(seq 100); do grep -q "registered uuid=" "$dir/agent.log" 2>/dev/null && break; sleep 0.1; done
+	entry=$(logged_port "$dir/connect.log")
 }

@@ -22,7 +22,6 @@ command -v python3 >/dev/null || { echo "needs python3" >&2; exit 1; }
 command -v rustc >/dev/null || { echo "needs rustc" >&2; exit 1; }
 . "$(dirname "$0")/lib.sh"
 start_server "$bin/rendezvousd" http --plaintext
-uuid=$(sed -n 's/^uuid = //p' "$dir/agent.conf")
 
 # The echo service and the client, in Rust like the bench's (a Python
 # client is slow enough to send its line after connect --listen looked).
@@ -65,14 +64,7 @@ pids="$pids $echo_pid"
 for _ in $(seq 50); do [ -s "$dir/echo.port" ] && break; sleep 0.1; done
 echo_port=$(cat "$dir/echo.port")
 
-"$bin/rendezvous" expose --config "$dir/agent.conf" --to "127.0.0.1:$echo_port" --pool 4 2>"$dir/agent.log" &
-agent=$!
-pids="$pids $agent"
-"$bin/rendezvous" connect --listen 127.0.0.1:0 --server "http://127.0.0.1:$registrar" --uuid "$uuid" 2>"$dir/connect.log" &
-connect=$!
-pids="$pids $connect"
-for _ in $(seq 100); do grep -q "registered uuid=" "$dir/agent.log" 2>/dev/null && break; sleep 0.1; done
-entry=$(logged_port "$dir/connect.log")
+start_chain "$bin" "$echo_port" 4
 
 "$dir/cl" 50 "$entry" "$echo_port" "$dir/client.pid"
 perf sched record -q -o "$dir/perf.data" -- "$dir/cl" "$n" "$entry" "$echo_port" "$dir/client.pid" >/dev/null 2>&1

@@ -17,7 +17,6 @@ command -v strace >/dev/null || { echo "needs strace: apt-get install -y strace"
 command -v python3 >/dev/null || { echo "needs python3" >&2; exit 1; }
 . "$(dirname "$0")/lib.sh"
 start_server "$bin/rendezvousd" http --plaintext
-uuid=$(sed -n 's/^uuid = //p' "$dir/agent.conf")
 
 # The echo service: one thread per connection, echoing until EOF.
 python3 -c '
@@ -37,14 +36,7 @@ pids="$pids $!"
 for _ in $(seq 50); do [ -s "$dir/echo.port" ] && break; sleep 0.1; done
 echo_port=$(cat "$dir/echo.port")
 
-"$bin/rendezvous" expose --config "$dir/agent.conf" --to "127.0.0.1:$echo_port" --pool 2 2>"$dir/agent.log" &
-agent=$!
-pids="$pids $agent"
-"$bin/rendezvous" connect --listen 127.0.0.1:0 --server "http://127.0.0.1:$registrar" --uuid "$uuid" 2>"$dir/connect.log" &
-connect=$!
-pids="$pids $connect"
-for _ in $(seq 100); do grep -q "registered uuid=" "$dir/agent.log" 2>/dev/null && break; sleep 0.1; done
-entry=$(logged_port "$dir/connect.log")
+start_chain "$bin" "$echo_port" 2
 
 exchange='
 import socket, sys, time
