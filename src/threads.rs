@@ -26,42 +26,53 @@ pub use crate::limits::IDLE_LINGER;
 
 type Job = (String, Box<dyn FnOnce() + Send + 'static>);
 
-/// Where an idle thread waits for its next job: whoever takes the slot from
-/// the idle queue owes it exactly one. A mutex and a condition variable,
-/// not a channel: a channel's receiver spins and calls `sched_yield` about
-/// ten times before it sleeps, and every handed-over connection paid for
-/// that (11 `sched_yield` and 20 context switches per connection in each
-/// of the chain's three processes, `perf stat -e syscalls:sys_enter_sched_yield`).
-#[derive(Default)]
-struct Slot {
-    job: Mutex<Option<Job>>,
+/// One value handed from one thread to another that waits for it: an idle
+/// thread's next job (whoever takes its slot from the idle queue owes it
+/// exactly one), or a relay direction's end. A mutex and a condition
+/// variable, not a channel: a channel's receiver spins and calls
+/// `sched_yield` about ten times before it sleeps, and every handed-over
+/// connection paid for that (11 `sched_yield` and 20 context switches per
+/// connection in each of the chain's three processes, `perf stat -e
+/// syscalls:sys_enter_sched_yield`).
+pub(crate) struct Handoff<T> {
+    value: Mutex<Option<T>>,
     given: Condvar,
 }
 
-impl Slot {
-    fn lock(&self) -> MutexGuard<'_, Option<Job>> {
-        self.job.lock().unwrap_or_else(PoisonError::into_inner)
+impl<T> Default for Handoff<T> {
+    fn default() -> Self {
+        Handoff {
+            value: Mutex::new(None),
+            given: Condvar::new(),
+        }
+    }
+}
+
+impl<T> Handoff<T> {
+    fn lock(&self) -> MutexGuard<'_, Option<T>> {
+        self.value.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn give(&self, job: Job) {
-        *self.lock() = Some(job);
+    /// Hand `value` over, waking the waiter.
+    pub(crate) fn give(&self, value: T) {
+        *self.lock() = Some(value);
         self.given.notify_one();
     }
 
-    /// The job, once given; `None` when `wait` passes first.
-    fn wait(&self, wait: Option<Duration>) -> Option<Job> {
-        let mut job = self.lock();
+    /// The value, once given; `None` when `wait` passes first.
+    pub(crate) fn wait(&self, wait: Option<Duration>) -> Option<T> {
+        let mut value = self.lock();
         let end = wait.map(|w| Instant::now() + w);
         loop {
-            if let Some(j) = job.take() {
-                return Some(j);
+            if let Some(v) = value.take() {
+                return Some(v);
             }
-            job = match end {
-                None => self.given.wait(job).unwrap_or_else(PoisonError::into_inner),
+            value = match end {
+                None => self.given.wait(value).unwrap_or_else(PoisonError::into_inner),
                 Some(end) => {
                     let left = end.checked_duration_since(Instant::now())?;
                     self.given
-                        .wait_timeout(job, left)
+                        .wait_timeout(value, left)
                         .unwrap_or_else(PoisonError::into_inner)
                         .0
                 }
@@ -72,7 +83,7 @@ impl Slot {
 
 /// The idle threads, the one idle longest first.
 struct Idle {
-    queue: VecDeque<(u64, Arc<Slot>)>,
+    queue: VecDeque<(u64, Arc<Handoff<Job>>)>,
     /// The fewest threads idle at once since `since`.
     low: usize,
     since: Instant,
@@ -138,7 +149,7 @@ impl Pool {
     /// it for the linger.
     fn serve(&self) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let slot = Arc::new(Slot::default());
+        let slot = Arc::new(Handoff::default());
         loop {
             {
                 let mut idle = self.idle();

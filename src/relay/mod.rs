@@ -10,7 +10,8 @@
 //! relaying now, for the drain and the metrics.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use crate::threads::Handoff;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// One direction: `splice(2)` between two TCP sockets where possible, else
@@ -37,31 +38,13 @@ pub use pairs::ActivePairs;
 use pump::pump;
 pub use tls_leg::TlsLeg;
 
-/// Set when the other direction's thread is done with its closure (ended,
-/// or unwound by a panic), waited for by the relay's own thread. Not a
-/// channel, whose receiver spins and yields before it sleeps.
-#[derive(Default)]
-struct Latch {
-    done: Mutex<bool>,
-    set: Condvar,
-}
-
-impl Latch {
-    fn wait(&self) {
-        let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
-        while !*done {
-            done = self.set.wait(done).unwrap_or_else(PoisonError::into_inner);
-        }
-    }
-}
-
-/// Opens the latch when dropped, however the closure holding it ends.
-struct Opened(Arc<Latch>);
+/// Gives the relay's own thread its go-ahead when dropped: the other
+/// direction's thread is done with its closure, ended or unwound by a panic.
+struct Opened(Arc<Handoff<()>>);
 
 impl Drop for Opened {
     fn drop(&mut self) {
-        *self.0.done.lock().unwrap_or_else(PoisonError::into_inner) = true;
-        self.0.set.notify_one();
+        self.0.give(());
     }
 }
 
@@ -109,7 +92,7 @@ pub fn relay_first(
         First::Up => First::Down,
         First::Down => First::Up,
     });
-    let done = Arc::new(Latch::default());
+    let done = Arc::new(Handoff::default());
     let opened = Opened(done.clone());
     let spawned = crate::threads::spawn("relay".to_string(), move || {
         let _opened = opened;
@@ -119,7 +102,7 @@ pub fn relay_first(
     match spawned {
         Ok(()) => {
             direction(&*from, &*to, &count);
-            done.wait();
+            done.wait(None);
         }
         Err(e) => {
             log::warn!(target: "rendezvous::relay", "cannot start a relay thread: {e}");

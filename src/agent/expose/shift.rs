@@ -2,11 +2,12 @@
 //! connection waiting at the server; when a mobile client of the generic
 //! protocol arrives on it, the thread that holds the client serves it, and
 //! the shift goes on on a thread of the pool (an HTTP-specific request is
-//! served on a pool thread, see `shift`). Serving in place matters once the client's first
-//! bytes come with the `+OK` (`connect --listen` sends what it already
-//! has with its cookie): handing the socket to another thread put one more
-//! wake-up between those bytes and the service, 20 to 60 µs each on a
-//! loaded two-core machine (`perf sched record`, contrib/setup-path.sh).
+//! served on a pool thread, see `shift`). Serving in place matters once
+//! the client's first bytes come with the `+OK` (`connect --listen` sends
+//! what it already has with its cookie): handing the socket to another
+//! thread put one more wake-up between those bytes and the service, 20 to
+//! 60 µs each on a loaded two-core machine (`perf sched record`,
+//! contrib/setup-path.sh).
 //!
 //! [`Agent::run`] waits until every shift has ended (after
 //! [`Agent::stop`]); clients being served are not waited for, as before.
