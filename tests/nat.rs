@@ -320,9 +320,10 @@ fn registrar() -> SocketAddr {
     REGISTRAR.parse().expect("addr")
 }
 
-/// A generic mobile client: look up, send the I line; the status line, and
-/// the socket after it. Never waits longer than `wait` for the status.
-fn generic_mobile(uuid: &uuid::Uuid, wait: Duration) -> (String, TcpStream) {
+/// A generic mobile client: look up, send the I line and `early` after it
+/// (bytes sent before the +OK); the status line, and the socket after it.
+/// Never waits longer than `wait` for the status.
+fn generic_mobile(uuid: &uuid::Uuid, early: &[u8], wait: Duration) -> (String, TcpStream) {
     let r = request(registrar(), "GET", &format!("/?uuid={uuid}"), &[]);
     assert_eq!(
         r.status,
@@ -336,7 +337,8 @@ fn generic_mobile(uuid: &uuid::Uuid, wait: Duration) -> (String, TcpStream) {
         .to_string();
     let mut s = connect(RENDEZVOUS.parse().expect("addr"));
     s.set_read_timeout(Some(wait)).expect("timeout");
-    s.write_all(format!("{cookie}\n").as_bytes()).expect("send");
+    s.write_all(&[format!("{cookie}\n").as_bytes(), early].concat())
+        .expect("send");
     let mut line = Vec::new();
     let mut b = [0u8; 1];
     while s.read(&mut b).is_ok_and(|n| n == 1) && b[0] != b'\n' {
@@ -429,16 +431,22 @@ fn after_a_silent_drop(
 /// Generic protocol, a NAT that forgets silently: a mobile client arriving
 /// at once is never handed a dead parked socket (the old server gave it +OK
 /// and it hung); it is served once the agent, whose keepalive finds its
-/// dead connections, has parked new ones.
+/// dead connections, has parked new ones. That first client sends bytes
+/// with its cookie line (as `connect --listen` does): through the dead
+/// sockets' failed proofs they are kept, and a live one gets them once.
 #[test]
 fn generic_after_a_silent_drop() {
     let first = |uuid: &uuid::Uuid| {
-        let (status, mut s) = generic_mobile(uuid, Duration::from_secs(30));
+        let (status, mut s) = generic_mobile(uuid, b"early\n", Duration::from_secs(30));
         assert!(
             status == "+OK" || status == "-ERR not ready",
             "status {status:?}"
         );
         if status == "+OK" {
+            let mut got = [0u8; 6];
+            s.read_exact(&mut got).expect("the early bytes' echo");
+            assert_eq!(&got, b"early\n");
+            // Next comes the echo of the next line, not the early bytes again.
             assert!(
                 echoes(&mut s, Duration::from_secs(5)),
                 "+OK, then silence: a dead socket"
@@ -447,7 +455,7 @@ fn generic_after_a_silent_drop() {
         format!("{status:?}")
     };
     after_a_silent_drop("g", "generic", first, |uuid| {
-        let (st, mut s) = generic_mobile(uuid, Duration::from_secs(5));
+        let (st, mut s) = generic_mobile(uuid, &[], Duration::from_secs(5));
         st == "+OK" && echoes(&mut s, Duration::from_secs(5))
     });
 }
@@ -489,7 +497,7 @@ fn a_pair_whose_hidden_side_vanishes_is_closed_at_both_ends() {
         &["--pool", "1", "--keepalive", "3"],
     );
     within("parked", Duration::from_secs(20), || parked("generic") == 1);
-    let (status, mut s) = generic_mobile(&uuid, Duration::from_secs(10));
+    let (status, mut s) = generic_mobile(&uuid, &[], Duration::from_secs(10));
     assert_eq!(status, "+OK");
     assert!(echoes(&mut s, Duration::from_secs(5)));
     t.blackhole();
@@ -545,7 +553,7 @@ fn an_idle_session_survives_a_60_s_nat_timeout() {
     let _srv = serve(&t, &dir, &uuid, &[]);
     let _agent = expose(&t, &uuid, "generic", svc.addr, &["--pool", "1"]);
     within("parked", Duration::from_secs(20), || parked("generic") == 1);
-    let (status, mut s) = generic_mobile(&uuid, Duration::from_secs(10));
+    let (status, mut s) = generic_mobile(&uuid, &[], Duration::from_secs(10));
     assert_eq!(status, "+OK");
     assert!(echoes(&mut s, Duration::from_secs(5)));
     // The pool parks a replacement; then everything is idle: the relayed
