@@ -114,14 +114,27 @@ impl Topology {
     /// From now on every connection that exists is dropped silently, both
     /// ways; connections opened later pass.
     fn forget(&mut self) {
+        self.forget_where(&[]);
+    }
+
+    /// From now on the packets the hidden side sends on every connection
+    /// that exists are dropped silently (its ACKs among them); the server's
+    /// still arrive, and connections opened later pass both ways.
+    fn forget_uplink(&mut self) {
+        self.forget_where(&["iifname", "lan"]);
+    }
+
+    /// Drop the packets of existing connections that match `only` too.
+    fn forget_where(&mut self, only: &[&str]) {
         self.generation += 1;
         let g = self.generation.to_string();
         self.nat
             .exec(&["nft", "flush", "chain", "inet", "rdv", "flows"]);
+        let old = [only, &["ct", "mark", "!=", &g, "counter", "drop"]].concat();
         for rule in [
             vec!["ct", "state", "invalid", "counter", "drop"],
             vec!["ct", "state", "new", "ct", "mark", "set", &g],
-            vec!["ct", "mark", "!=", &g, "counter", "drop"],
+            old,
             vec!["counter", "accept"],
         ] {
             let mut args = vec!["nft", "add", "rule", "inet", "rdv", "flows"];
@@ -163,15 +176,20 @@ struct Service {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     closed: Arc<std::sync::Mutex<Vec<Instant>>>,
+    /// What each connection brought, in the order they were accepted.
+    received: Received,
 }
+
+type Received = Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
 
 impl Service {
     fn start(ns: &Netns, echo: bool) -> Service {
         let (tx, rx) = std::sync::mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let closed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let received = Received::default();
         let name = ns.name.clone();
-        let (stop2, closed2) = (stop.clone(), closed.clone());
+        let (stop2, closed2, received2) = (stop.clone(), closed.clone(), received.clone());
         thread::spawn(move || {
             Netns::enter_named(&name);
             let l = TcpListener::bind("127.0.0.1:0").expect("bind service");
@@ -183,20 +201,31 @@ impl Service {
                     continue;
                 };
                 let _ = s.set_nonblocking(false);
-                let closed = closed2.clone();
-                let stop = stop2.clone();
-                thread::spawn(move || serve_one(s, echo, &stop, &closed));
+                let (closed, stop) = (closed2.clone(), stop2.clone());
+                let received = received2.clone();
+                thread::spawn(move || serve_one(s, echo, &stop, &closed, &received));
             }
         });
         let addr = rx
             .recv_timeout(Duration::from_secs(10))
             .expect("service up");
-        Service { addr, stop, closed }
+        Service {
+            addr,
+            stop,
+            closed,
+            received,
+        }
     }
 
     /// When the service saw connections end (EOF or error).
     fn closed_at(&self) -> Vec<Instant> {
         self.closed.lock().expect("closed").clone()
+    }
+
+    /// How many connections brought bytes that start with `head`.
+    fn opened_with(&self, head: &[u8]) -> usize {
+        let received = self.received.lock().expect("received");
+        received.iter().filter(|b| b.starts_with(head)).count()
     }
 }
 
@@ -205,12 +234,22 @@ fn serve_one(
     echo: bool,
     stop: &AtomicBool,
     closed: &std::sync::Mutex<Vec<Instant>>,
+    received: &Received,
 ) {
+    let index = {
+        let mut r = received.lock().expect("received");
+        r.push(Vec::new());
+        r.len() - 1
+    };
     let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
     let mut buf = [0u8; 4096];
     let mut head = Vec::new();
     while !stop.load(Ordering::Acquire) {
-        match s.read(&mut buf) {
+        let got = s.read(&mut buf);
+        if let Ok(n) = got {
+            received.lock().expect("received")[index].extend_from_slice(&buf[..n]);
+        }
+        match got {
             Ok(0) => break,
             Ok(n) if echo => {
                 if s.write_all(&buf[..n]).is_err() {
@@ -458,6 +497,51 @@ fn generic_after_a_silent_drop() {
         let (st, mut s) = generic_mobile(uuid, &[], Duration::from_secs(5));
         st == "+OK" && echoes(&mut s, Duration::from_secs(5))
     });
+}
+
+/// A one-way silent drop: the packets the hidden side sends on its parked
+/// connections are lost (its ACKs among them) while the server's arrive, so
+/// the agent gets `+OK` on connections that fail their liveness proof and
+/// then an RST, and it has dialed its local service for each. A mobile
+/// client sent bytes with its cookie line: they reach the service once,
+/// because the server sends them only after a proof holds. (Sent with the
+/// `+OK`, as before, each dead connection passed them on too.)
+#[test]
+fn early_bytes_reach_the_service_once_when_the_hidden_sides_acks_are_lost() {
+    let mut t = Topology::new("a", Duration::from_secs(600));
+    let dir = TempDir::new("nat-a");
+    let uuid = uuid::Uuid::new_v4();
+    let svc = Service::start(&t.hidden, true);
+    t.server.enter();
+    let extra = ["--keepalive", "300", "--pair-timeout", "15"];
+    let _srv = serve(&t, &dir, &uuid, &extra);
+    let agent = ["--pool", "2", "--keepalive", "30"];
+    let _agent = expose(&t, &uuid, "generic", svc.addr, &agent);
+    within("two parked", Duration::from_secs(20), || {
+        parked("generic") == 2
+    });
+    t.forget_uplink();
+    let (status, mut s) = generic_mobile(&uuid, b"once\n", Duration::from_secs(30));
+    assert_eq!(status, "+OK");
+    let mut got = [0u8; 5];
+    s.read_exact(&mut got).expect("the early bytes' echo");
+    assert_eq!(&got, b"once\n");
+    assert!(
+        echoes(&mut s, Duration::from_secs(5)),
+        "the echo after them"
+    );
+    let failed = metric("rendezvous_liveness_proofs_total{result=\"dropped\"}");
+    assert!(
+        failed >= 1,
+        "no liveness proof failed: the drop did not hold"
+    );
+    // Each connection that got its +OK had the agent dial the service.
+    let dials = usize::try_from(failed).expect("count") + 1;
+    within("a dial per +OK", Duration::from_secs(10), || {
+        svc.opened_with(b"") >= dials
+    });
+    assert_eq!(svc.opened_with(b"once\n"), 1, "the early bytes' copies");
+    eprintln!("one-way drop: {failed} proofs failed, the early bytes reached the service once");
 }
 
 /// HTTP-specific protocol, a NAT that forgets silently: the agent's parked
