@@ -247,9 +247,12 @@ fn generic(dir: &Path, tls: bool, n: usize, rep: &mut Report) {
 /// The generic chain with both agents `FAR` away from the rendezvous port
 /// (a proxy in front of it, named in the triples by `--public-port`): what
 /// a phone and a gateway on real networks see. Each connection's answer
-/// takes three one-way trips at least (cookie line, +OK and first bytes
-/// to the hidden server, its answer back); four more when the mobile
-/// client waits for its +OK before it sends.
+/// takes four one-way trips here (cookie line; +OK and first bytes to the
+/// hidden server; its answer back to rendezvousd, and on to connect); two
+/// more for the handshake when connect has no spare connection ready; on
+/// a real link, one round trip more for the liveness proof (the proxy's
+/// kernel acknowledges the +OK at once); two more when the mobile client
+/// waits for its +OK before it sends.
 fn generic_far(dir: &Path, n: usize, rep: &mut Report) {
     const FAR: Duration = Duration::from_millis(5);
     let target = Arc::new(std::sync::OnceLock::new());
