@@ -97,6 +97,12 @@ pub const PARK_MAX_AGE: Duration = Duration::from_secs(600);
 
 /// Client side: timeout for connecting and for each registrar exchange.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
+/// `connect --listen`: the oldest a connection to the rendezvous server
+/// made ahead of the next local client may be when used. Well inside the
+/// server's default `--handshake-timeout` (10 s), after which it closes a
+/// connection that sent no cookie line, and far inside any NAT's idle
+/// timeout; a client that comes 2 s after the last is not in a burst.
+pub const SPARE_MAX_AGE: Duration = Duration::from_secs(2);
 /// Connecting to one of several registrars, where another can be tried:
 /// three SYNs (sent at 0, 1 and 3 s) on a lossy link, not four. A node's
 /// machine that vanished silently cost an agent 15 s here on top of its

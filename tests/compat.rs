@@ -373,7 +373,7 @@ fn expose_and_connect_read_chunked_triples() {
 /// the client connects and writes, so they are there, whatever the
 /// scheduling). Returns the rendezvous stand-in's dial, its cookie line
 /// read, and the local client.
-fn listen_and_send_first(registrar_body: String, rv: &TcpListener) -> (Proc, TcpStream, TcpStream) {
+fn listen_and_send_first(registrar_body: String, rv: &mut Standin) -> (Proc, TcpStream, TcpStream) {
     let server = chunked_registrar(Box::leak(registrar_body.into_boxed_str()));
     let mut c = rendezvous();
     c.args([
@@ -385,17 +385,11 @@ fn listen_and_send_first(registrar_body: String, rv: &TcpListener) -> (Proc, Tcp
         "--uuid",
         "35b1f781-d9a7-4fd2-8331-ffb56d9c1a6e",
     ])
+    .env("RUST_LOG", "info,rendezvous::mobile=debug")
     .stdin(Stdio::null())
     .stdout(Stdio::null());
     let listen = Proc::spawn("connect-listen", c);
-    let addr: SocketAddr = listen
-        .wait_line("listening on")
-        .split("listening on ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .expect("address")
-        .parse()
-        .expect("socket address");
+    let addr = listening_on(&listen);
     listen.signal("STOP");
     let mut local = TcpStream::connect(addr).expect("connect local");
     local.write_all(b"hello").expect("first bytes");
@@ -403,29 +397,79 @@ fn listen_and_send_first(registrar_body: String, rv: &TcpListener) -> (Proc, Tcp
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     listen.signal("CONT");
-    let mut dial = dialed(rv);
+    let mut dial = rv.dialed();
     assert_eq!(read_line(&mut dial), "Ixyz", "the cookie line");
     (listen, dial, local)
 }
 
-/// The next connection to the rendezvous stand-in, within 10 s (a panic,
-/// not a hung test, when connect never dials).
-fn dialed(rv: &TcpListener) -> TcpStream {
-    rv.set_nonblocking(true).expect("nonblocking");
-    let end = Instant::now() + Duration::from_secs(10);
-    let s = loop {
-        match rv.accept() {
-            Ok((s, _)) => break s,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < end => {
-                thread::sleep(Duration::from_millis(10));
-            }
-            Err(e) => panic!("connect did not dial within 10 s: {e}"),
+/// The address `connect --listen` logged it listens on.
+fn listening_on(listen: &Proc) -> SocketAddr {
+    listen
+        .wait_line("listening on")
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("address")
+        .parse()
+        .expect("socket address")
+}
+
+/// A rendezvous server stand-in for `connect --listen`, which may connect
+/// ahead of its next client (a spare) and send nothing until one comes.
+struct Standin {
+    listener: TcpListener,
+    /// Accepted, nothing received yet.
+    quiet: Vec<TcpStream>,
+}
+
+impl Standin {
+    fn bind() -> Standin {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind rendezvous stand-in");
+        listener.set_nonblocking(true).expect("nonblocking");
+        Standin {
+            listener,
+            quiet: Vec::new(),
         }
-    };
-    s.set_nonblocking(false).expect("blocking");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    s
+    }
+
+    fn port(&self) -> u16 {
+        self.listener.local_addr().expect("addr").port()
+    }
+
+    /// Until `pick` chooses one of the connections accepted so far, within
+    /// 10 s (a panic, not a hung test, when connect never dials).
+    fn until(&mut self, what: &str, pick: impl Fn(&TcpStream) -> bool) -> TcpStream {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            while let Ok((s, _)) = self.listener.accept() {
+                s.set_nonblocking(true).expect("nonblocking");
+                self.quiet.push(s);
+            }
+            if let Some(i) = self.quiet.iter().position(&pick) {
+                let s = self.quiet.remove(i);
+                s.set_nonblocking(false).expect("blocking");
+                s.set_read_timeout(Some(Duration::from_secs(10)))
+                    .expect("timeout");
+                return s;
+            }
+            assert!(Instant::now() < end, "{what}: not within 10 s");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The next connection to send something.
+    fn dialed(&mut self) -> TcpStream {
+        self.until("connect dials and sends", |s| {
+            matches!(s.peek(&mut [0u8; 1]), Ok(1))
+        })
+    }
+
+    /// A connection made with nothing sent on it (yet).
+    fn spare(&mut self) -> TcpStream {
+        self.until("a spare connection", |s| {
+            matches!(s.peek(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        })
+    }
 }
 
 fn read_n(s: &mut TcpStream, n: usize) -> String {
@@ -434,44 +478,44 @@ fn read_n(s: &mut TcpStream, n: usize) -> String {
     String::from_utf8_lossy(&b).into_owned()
 }
 
+/// `connect --listen` with a triple that says `early`, and one local
+/// client paired through `rv`: its first bytes came before the `+OK`.
+fn paired_with_early_bytes(rv: &mut Standin) -> Proc {
+    let body = format!(
+        r#"{{"result":{{"host":"127.0.0.1","port":{},"cookie":"Ixyz","early":true}}}}"#,
+        rv.port()
+    );
+    let (listen, mut dial, mut local) = listen_and_send_first(body, rv);
+    assert_eq!(read_n(&mut dial, 5), "hello", "sent before the +OK");
+    dial.write_all(b"+OK\nworld").expect("answer");
+    assert_eq!(read_n(&mut local, 5), "world");
+    listen
+}
+
 /// Our registrar's lookup says `early`: the local client's first bytes go
 /// with the cookie line, before any `+OK`, and go again with the cookie
 /// of a retry (a cached triple refused, looked up again).
 #[test]
 fn connect_listen_sends_first_bytes_with_the_cookie_when_the_triple_says_early() {
-    let rv = TcpListener::bind("127.0.0.1:0").expect("bind rendezvous stand-in");
-    let body = format!(
-        r#"{{"result":{{"host":"127.0.0.1","port":{},"cookie":"Ixyz","early":true}}}}"#,
-        rv.local_addr().expect("addr").port()
-    );
-    let (listen, mut dial, mut local) = listen_and_send_first(body, &rv);
-    assert_eq!(read_n(&mut dial, 5), "hello", "sent before the +OK");
-    dial.write_all(b"+OK\nworld").expect("answer");
-    assert_eq!(read_n(&mut local, 5), "world");
-    drop((dial, local));
+    let mut rv = Standin::bind();
+    let listen = paired_with_early_bytes(&mut rv);
 
     // The triple is cached now; refused, it is looked up again, and the
     // first bytes go with the second cookie line too.
     listen.signal("STOP");
-    let addr = listen
-        .wait_line("listening on")
-        .split("listening on ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .expect("address")
-        .to_string();
-    let mut local = TcpStream::connect(&addr).expect("connect local");
+    let addr = listening_on(&listen);
+    let mut local = TcpStream::connect(addr).expect("connect local");
     local.write_all(b"again").expect("first bytes");
     local
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     listen.signal("CONT");
-    let mut refused = dialed(&rv);
+    let mut refused = rv.dialed();
     assert_eq!(read_line(&mut refused), "Ixyz");
     assert_eq!(read_n(&mut refused, 5), "again");
     refused.write_all(b"-ERR not registered\n").expect("refuse");
     drop(refused);
-    let mut dial = dialed(&rv);
+    let mut dial = rv.dialed();
     assert_eq!(read_line(&mut dial), "Ixyz");
     assert_eq!(read_n(&mut dial, 5), "again", "sent again with the retry");
     dial.write_all(b"+OK\nthere").expect("answer");
@@ -482,12 +526,12 @@ fn connect_listen_sends_first_bytes_with_the_cookie_when_the_triple_says_early()
 /// cookie line before the `+OK`; the first bytes come right after it.
 #[test]
 fn connect_listen_waits_for_the_ok_when_the_triple_does_not_say_early() {
-    let rv = TcpListener::bind("127.0.0.1:0").expect("bind rendezvous stand-in");
+    let mut rv = Standin::bind();
     let body = format!(
         r#"{{"result":{{"host":"127.0.0.1","port":{},"cookie":"Ixyz"}}}}"#,
-        rv.local_addr().expect("addr").port()
+        rv.port()
     );
-    let (_listen, mut dial, mut local) = listen_and_send_first(body, &rv);
+    let (_listen, mut dial, mut local) = listen_and_send_first(body, &mut rv);
     // The cookie line is one write: had the first bytes gone with it, they
     // would be here now.
     dial.set_nonblocking(true).expect("nonblocking");
@@ -502,4 +546,47 @@ fn connect_listen_waits_for_the_ok_when_the_triple_does_not_say_early() {
     assert_eq!(read_n(&mut dial, 5), "hello", "sent after the +OK");
     dial.write_all(b"world").expect("reply");
     assert_eq!(read_n(&mut local, 5), "world");
+}
+
+/// While clients keep coming, `connect --listen` connects to the
+/// rendezvous server ahead of the next one: after a pairing a connection
+/// arrives that sends nothing, and the next client's cookie line and first
+/// bytes come on it. The spare made after that one, which no client takes,
+/// is closed within its age (2 s) without a byte sent.
+#[test]
+fn connect_listen_sends_the_next_cookie_on_a_spare_connection() {
+    let mut rv = Standin::bind();
+    let listen = paired_with_early_bytes(&mut rv);
+    let mut spare = rv.spare();
+    listen.wait_line("spare connection ready");
+
+    listen.signal("STOP");
+    let mut second = TcpStream::connect(listening_on(&listen)).expect("connect local");
+    second.write_all(b"again").expect("first bytes");
+    second
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    listen.signal("CONT");
+    assert_eq!(
+        read_line(&mut spare),
+        "Ixyz",
+        "the cookie line, on the spare"
+    );
+    assert_eq!(read_n(&mut spare, 5), "again");
+    spare.write_all(b"+OK\nthere").expect("answer");
+    assert_eq!(read_n(&mut second, 5), "there");
+
+    let mut unused = rv.spare();
+    let made = Instant::now();
+    let mut b = [0u8; 1];
+    assert_eq!(
+        unused.read(&mut b).expect("closed by connect"),
+        0,
+        "no byte sent"
+    );
+    assert!(
+        made.elapsed() < Duration::from_secs(9),
+        "{:?}",
+        made.elapsed()
+    );
 }

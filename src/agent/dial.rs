@@ -9,6 +9,7 @@
 use crate::agent::client::{DialError, Registrar};
 use crate::agent::rendezvous::{connect_rendezvous, cookie_line, read_status};
 use crate::agent::settings::Settings;
+use crate::agent::spare::Spares;
 use crate::error::{Error, IoResultExt, Result};
 use crate::limits::PAIR_TIMEOUT;
 use crate::relay::{self, First};
@@ -33,6 +34,7 @@ pub struct Dialer {
     uuid: Uuid,
     cached: Mutex<Option<Triple>>,
     keepalive: crate::liveness::Keepalive,
+    spares: Arc<Spares>,
 }
 
 impl Dialer {
@@ -43,7 +45,16 @@ impl Dialer {
             uuid: settings.uuid,
             cached: Mutex::new(None),
             keepalive: settings.keepalive,
+            spares: Arc::new(Spares::new()),
         })
+    }
+
+    /// A client was just paired: keep a connection to its rendezvous
+    /// server ready for the next (`spare.rs`).
+    fn keep_spare(&self) {
+        if let Some(t) = &*self.cached.lock().unwrap_or_else(PoisonError::into_inner) {
+            self.spares.keep(t);
+        }
     }
 
     /// Ask the registrar for the triple.
@@ -85,10 +96,13 @@ impl Dialer {
     /// cookie when the triple says the server forwards it, else right
     /// after the `+OK` (the original's mobile clients waited for it).
     fn attempt(&self, triple: &Triple, early: &mut Early) -> std::result::Result<TcpStream, Failed> {
-        let mut sock = connect_rendezvous(triple).map_err(|e| Failed {
-            error: DialError::Io(e),
-            sent: false,
-        })?;
+        let mut sock = match self.spares.take(triple) {
+            Some(s) => s,
+            None => connect_rendezvous(triple).map_err(|e| Failed {
+                error: DialError::Io(e),
+                sent: false,
+            })?,
+        };
         let early = early.read();
         let with_cookie = if triple.early { early } else { &[] };
         // Once sent, the first bytes may have reached a hidden server,
@@ -294,6 +308,7 @@ impl Listening {
     fn serve(&self, local: TcpStream, peer: SocketAddr) {
         match self.dialer.dial_for(&local) {
             Ok((remote, n)) => {
+                self.dialer.keep_spare();
                 let _ = local.set_nodelay(true);
                 // The first bytes went ahead: the answer is next.
                 let first = if n > 0 { First::Down } else { First::Up };

@@ -8,3 +8,4 @@ pub mod dial;
 pub mod expose;
 pub mod rendezvous;
 pub mod settings;
+mod spare;
