@@ -390,16 +390,24 @@ fn listen_and_send_first(registrar_body: String, rv: &mut Standin) -> (Proc, Tcp
     .stdout(Stdio::null());
     let listen = Proc::spawn("connect-listen", c);
     let addr = listening_on(&listen);
+    let local = client_while_stopped(&listen, addr, b"hello");
+    let mut dial = rv.dialed();
+    assert_eq!(read_line(&mut dial), "Ixyz", "the cookie line");
+    (listen, dial, local)
+}
+
+/// A local client of `connect --listen` at `addr` that has connected and
+/// sent `first` while the process was stopped: whatever the scheduling,
+/// the bytes are there when the connection is accepted.
+fn client_while_stopped(listen: &Proc, addr: SocketAddr, first: &[u8]) -> TcpStream {
     listen.signal("STOP");
     let mut local = TcpStream::connect(addr).expect("connect local");
-    local.write_all(b"hello").expect("first bytes");
+    local.write_all(first).expect("first bytes");
     local
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     listen.signal("CONT");
-    let mut dial = rv.dialed();
-    assert_eq!(read_line(&mut dial), "Ixyz", "the cookie line");
-    (listen, dial, local)
+    local
 }
 
 /// The address `connect --listen` logged it listens on.
@@ -472,6 +480,17 @@ impl Standin {
     }
 }
 
+/// Nothing has arrived on `s` (beyond what was read).
+fn assert_nothing_more(s: &TcpStream, what: &str) {
+    s.set_nonblocking(true).expect("nonblocking");
+    let got = s.peek(&mut [0u8; 16]);
+    assert!(
+        matches!(&got, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "{what}: {got:?}"
+    );
+    s.set_nonblocking(false).expect("blocking");
+}
+
 fn read_n(s: &mut TcpStream, n: usize) -> String {
     let mut b = vec![0u8; n];
     s.read_exact(&mut b).expect("read");
@@ -502,14 +521,7 @@ fn connect_listen_sends_first_bytes_with_the_cookie_when_the_triple_says_early()
 
     // The triple is cached now; refused, it is looked up again, and the
     // first bytes go with the second cookie line too.
-    listen.signal("STOP");
-    let addr = listening_on(&listen);
-    let mut local = TcpStream::connect(addr).expect("connect local");
-    local.write_all(b"again").expect("first bytes");
-    local
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    listen.signal("CONT");
+    let mut local = client_while_stopped(&listen, listening_on(&listen), b"again");
     let mut refused = rv.dialed();
     assert_eq!(read_line(&mut refused), "Ixyz");
     assert_eq!(read_n(&mut refused, 5), "again");
@@ -534,14 +546,7 @@ fn connect_listen_waits_for_the_ok_when_the_triple_does_not_say_early() {
     let (_listen, mut dial, mut local) = listen_and_send_first(body, &mut rv);
     // The cookie line is one write: had the first bytes gone with it, they
     // would be here now.
-    dial.set_nonblocking(true).expect("nonblocking");
-    let mut b = [0u8; 16];
-    let before = dial.peek(&mut b);
-    assert!(
-        matches!(&before, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
-        "bytes before the +OK: {before:?}"
-    );
-    dial.set_nonblocking(false).expect("blocking");
+    assert_nothing_more(&dial, "bytes before the +OK");
     dial.write_all(b"+OK\n").expect("answer");
     assert_eq!(read_n(&mut dial, 5), "hello", "sent after the +OK");
     dial.write_all(b"world").expect("reply");
@@ -560,13 +565,7 @@ fn connect_listen_sends_the_next_cookie_on_a_spare_connection() {
     let mut spare = rv.spare();
     listen.wait_line("spare connection ready");
 
-    listen.signal("STOP");
-    let mut second = TcpStream::connect(listening_on(&listen)).expect("connect local");
-    second.write_all(b"again").expect("first bytes");
-    second
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    listen.signal("CONT");
+    let mut second = client_while_stopped(&listen, listening_on(&listen), b"again");
     assert_eq!(
         read_line(&mut spare),
         "Ixyz",
@@ -589,4 +588,29 @@ fn connect_listen_sends_the_next_cookie_on_a_spare_connection() {
         "{:?}",
         made.elapsed()
     );
+}
+
+/// The local client sends only once the cookie line has gone (slower than
+/// connect was to look, as a TLS client building its hello may be): its
+/// bytes follow at once, before any `+OK`, and go again with the cookie
+/// line of a retry after a refusal.
+#[test]
+fn connect_listen_forwards_bytes_that_come_before_the_status() {
+    let mut rv = Standin::bind();
+    let listen = paired_with_early_bytes(&mut rv);
+    let mut local = client_while_stopped(&listen, listening_on(&listen), b"");
+    let mut dial = rv.dialed();
+    assert_eq!(read_line(&mut dial), "Ixyz");
+    assert_nothing_more(&dial, "nothing was sent yet");
+    local.write_all(b"later").expect("first bytes");
+    assert_eq!(read_n(&mut dial, 5), "later", "followed before any status");
+    dial.write_all(b"-ERR not registered\n").expect("refuse");
+    drop(dial);
+    let mut dial = rv.dialed();
+    assert_eq!(read_line(&mut dial), "Ixyz");
+    assert_eq!(read_n(&mut dial, 5), "later", "sent again with the retry");
+    dial.write_all(b"+OK\nanswer").expect("answer");
+    assert_eq!(read_n(&mut local, 6), "answer");
+    local.write_all(b"more").expect("relayed");
+    assert_eq!(read_n(&mut dial, 4), "more");
 }

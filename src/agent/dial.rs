@@ -20,7 +20,7 @@ use rustix::net::RecvFlags;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 const T: &str = "rendezvous::mobile";
@@ -74,27 +74,29 @@ impl Dialer {
     }
 
     /// [`Dialer::dial`] for a local client: what it has sent (up to 4 KiB)
-    /// is read once the connection to the rendezvous server is made (the
-    /// last moment: that takes a round trip, time for the client to send),
-    /// and delivered ahead of what is relayed: with the cookie line to a
-    /// server that forwards it with its `+OK` (so the answer need not wait
-    /// for a round trip), else right after the `+OK`. Sent again on a
-    /// retry only when it cannot have reached a hidden server (the server
-    /// refused). Also returns how many bytes that was.
+    /// is read once there is a connection to the rendezvous server, and
+    /// delivered ahead of what is relayed: to a server that forwards bytes
+    /// sent after the cookie line with its `+OK`, with the cookie line, and
+    /// what the client sends until the status line comes follows at once
+    /// (so the answer need not wait for a round trip); to other servers,
+    /// right after the `+OK`. Sent again on a retry only when it cannot
+    /// have reached a hidden server (the server refused). Also returns how
+    /// many bytes that was.
     pub fn dial_for(&self, local: &TcpStream) -> Result<(TcpStream, usize)> {
         let mut early = Early {
             local: Some(local),
-            bytes: Vec::new(),
+            ..Early::default()
         };
         let sock = self.dial_once(&mut early)?;
         Ok((sock, early.bytes.len()))
     }
 
-    /// Connect to `triple`'s rendezvous server, send the cookie, and read
-    /// the status line. Keepalive is set while the server pairs, not after
-    /// the `+OK`, where the first bytes wait for it. `early` goes with the
-    /// cookie when the triple says the server forwards it, else right
-    /// after the `+OK` (the original's mobile clients waited for it).
+    /// Connect to `triple`'s rendezvous server (or take the spare), send
+    /// the cookie, and read the status line. Keepalive is set while the
+    /// server pairs, not after the `+OK`, where the first bytes wait for
+    /// it. `early` goes with the cookie when the triple says the server
+    /// forwards it, else right after the `+OK` (the original's mobile
+    /// clients waited for it).
     fn attempt(&self, triple: &Triple, early: &mut Early) -> std::result::Result<TcpStream, Failed> {
         let mut sock = match self.spares.take(triple) {
             Some(s) => s,
@@ -103,22 +105,32 @@ impl Dialer {
                 sent: false,
             })?,
         };
-        let early = early.read();
-        let with_cookie = if triple.early { early } else { &[] };
+        let ahead = triple.early;
+        let with_cookie = if ahead { early.read() } else { &[] };
         // Once sent, the first bytes may have reached a hidden server,
         // unless the server refused the pairing (it forwards them only to
         // a responder it proved alive, and then answers +OK).
-        let failed = |error: DialError| Failed {
-            sent: !with_cookie.is_empty() && !matches!(error, DialError::Refused(_)),
+        let failed = |error: DialError, early: &Early| Failed {
+            sent: ahead && !early.bytes.is_empty() && !matches!(error, DialError::Refused(_)),
             error,
         };
-        sock.write_all(&cookie_line(triple, with_cookie))
-            .map_err(|e| failed(DialError::Io(Error::io("send cookie", e))))?;
+        let line = cookie_line(triple, with_cookie);
+        if let Err(e) = sock.write_all(&line) {
+            return Err(failed(DialError::Io(Error::io("send cookie", e)), early));
+        }
         let _ = self.keepalive.apply(&sock);
-        sock.set_read_timeout(Some(STATUS_WAIT))
-            .map_err(|e| failed(DialError::Io(Error::io("set timeout", e))))?;
-        let mut sock = read_status(sock).map_err(failed)?;
-        if !triple.early && !early.is_empty() {
+        if let Err(e) = sock.set_read_timeout(Some(STATUS_WAIT)) {
+            return Err(failed(DialError::Io(Error::io("set timeout", e)), early));
+        }
+        if ahead {
+            if let Err(e) = early.follow(&mut sock, STATUS_WAIT) {
+                let e = Error::io("send the client's first bytes", e);
+                return Err(failed(DialError::Io(e), early));
+            }
+        }
+        let mut sock = read_status(sock).map_err(|e| failed(e, early))?;
+        let early = early.read();
+        if !ahead && !early.is_empty() {
             sock.write_all(early).map_err(|e| Failed {
                 error: DialError::Io(Error::io("send the client's first bytes", e)),
                 sent: true,
@@ -169,17 +181,20 @@ impl Dialer {
     }
 }
 
-/// A local client's first bytes, read from its socket once.
+/// A local client's first bytes: what it had sent when first looked at,
+/// and, for a server that forwards them, what followed before its status.
 #[derive(Default)]
 struct Early<'a> {
     local: Option<&'a TcpStream>,
     bytes: Vec<u8>,
+    looked: bool,
 }
 
 impl Early<'_> {
-    /// The bytes; read (without waiting) the first time.
+    /// The bytes; what has come is read (without waiting) the first time.
     fn read(&mut self) -> &[u8] {
-        if let Some(local) = self.local.take() {
+        if let (Some(local), false) = (self.local, self.looked) {
+            self.looked = true;
             self.bytes = vec![0u8; EARLY_MAX];
             let n = match rustix::net::recv(local, &mut self.bytes[..], RecvFlags::DONTWAIT) {
                 Ok((n, _)) => n,
@@ -188,6 +203,57 @@ impl Early<'_> {
             self.bytes.truncate(n);
         }
         &self.bytes
+    }
+
+    /// Until the server's status line begins to arrive (or `wait` is
+    /// over), what the local client sends goes on to `server` at once, up
+    /// to [`EARLY_MAX`] in all, and is kept, to be sent again after a
+    /// refusal. A client slower to send than connect was to look (a TLS
+    /// client building its hello, a busy phone) would otherwise wait for
+    /// the `+OK` to come back before its bytes left. An end of file or an
+    /// error on the local socket is left to the relay, which meets it again.
+    fn follow(&mut self, server: &mut TcpStream, wait: Duration) -> std::io::Result<()> {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let Some(local) = self.local else {
+            return Ok(());
+        };
+        let end = Instant::now() + wait;
+        while self.bytes.len() < EARLY_MAX {
+            let left = end.saturating_duration_since(Instant::now());
+            let Ok(timeout) = Timespec::try_from(left) else {
+                return Ok(());
+            };
+            let mut fds = [
+                PollFd::new(&*server, PollFlags::IN),
+                PollFd::new(local, PollFlags::IN),
+            ];
+            match poll(&mut fds, Some(&timeout)) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            if !fds[0].revents().is_empty() {
+                return Ok(());
+            }
+            let start = self.bytes.len();
+            self.bytes.resize(EARLY_MAX, 0);
+            let got = rustix::net::recv(local, &mut self.bytes[start..], RecvFlags::DONTWAIT);
+            let n = match got {
+                Ok((n, _)) => n,
+                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => 0,
+                Err(_) => {
+                    self.bytes.truncate(start);
+                    return Ok(());
+                }
+            };
+            self.bytes.truncate(start + n);
+            if n == 0 && got.is_ok() {
+                return Ok(());
+            }
+            server.write_all(&self.bytes[start..])?;
+        }
+        Ok(())
     }
 }
 
