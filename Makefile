@@ -43,7 +43,7 @@ GATEWAY_ENV   = RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zunstable-options -Cpanic=immediat
 GATEWAY_FLAGS = -Z build-std=std,panic_abort
 endif
 
-.PHONY: all build release minimal test check lint-man run install uninstall clean fuzz soak soak-cluster bench cross cross-check agent-memory deb deb-check bench-peers
+.PHONY: all build release minimal test check lint-man run install uninstall clean fuzz soak soak-cluster bench cross cross-check agent-memory deb deb-cross deb-check bench-peers
 
 all: build
 
@@ -122,6 +122,16 @@ cross-check: cross build
 # binaries (contrib/deb/build-deb.sh; DEB_COMPRESS=none builds it quicker).
 deb: release
 	contrib/deb/build-deb.sh target/release target/deb
+
+# The package of the `make cross` binaries (the gateway client, the
+# minimal server), labelled with their architecture: for TARGET
+# aarch64-unknown-linux-musl, target/deb/rendezvous_VERSION_arm64.deb. They
+# are static: the package needs no library (contrib/deb/elf.sh).
+deb-cross: cross
+	rm -rf target/$(TARGET)/deb-bin
+	mkdir -p target/$(TARGET)/deb-bin
+	cp $(GATEWAY_DIR)/rendezvous $(CROSS_DIR)/rendezvousd target/$(TARGET)/deb-bin/
+	contrib/deb/build-deb.sh target/$(TARGET)/deb-bin target/deb
 
 # Packages the debug binaries that `make test` built (uncompressed: quick)
 # and checks the package's files, modes, control fields and scripts.

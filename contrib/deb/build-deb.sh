@@ -33,6 +33,11 @@ esac
 for b in rendezvous rendezvousd; do
 	[ -x "$bindir/$b" ] || die "$bindir/$b: missing (make release, or make build for target/debug)"
 done
+. "$here/elf.sh"
+# The binaries' own architecture (a cross build is packaged for its
+# target), and both alike.
+arch=$(elf_arch "$bindir/rendezvous") || die "cannot tell the architecture of $bindir/rendezvous"
+[ "$(elf_arch "$bindir/rendezvousd")" = "$arch" ] || die "$bindir: rendezvous is $arch, rendezvousd is not"
 
 # The [package] table's fields. A Cargo pre-release such as 1.0.0-rc.1
 # becomes 1.0.0~rc.1: "~" sorts before the release, and a "-" would read as a
@@ -44,7 +49,6 @@ version=$(cargo_field version | sed 's/-/~/')
 [ -n "$version" ] || die "no version in $top/Cargo.toml"
 license=$(cargo_field license)
 [ "$license" = MIT ] || die "Cargo.toml says license \"$license\" but contrib/deb/copyright says MIT (Expat): update it"
-arch=$(dpkg --print-architecture)
 
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -65,8 +69,9 @@ install -m 0755 "$bindir/rendezvous" "$stage/usr/bin/rendezvous"
 install -m 0755 "$bindir/rendezvousd" "$stage/usr/sbin/rendezvousd"
 case " ${DEB_BUILD_OPTIONS:-} " in
 *" nostrip "*) ;;
-*) strip --remove-section=.comment --remove-section=.note \
-	"$stage/usr/bin/rendezvous" "$stage/usr/sbin/rendezvousd" ;;
+*) strip=$(elf_strip_tool "$arch") || die "cannot strip $arch binaries"
+	"$strip" --remove-section=.comment --remove-section=.note \
+		"$stage/usr/bin/rendezvous" "$stage/usr/sbin/rendezvousd" ;;
 esac
 
 # Man pages: gzip -9n, without name or time stamp, so equal pages give equal
@@ -109,7 +114,12 @@ install -m 0755 "$here/postinst" "$here/prerm" "$here/postrm" "$stage/DEBIAN/"
 # folder, an empty one will do. Without dpkg-dev, what `objdump -p` showed
 # for 0.1.0 on amd64: libc.so.6 up to GLIBC_2.34, and libgcc_s.so.1 for
 # unwinding. adduser: postinst's fallback without systemd-sysusers.
-if command -v dpkg-shlibdeps >/dev/null 2>&1; then
+# Static binaries (the musl builds) need no library: adduser alone.
+if elf_static "$stage/usr/bin/rendezvous" && elf_static "$stage/usr/sbin/rendezvousd"; then
+	shlibs=
+elif [ "$arch" != "$(dpkg --print-architecture)" ]; then
+	die "$arch binaries linked to shared libraries: their Depends cannot be derived here"
+elif command -v dpkg-shlibdeps >/dev/null 2>&1; then
 	mkdir -p "$out/shlibs/debian"
 	: >"$out/shlibs/debian/control"
 	shlibs=$(cd "$out/shlibs" && dpkg-shlibdeps -O \
@@ -119,12 +129,12 @@ if command -v dpkg-shlibdeps >/dev/null 2>&1; then
 else
 	shlibs='libc6 (>= 2.34), libgcc-s1 (>= 4.2)'
 fi
-[ -n "$shlibs" ] || die "dpkg-shlibdeps found no library dependencies"
+elf_static "$stage/usr/bin/rendezvous" || [ -n "$shlibs" ] || die "dpkg-shlibdeps found no library dependencies"
 
 # Installed-Size is in KiB, for everything but the control files.
 size=$(du -sk --exclude=DEBIAN "$stage" | sed 's/[^0-9].*//')
 sed -e "s#@VERSION@#$version#" -e "s#@ARCH@#$arch#" \
-	-e "s#@INSTALLED_SIZE@#$size#" -e "s#@DEPENDS@#$shlibs, adduser#" \
+	-e "s#@INSTALLED_SIZE@#$size#" -e "s#@DEPENDS@#${shlibs:+$shlibs, }adduser#" \
 	"$here/control.in" >"$stage/DEBIAN/control"
 # md5sums: what dpkg --verify and debsums compare the installed files with.
 (cd "$stage" && find usr -type f | LC_ALL=C sort | xargs md5sum) >"$stage/DEBIAN/md5sums"

@@ -122,14 +122,19 @@ gzip -dc "$doc/changelog.gz" | head -n1 | grep -q "^rendezvous ($version) " ||
 	fail "changelog.gz does not start with version $version"
 ok "changelog.gz: version $version"
 field() { dpkg-deb -f "$deb" "$1"; }
-for f in "Package rendezvous" "Version $version" "Architecture $(dpkg --print-architecture)" \
+. "$top/contrib/deb/elf.sh"
+bin="$scratch/root/usr/bin/rendezvous"
+arch=$(elf_arch "$bin") || fail "cannot tell the architecture of usr/bin/rendezvous"
+for f in "Package rendezvous" "Version $version" "Architecture $arch" \
 	"Maintainer rendezvous developers <rendezvous@example.org>" "Section net" "Priority optional"; do
 	name=${f%% *}
 	[ "$(field "$name")" = "${f#* }" ] || fail "control: $name is '$(field "$name")', not '${f#* }'"
 done
 field Installed-Size | grep -qx '[1-9][0-9]*' || fail "control: Installed-Size '$(field Installed-Size)' is not a size in KiB"
 depends=$(field Depends)
-for d in libc6 adduser; do
+# A static build needs no library; a dynamic one, libc at least.
+if elf_static "$bin"; then needs=adduser; else needs="libc6 adduser"; fi
+for d in $needs; do
 	echo ", $depends" | grep -q ", $d\\b" || fail "control: Depends '$depends' lacks $d"
 done
 [ "$(field Description | wc -l)" -gt 3 ] || fail "control: Description has no long description"
@@ -161,8 +166,17 @@ ok "maintainer scripts: postinst, prerm, postrm 0755, sh -n clean, set -e, start
 	fail "md5sums does not list every file"
 ok "md5sums: every file, matching"
 
+# Another architecture's binaries run under qemu-user.
+run=
+if [ "$arch" != "$(dpkg --print-architecture)" ]; then
+	case $arch in
+	amd64) run=qemu-x86_64 ;; arm64) run=qemu-aarch64 ;; armhf) run=qemu-arm ;;
+	i386) run=qemu-i386 ;; riscv64) run=qemu-riscv64 ;;
+	esac
+	command -v "$run" >/dev/null 2>&1 || fail "$arch binaries: $run is needed to run them (apt-get install qemu-user)"
+fi
 for exe in usr/bin/rendezvous usr/sbin/rendezvousd; do
-	"$scratch/root/$exe" --help >/dev/null 2>&1 || fail "$exe --help fails"
+	$run "$scratch/root/$exe" --help >/dev/null 2>&1 || fail "$exe --help fails"
 done
-ok "binaries: both run (--help)"
+ok "binaries: both run (--help${run:+, under $run})"
 echo "check-deb.sh: $deb is good"
