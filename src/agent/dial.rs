@@ -119,14 +119,17 @@ impl Dialer {
             return Err(failed(DialError::Io(Error::io("send cookie", e)), early));
         }
         let _ = self.keepalive.apply(&sock);
-        if let Err(e) = sock.set_read_timeout(Some(STATUS_WAIT)) {
-            return Err(failed(DialError::Io(Error::io("set timeout", e)), early));
-        }
+        // One wait for the status, forwarding or not.
+        let deadline = Instant::now() + STATUS_WAIT;
         if ahead {
             if let Err(e) = early.follow(&mut sock, STATUS_WAIT) {
                 let e = Error::io("send the client's first bytes", e);
                 return Err(failed(DialError::Io(e), early));
             }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Err(e) = sock.set_read_timeout(Some(left.max(Duration::from_millis(1)))) {
+            return Err(failed(DialError::Io(Error::io("set timeout", e)), early));
         }
         let mut sock = read_status(sock).map_err(|e| failed(e, early))?;
         let early = early.read();

@@ -38,6 +38,9 @@ pub(super) struct Spares {
     taken: Condvar,
     /// How old a spare may be when used, in milliseconds.
     max_age_ms: AtomicU64,
+    /// A spare closed at this age or older outlived the server's
+    /// `--handshake-timeout` ([`HANDSHAKE_TIMEOUT_MIN`]; tests change it).
+    learn_from: Duration,
 }
 
 #[derive(Default)]
@@ -66,6 +69,7 @@ impl Spares {
             state: Mutex::default(),
             taken: Condvar::new(),
             max_age_ms: AtomicU64::new(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+            learn_from: HANDSHAKE_TIMEOUT_MIN,
         }
     }
 
@@ -152,7 +156,7 @@ impl Spares {
             _ => {
                 // Sooner than any --handshake-timeout: a restart, say,
                 // which teaches nothing about the age to keep.
-                if age >= HANDSHAKE_TIMEOUT_MIN {
+                if age >= self.learn_from {
                     let halved = u64::try_from(age.as_millis() / 2).unwrap_or(u64::MAX);
                     self.max_age_ms.fetch_min(halved, Ordering::Relaxed);
                 }
@@ -196,11 +200,15 @@ mod tests {
         }
     }
 
-    /// A listener, its port, and spares kept for it that live `age`.
-    fn keeping(age: Duration) -> (TcpListener, u16, Arc<Spares>) {
+    /// A listener, its port, and spares kept for it that live `age` and
+    /// learn from a close at `learn_from` or later.
+    fn keeping(age: Duration, learn_from: Duration) -> (TcpListener, u16, Arc<Spares>) {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = l.local_addr().expect("addr").port();
-        let spares = Arc::new(Spares::with_max_age(age));
+        let spares = Arc::new(Spares {
+            learn_from,
+            ..Spares::with_max_age(age)
+        });
         spares.keep(&triple(port));
         (l, port, spares)
     }
@@ -225,21 +233,21 @@ mod tests {
 
     #[test]
     fn a_taken_spare_is_replaced_and_one_is_only_for_its_server() {
-        let (l, port, spares) = keeping(Duration::from_secs(60));
+        let (l, port, spares) = keeping(Duration::from_secs(60), HANDSHAKE_TIMEOUT_MIN);
         let _first = accepted(&l);
         until("the spare held", || spares.state().spare.is_some());
         let sock = spares.take(&triple(port)).expect("the spare");
         assert_eq!(sock.peer_addr().expect("peer").port(), port);
         let _second = accepted(&l);
         until("the next held", || spares.state().spare.is_some());
-        assert!(spares.take(&triple(port + 1)).is_none(), "another server's");
+        assert!(spares.take(&triple(port.wrapping_add(1))).is_none(), "another server's");
         let _third = accepted(&l);
         assert!(spares.state().keeping);
     }
 
     #[test]
     fn a_spare_the_server_closed_is_not_used_and_shortens_the_next() {
-        let (l, port, spares) = keeping(Duration::from_secs(60));
+        let (l, port, spares) = keeping(Duration::from_secs(60), HANDSHAKE_TIMEOUT_MIN);
         let server_side = accepted(&l);
         until("the spare held", || spares.state().spare.is_some());
         // As a server whose --handshake-timeout (1 s at least) ran out.
@@ -253,7 +261,8 @@ mod tests {
 
     #[test]
     fn a_spare_closed_sooner_than_any_handshake_timeout_teaches_nothing() {
-        let (l, port, spares) = keeping(Duration::from_secs(60));
+        // Whatever the load, this close counts as sooner.
+        let (l, port, spares) = keeping(Duration::from_secs(60), Duration::from_secs(60));
         drop(accepted(&l));
         until("the FIN seen", || closed(&spares));
         assert!(spares.take(&triple(port)).is_none());
@@ -262,7 +271,7 @@ mod tests {
 
     #[test]
     fn a_spare_no_client_took_is_closed_and_the_keeper_ends() {
-        let (l, _, spares) = keeping(Duration::from_millis(50));
+        let (l, _, spares) = keeping(Duration::from_millis(50), HANDSHAKE_TIMEOUT_MIN);
         let mut server_side = accepted(&l);
         server_side
             .set_read_timeout(Some(Duration::from_secs(10)))
