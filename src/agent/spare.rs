@@ -87,6 +87,12 @@ impl Spares {
         let mut st = self.state();
         let same = |t: &Triple| t.host == triple.host && t.port == triple.port;
         if !st.target.as_ref().is_some_and(same) {
+            // Another server: what was learned of the last one's timeout
+            // does not hold for it.
+            if st.target.is_some() {
+                let full = u64::try_from(SPARE_MAX_AGE.as_millis()).unwrap_or(u64::MAX);
+                self.max_age_ms.store(full, Ordering::Relaxed);
+            }
             st.target = Some(triple.clone());
         }
         if st.keeping || self.max_age().is_zero() {
@@ -257,6 +263,9 @@ mod tests {
         assert!(spares.take(&triple(port)).is_none());
         let age = spares.max_age();
         assert!(age >= HANDSHAKE_TIMEOUT_MIN / 2 && age < Duration::from_secs(30), "{age:?}");
+        // Pairing through another server forgets it.
+        spares.keep(&triple(port.wrapping_add(1)));
+        assert_eq!(spares.max_age(), SPARE_MAX_AGE);
     }
 
     #[test]
