@@ -122,7 +122,7 @@ impl Dialer {
         // One wait for the status, forwarding or not.
         let deadline = Instant::now() + STATUS_WAIT;
         if ahead {
-            if let Err(e) = early.follow(&mut sock, STATUS_WAIT) {
+            if let Err(e) = early.follow(&mut sock, deadline) {
                 let e = Error::io("send the client's first bytes", e);
                 return Err(failed(DialError::Io(e), early));
             }
@@ -198,29 +198,35 @@ impl Early<'_> {
     fn read(&mut self) -> &[u8] {
         if let (Some(local), false) = (self.local, self.looked) {
             self.looked = true;
-            self.bytes = vec![0u8; EARLY_MAX];
-            let n = match rustix::net::recv(local, &mut self.bytes[..], RecvFlags::DONTWAIT) {
-                Ok((n, _)) => n,
-                Err(_) => 0,
-            };
-            self.bytes.truncate(n);
+            let _ = self.recv_more(local);
         }
         &self.bytes
     }
 
-    /// Until the server's status line begins to arrive (or `wait` is
-    /// over), what the local client sends goes on to `server` at once, up
-    /// to [`EARLY_MAX`] in all, and is kept, to be sent again after a
+    /// Add what `local` holds now, up to [`EARLY_MAX`] in all, without
+    /// waiting; how many bytes that was (0: end of file).
+    fn recv_more(&mut self, local: &TcpStream) -> rustix::io::Result<usize> {
+        let start = self.bytes.len();
+        self.bytes.resize(EARLY_MAX, 0);
+        let got = rustix::net::recv(local, &mut self.bytes[start..], RecvFlags::DONTWAIT);
+        let n = got.as_ref().map_or(0, |&(n, _)| n);
+        self.bytes.truncate(start + n);
+        got.map(|(n, _)| n)
+    }
+
+    /// Until the server's status line begins to arrive (or `end`), what
+    /// the local client sends goes on to `server` at once, up to
+    /// [`EARLY_MAX`] in all, and is kept, to be sent again after a
     /// refusal. A client slower to send than connect was to look (a TLS
     /// client building its hello, a busy phone) would otherwise wait for
     /// the `+OK` to come back before its bytes left. An end of file or an
     /// error on the local socket is left to the relay, which meets it again.
-    fn follow(&mut self, server: &mut TcpStream, wait: Duration) -> std::io::Result<()> {
+    fn follow(&mut self, server: &mut TcpStream, end: Instant) -> std::io::Result<()> {
         use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        use rustix::io::Errno;
         let Some(local) = self.local else {
             return Ok(());
         };
-        let end = Instant::now() + wait;
         while self.bytes.len() < EARLY_MAX {
             let left = end.saturating_duration_since(Instant::now());
             let Ok(timeout) = Timespec::try_from(left) else {
@@ -233,28 +239,18 @@ impl Early<'_> {
             match poll(&mut fds, Some(&timeout)) {
                 Ok(0) => return Ok(()),
                 Ok(_) => {}
-                Err(rustix::io::Errno::INTR) => continue,
+                Err(Errno::INTR) => continue,
                 Err(e) => return Err(e.into()),
             }
             if !fds[0].revents().is_empty() {
                 return Ok(());
             }
-            let start = self.bytes.len();
-            self.bytes.resize(EARLY_MAX, 0);
-            let got = rustix::net::recv(local, &mut self.bytes[start..], RecvFlags::DONTWAIT);
-            let n = match got {
-                Ok((n, _)) => n,
-                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => 0,
-                Err(_) => {
-                    self.bytes.truncate(start);
-                    return Ok(());
-                }
-            };
-            self.bytes.truncate(start + n);
-            if n == 0 && got.is_ok() {
-                return Ok(());
+            match self.recv_more(local) {
+                Ok(0) => return Ok(()),
+                Ok(n) => server.write_all(&self.bytes[self.bytes.len() - n..])?,
+                Err(Errno::AGAIN | Errno::INTR) => {}
+                Err(_) => return Ok(()),
             }
-            server.write_all(&self.bytes[start..])?;
         }
         Ok(())
     }
