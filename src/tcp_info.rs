@@ -1,7 +1,8 @@
 //! The one `getsockopt(TCP_INFO)` the crate needs, the only `unsafe` code in
 //! it: neither rustix, socket2 nor nix offers `TCP_INFO`, and the liveness
 //! proof needs the kernel's count of unacknowledged segments and its
-//! smoothed RTT (see `liveness`).
+//! smoothed RTT (see `liveness`), and `connect --listen` whether a spare
+//! connection's cookie line was ever acknowledged (see `agent::dial`).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -34,6 +35,9 @@ pub struct TcpInfo {
     pub rtt_us: u32,
     /// `tcpi_notsent_bytes` (Linux 4.6 and later; `None` before).
     pub notsent: Option<u32>,
+    /// `tcpi_bytes_acked`: sequence space the peer acknowledged (the SYN
+    /// counts one), kept after a reset (Linux 4.2 and later; `None` before).
+    pub bytes_acked: Option<u64>,
 }
 
 /// `TCP_ESTABLISHED` in `tcpi_state`.
@@ -64,7 +68,9 @@ pub fn tcp_info(sock: &TcpStream) -> io::Result<TcpInfo> {
         return Err(io::Error::last_os_error());
     }
     let len = len as usize;
-    // tcpi_notsent_bytes is the third word of `tail`, at byte 144.
+    // tcpi_bytes_acked is the third of `longs`, at byte 120;
+    // tcpi_notsent_bytes the third word of `tail`, at byte 144.
+    let acked_end = 8 + 24 * 4 + 3 * 8;
     let notsent_end = 8 + 24 * 4 + 4 * 8 + 3 * 4;
     if len < 8 + 24 * 4 {
         return Err(io::Error::new(
@@ -77,6 +83,7 @@ pub fn tcp_info(sock: &TcpStream) -> io::Result<TcpInfo> {
         unacked: raw.words[4],
         rtt_us: raw.words[15],
         notsent: (len >= notsent_end).then_some(raw.tail[2]),
+        bytes_acked: (len >= acked_end).then_some(raw.longs[2]),
     })
 }
 
@@ -97,6 +104,8 @@ mod tests {
         let info = tcp_info(&a).expect("tcp_info");
         assert_eq!(info.state, ESTABLISHED);
         assert_eq!(info.notsent, Some(0));
+        // The SYN and the four bytes.
+        assert_eq!(info.bytes_acked, Some(5));
         assert!(info.rtt_us > 0 && info.rtt_us < 1_000_000, "{info:?}");
         assert_eq!(std::mem::size_of::<RawTcpInfo>(), 152);
     }

@@ -292,6 +292,17 @@ impl Drop for Service {
 
 /// rendezvousd in the server namespace, plain HTTP, with one user.
 fn serve(t: &Topology, dir: &TempDir, uuid: &uuid::Uuid, extra: &[&str]) -> Proc {
+    serve_logging(t, dir, uuid, extra, "info")
+}
+
+/// [`serve`], logging at `rust_log`.
+fn serve_logging(
+    t: &Topology,
+    dir: &TempDir,
+    uuid: &uuid::Uuid,
+    extra: &[&str],
+    rust_log: &str,
+) -> Proc {
     let state = dir.join("state");
     std::fs::create_dir_all(&state).expect("state");
     let users = state.join("users");
@@ -312,6 +323,7 @@ fn serve(t: &Topology, dir: &TempDir, uuid: &uuid::Uuid, extra: &[&str]) -> Proc
     ])
     .arg(&state)
     .args(extra)
+    .env("RUST_LOG", rust_log)
     .stdin(Stdio::null())
     .stdout(Stdio::null());
     let p = Proc::spawn("serve", c);
@@ -542,6 +554,81 @@ fn early_bytes_reach_the_service_once_when_the_hidden_sides_acks_are_lost() {
     });
     assert_eq!(svc.opened_with(b"once\n"), 1, "the early bytes' copies");
     eprintln!("one-way drop: {failed} proofs failed, the early bytes reached the service once");
+}
+
+/// A line sent through `connect --listen` on `port` in namespace `ns`
+/// comes back within 10 s.
+fn echoed_through_listen(ns: &Netns, port: u16, line: &'static [u8]) -> bool {
+    let name = ns.name.clone();
+    let client = thread::spawn(move || {
+        Netns::enter_named(&name);
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        let mut got = vec![0u8; line.len()];
+        s.write_all(line).is_ok() && s.read_exact(&mut got).is_ok() && got == line
+    });
+    client.join().expect("client thread")
+}
+
+/// `connect --listen` keeps a spare connection to the rendezvous server.
+/// When the server closes it (its `--handshake-timeout`) and the FIN is
+/// lost on the way, the spare still looks open, and the next client's
+/// cookie line and first bytes go out on it and meet an RST. None of them
+/// was acknowledged, so nothing reached anyone: the client is served on a
+/// new connection, its bytes arriving once. (Before, that client was cut
+/// off.) The mobile side is behind the NAT here, as a phone is.
+#[test]
+fn a_spare_whose_close_was_lost_fails_no_client() {
+    let t = Topology::new("p", Duration::from_secs(600));
+    let dir = TempDir::new("nat-p");
+    let uuid = uuid::Uuid::new_v4();
+    let svc = Service::start(&t.hidden, true);
+    t.server.enter();
+    let extra = ["--handshake-timeout", "1"];
+    let srv = serve_logging(&t, &dir, &uuid, &extra, "info,rendezvous::rendezvous=debug");
+    let _agent = expose(&t, &uuid, "generic", svc.addr, &["--pool", "2"]);
+    within("two parked", Duration::from_secs(20), || {
+        parked("generic") == 2
+    });
+    let mut c = t.hidden.command(env!("CARGO_BIN_EXE_rendezvous").as_ref());
+    c.args(["connect", "--listen", "127.0.0.1:0", "--server"])
+        .arg(format!("http://{REGISTRAR}"))
+        .args(["--uuid", &uuid.to_string()])
+        .env("RUST_LOG", "info,rendezvous::mobile=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let connect = Proc::spawn("connect", c);
+    let line = connect.wait_line("listening on 127.0.0.1:");
+    let port: u16 = line
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .expect("the --listen port");
+    assert!(
+        echoed_through_listen(&t.hidden, port, b"one\n"),
+        "the first client"
+    );
+    connect.wait_line("spare connection ready");
+    // From now on the server's FINs are lost; its RSTs still arrive.
+    t.nat.exec(&[
+        "nft", "insert", "rule", "inet", "rdv", "flows", "iifname", "wan", "tcp", "flags", "&",
+        "fin", "!=", "0", "counter", "drop",
+    ]);
+    // The server gives up on the spare after 1 s; connect keeps spares 2 s.
+    srv.wait_line("cookie line timed out");
+    assert!(
+        echoed_through_listen(&t.hidden, port, b"two\n"),
+        "the client after the lost close:\n{}",
+        connect.log()
+    );
+    connect.wait_line("spare connection closed before the cookie line");
+    within("the service saw it", Duration::from_secs(10), || {
+        svc.opened_with(b"two\n") >= 1
+    });
+    assert_eq!(svc.opened_with(b"two\n"), 1, "the first bytes' copies");
+    eprintln!("a spare whose FIN was lost: the client went on a new connection");
 }
 
 /// HTTP-specific protocol, a NAT that forgets silently: the agent's parked

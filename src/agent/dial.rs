@@ -91,52 +91,87 @@ impl Dialer {
         Ok((sock, early.bytes.len()))
     }
 
-    /// Connect to `triple`'s rendezvous server (or take the spare), send
-    /// the cookie, and read the status line. Keepalive is set while the
-    /// server pairs, not after the `+OK`, where the first bytes wait for
-    /// it. `early` goes with the cookie when the triple says the server
-    /// forwards it, else right after the `+OK` (the original's mobile
-    /// clients waited for it).
+    /// Take the spare, or connect to `triple`'s rendezvous server, and
+    /// pair there ([`Dialer::attempt_on`]). A spare the server closed
+    /// before it acknowledged a byte of the cookie line (its
+    /// `--handshake-timeout` ran out as the line left, or it restarted)
+    /// delivered nothing to anyone: the client goes on a new connection.
     fn attempt(&self, triple: &Triple, early: &mut Early) -> std::result::Result<TcpStream, Failed> {
-        let mut sock = match self.spares.take(triple) {
-            Some(s) => s,
-            None => connect_rendezvous(triple).map_err(|e| Failed {
-                error: DialError::Io(e),
-                sent: false,
-            })?,
-        };
+        if let Some(spare) = self.spares.take(triple) {
+            match self.attempt_on(spare.sock, triple, early, spare.acked) {
+                Err(f) if f.unread => {
+                    log::debug!(target: T, "spare connection closed before the cookie line: {}", f.error);
+                    self.spares.closed_at(spare.age);
+                }
+                done => return done,
+            }
+        }
+        let sock = connect_rendezvous(triple).map_err(|e| Failed {
+            error: DialError::Io(e),
+            sent: false,
+            unread: false,
+        })?;
+        self.attempt_on(sock, triple, early, None)
+    }
+
+    /// Send the cookie on `sock` and read the status line. Keepalive is
+    /// set while the server pairs, not after the `+OK`, where the first
+    /// bytes wait for it. `early` goes with the cookie when the triple says
+    /// the server forwards it, else right after the `+OK` (the original's
+    /// mobile clients waited for it). `acked`: the socket's
+    /// `tcpi_bytes_acked` before the cookie line, for a failure to tell
+    /// whether the server's TCP took any of it ([`Failed::unread`]).
+    fn attempt_on(
+        &self,
+        mut sock: TcpStream,
+        triple: &Triple,
+        early: &mut Early,
+        acked: Option<u64>,
+    ) -> std::result::Result<TcpStream, Failed> {
         let ahead = triple.early;
         let with_cookie = if ahead { early.read() } else { &[] };
         // Once sent, the first bytes may have reached a hidden server,
         // unless the server refused the pairing (it forwards them only to
         // a responder it proved alive, and then answers +OK).
-        let failed = |error: DialError, early: &Early| Failed {
+        let failed = |error: DialError, early: &Early, sock: &TcpStream| Failed {
             sent: ahead && !early.bytes.is_empty() && !matches!(error, DialError::Refused(_)),
+            unread: unread(acked, &error, sock),
             error,
         };
         let line = cookie_line(triple, with_cookie);
         if let Err(e) = sock.write_all(&line) {
-            return Err(failed(DialError::Io(Error::io("send cookie", e)), early));
+            return Err(failed(DialError::Io(Error::io("send cookie", e)), early, &sock));
         }
         let _ = self.keepalive.apply(&sock);
         // One wait for the status, forwarding or not.
         let deadline = Instant::now() + STATUS_WAIT;
-        if ahead {
-            if let Err(e) = early.follow(&mut sock, deadline) {
-                let e = Error::io("send the client's first bytes", e);
-                return Err(failed(DialError::Io(e), early));
-            }
-        }
+        let followed = if ahead {
+            early.follow(&mut sock, deadline)
+        } else {
+            Ok(())
+        };
         let left = deadline.saturating_duration_since(Instant::now());
         if let Err(e) = sock.set_read_timeout(Some(left.max(Duration::from_millis(1)))) {
-            return Err(failed(DialError::Io(Error::io("set timeout", e)), early));
+            return Err(failed(DialError::Io(Error::io("set timeout", e)), early, &sock));
         }
-        let mut sock = read_status(sock).map_err(|e| failed(e, early))?;
+        // After a write that failed, the server has closed: what it said
+        // first is still to be read, and a refusal stays one.
+        match (read_status(&mut sock), followed) {
+            (Ok(()), Ok(())) => {}
+            (Err(e @ DialError::Refused(_)), _) | (Err(e), Ok(())) => {
+                return Err(failed(e, early, &sock))
+            }
+            (_, Err(e)) => {
+                let e = DialError::Io(Error::io("send the client's first bytes", e));
+                return Err(failed(e, early, &sock));
+            }
+        }
         let early = early.read();
         if !ahead && !early.is_empty() {
             sock.write_all(early).map_err(|e| Failed {
                 error: DialError::Io(Error::io("send the client's first bytes", e)),
                 sent: true,
+                unread: false,
             })?;
         }
         Ok(sock)
@@ -171,6 +206,7 @@ impl Dialer {
             Err(Failed {
                 error: e @ (DialError::Refused(TakeError::NotReady) | DialError::Io(_)),
                 sent: false,
+                ..
             }) if !fresh => {
                 let t = self.lookup()?;
                 if t == triple {
@@ -262,6 +298,24 @@ impl Early<'_> {
 struct Failed {
     error: DialError,
     sent: bool,
+    /// The server closed the connection (FIN or RST) without its TCP
+    /// having acknowledged a byte of the cookie line, so no process read
+    /// it: nothing was forwarded. Known only for spares.
+    unread: bool,
+}
+
+/// Whether `error` on `sock` is the server's close (end of file, reset,
+/// broken pipe; not a timeout, which a path that loses only our ACKs also
+/// gives) and its TCP acknowledged nothing since `acked` was read. A FIN
+/// carries the acknowledgement of what came before it; an RST answering
+/// bytes that came after the close carries none.
+fn unread(acked: Option<u64>, error: &DialError, sock: &TcpStream) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    let closed = matches!(error, DialError::Io(Error::Io { source, .. })
+        if matches!(source.kind(), BrokenPipe | ConnectionAborted | ConnectionReset | UnexpectedEof));
+    closed
+        && acked.is_some()
+        && crate::tcp_info::tcp_info(sock).ok().and_then(|i| i.bytes_acked) == acked
 }
 
 /// `rendezvous lookup`: the triple as one JSON line.
@@ -385,5 +439,54 @@ impl Listening {
                 log::warn!(target: T, "peer={peer}: {e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A cookie line and first bytes sent to a server side that `server`
+    /// handles (after its FIN, when `after_close`): the client socket's
+    /// `tcpi_bytes_acked` before the line, the error the status read met,
+    /// and the socket.
+    fn line_against(
+        after_close: bool,
+        server: impl FnOnce(TcpStream) + Send + 'static,
+    ) -> (Option<u64>, DialError, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut sock = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let acked = crate::tcp_info::tcp_info(&sock)
+            .expect("tcp_info")
+            .bytes_acked;
+        let (theirs, _) = l.accept().expect("accept");
+        let server = thread::spawn(move || server(theirs));
+        if after_close {
+            assert_eq!(sock.peek(&mut [0u8; 1]).expect("the FIN"), 0);
+        }
+        let _ = sock.write_all(b"I0123\nfirst bytes");
+        let error = read_status(&mut sock).expect_err("no status");
+        server.join().expect("server side");
+        (acked, error, sock)
+    }
+
+    #[test]
+    fn a_line_that_met_a_closed_socket_was_read_by_no_one() {
+        // A spare whose --handshake-timeout ran out as the line left.
+        let (acked, error, sock) = line_against(true, drop);
+        assert!(acked.is_some());
+        assert!(unread(acked, &error, &sock), "{error}");
+    }
+
+    #[test]
+    fn a_line_the_server_read_before_it_closed_may_have_gone_on() {
+        let (acked, error, sock) = line_against(false, |mut s| {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = s.read(&mut [0u8; 64]);
+        });
+        assert!(!unread(acked, &error, &sock), "{error}");
     }
 }

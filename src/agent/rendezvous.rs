@@ -30,16 +30,18 @@ pub fn cookie_line(triple: &Triple, early: &[u8]) -> Vec<u8> {
 
 /// Read the status line, and not one relayed byte after it: peek at what
 /// came, read the line (2 calls for `+OK`; byte by byte took 4).
-pub fn read_status(mut sock: TcpStream) -> std::result::Result<TcpStream, DialError> {
+pub fn read_status(sock: &mut TcpStream) -> std::result::Result<(), DialError> {
     let mut line = Vec::new();
     let mut buf = [0u8; MAX_STATUS_LINE + 1];
     loop {
         let room = MAX_STATUS_LINE + 1 - line.len();
         let n = match sock.peek(&mut buf[..room]) {
             Ok(0) => {
-                return Err(DialError::Io(Error::Protocol(
-                    "connection closed before a status line".into(),
-                )))
+                let eof = io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed before a status line",
+                );
+                return Err(DialError::Io(Error::io("read status", eof)));
             }
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -63,7 +65,7 @@ pub fn read_status(mut sock: TcpStream) -> std::result::Result<TcpStream, DialEr
     match text.as_str() {
         s if s.starts_with("+OK") => {
             let _ = sock.set_read_timeout(None);
-            Ok(sock)
+            Ok(())
         }
         "-ERR not registered" => Err(DialError::Refused(TakeError::NotRegistered)),
         "-ERR not ready" => Err(DialError::Refused(TakeError::NotReady)),

@@ -57,6 +57,17 @@ struct Spare {
     host: String,
     port: u16,
     made: Instant,
+    /// Its `tcpi_bytes_acked` once made (before any byte went out).
+    acked: Option<u64>,
+}
+
+/// A spare handed to a client.
+pub(super) struct Taken {
+    pub(super) sock: TcpStream,
+    /// How old it was.
+    pub(super) age: Duration,
+    /// Its `tcpi_bytes_acked` before the client's cookie line went out.
+    pub(super) acked: Option<u64>,
 }
 
 impl Spares {
@@ -121,12 +132,14 @@ impl Spares {
                     break;
                 }
             };
+            let acked = crate::tcp_info::tcp_info(&sock).ok().and_then(|i| i.bytes_acked);
             let mut st = self.state();
             st.spare = Some(Spare {
                 sock,
                 host: target.host,
                 port: target.port,
                 made: Instant::now(),
+                acked,
             });
             log::debug!(target: T, "spare connection ready");
             while let Some(spare) = &st.spare {
@@ -148,7 +161,7 @@ impl Spares {
 
     /// The spare, when one is held for `triple`'s server, young enough,
     /// and still open. Taken either way: a spare is tried once.
-    pub(super) fn take(&self, triple: &Triple) -> Option<TcpStream> {
+    pub(super) fn take(&self, triple: &Triple) -> Option<Taken> {
         let spare = self.state().spare.take()?;
         self.taken.notify_one();
         let age = spare.made.elapsed();
@@ -157,20 +170,31 @@ impl Spares {
         }
         let peek = RecvFlags::PEEK | RecvFlags::DONTWAIT;
         match rustix::net::recv(&spare.sock, &mut [0u8; 1], peek) {
-            Err(rustix::io::Errno::AGAIN) => Some(spare.sock),
+            Err(rustix::io::Errno::AGAIN) => Some(Taken {
+                sock: spare.sock,
+                age,
+                acked: spare.acked,
+            }),
             // Closed (or a byte the server should not have sent).
             _ => {
-                // Sooner than any --handshake-timeout: a restart, say,
-                // which teaches nothing about the age to keep.
-                if age >= self.learn_from {
-                    let halved = u64::try_from(age.as_millis() / 2).unwrap_or(u64::MAX);
-                    self.max_age_ms.fetch_min(halved, Ordering::Relaxed);
-                }
-                log::debug!(target: T, "the server closed a spare connection {} ms old; spares live {} ms",
-                    age.as_millis(), self.max_age().as_millis());
+                self.closed_at(age);
                 None
             }
         }
+    }
+
+    /// The server closed a spare `age` old before it read a byte: seen by
+    /// the peek in [`Spares::take`], or, when the close crossed the cookie
+    /// line, by a line it never acknowledged (`agent::dial`).
+    pub(super) fn closed_at(&self, age: Duration) {
+        // Sooner than any --handshake-timeout: a restart, say, which
+        // teaches nothing about the age to keep.
+        if age >= self.learn_from {
+            let halved = u64::try_from(age.as_millis() / 2).unwrap_or(u64::MAX);
+            self.max_age_ms.fetch_min(halved, Ordering::Relaxed);
+        }
+        log::debug!(target: T, "the server closed a spare connection {} ms old; spares live {} ms",
+            age.as_millis(), self.max_age().as_millis());
     }
 }
 
@@ -242,7 +266,7 @@ mod tests {
         let (l, port, spares) = keeping(Duration::from_secs(60), HANDSHAKE_TIMEOUT_MIN);
         let _first = accepted(&l);
         until("the spare held", || spares.state().spare.is_some());
-        let sock = spares.take(&triple(port)).expect("the spare");
+        let sock = spares.take(&triple(port)).expect("the spare").sock;
         assert_eq!(sock.peer_addr().expect("peer").port(), port);
         let _second = accepted(&l);
         until("the next held", || spares.state().spare.is_some());

@@ -364,16 +364,16 @@ impl Agent {
     ) -> std::result::Result<Waited<TcpStream>, DialError> {
         // dial() connects and sends the cookie; register the socket first so
         // stop() can close it while it waits.
-        let sock = crate::agent::rendezvous::connect_for_park(triple).map_err(DialError::Io)?;
+        let mut sock = crate::agent::rendezvous::connect_for_park(triple).map_err(DialError::Io)?;
         let _ = self.keepalive.apply(&sock);
         liveness::quickack(&sock);
         sock.set_read_timeout(Some(self.park_age()))
             .map_err(|e| DialError::Io(Error::io("set timeout", e)))?;
         let id = self.watch(&sock);
-        let r = crate::agent::rendezvous::read_status(sock);
+        let r = crate::agent::rendezvous::read_status(&mut sock);
         self.unwatch(id);
         match r {
-            Ok(sock) => Ok(Waited::Client(sock)),
+            Ok(()) => Ok(Waited::Client(sock)),
             // The read timeout is the age limit (EAGAIN); a dead connection
             // is ETIMEDOUT, another kind.
             Err(DialError::Io(Error::Io { source, .. }))
