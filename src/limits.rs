@@ -95,6 +95,14 @@ pub const PARK_SETTLED: Duration = Duration::from_secs(10);
 /// never a token.
 pub const PARK_MAX_AGE: Duration = Duration::from_secs(600);
 
+/// After a `-ERR` line on the rendezvous port: how long the server reads
+/// and drops what the client still sends (its first bytes, up to 4 KiB
+/// from `connect --listen`) before it closes. Closed with those bytes
+/// unread, the socket sent a reset, which kills the line if it needs
+/// resending on a lossy link; a client that closes at once ends it sooner.
+pub const REFUSAL_DRAIN: Duration = Duration::from_secs(1);
+/// ... and how many bytes it drops at most in that time.
+pub const REFUSAL_DRAIN_BYTES: usize = 64 * 1024;
 /// Client side: timeout for connecting and for each registrar exchange.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
 /// `connect --listen`: the oldest a connection to the rendezvous server

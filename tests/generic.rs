@@ -68,6 +68,36 @@ fn every_err_line() {
     );
 }
 
+/// A refused client whose bytes after the cookie line were still unread
+/// gets its `-ERR` line and then an orderly end, not a reset (which, on a
+/// lossy link, ends the connection before a lost line is sent again): the
+/// server reads what follows before it closes.
+#[test]
+fn a_refusal_ends_with_a_fin_though_bytes_were_unread() {
+    let ts = TestServer::start(Opts::default());
+    let rv = ts.rendezvous();
+    for line in [
+        "hello\n".to_string(),
+        format!("I{}\n", uuid::Uuid::new_v4()),
+    ] {
+        let mut s = connect(rv);
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        // The line, then more than the server reads with it.
+        let mut msg = line.into_bytes();
+        msg.extend(std::iter::repeat_n(b'x', 32 * 1024));
+        s.write_all(&msg).expect("send");
+        let status = read_line(&mut s);
+        assert!(status.starts_with("-ERR "), "{status}");
+        s.shutdown(Shutdown::Write).expect("shutdown");
+        let mut rest = Vec::new();
+        match s.read_to_end(&mut rest) {
+            Ok(_) => assert!(rest.is_empty(), "bytes after {status:?}"),
+            Err(e) => panic!("after {status:?}: {e}"),
+        }
+    }
+}
+
 #[test]
 fn r_and_i_cookies_are_independent() {
     let ts = TestServer::start(Opts::default());

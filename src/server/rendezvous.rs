@@ -4,7 +4,7 @@
 //! live parked socket, then relayed). Answers `+OK` to both sides, or one of
 //! `-ERR invalid cookie`, `-ERR not registered`, `-ERR not ready`, then closes.
 
-use crate::limits::MAX_COOKIE_LINE;
+use crate::limits::{MAX_COOKIE_LINE, REFUSAL_DRAIN, REFUSAL_DRAIN_BYTES};
 use crate::relay::{self, First};
 use crate::secret::{Cookie, Role};
 use crate::server::accept::Accepted;
@@ -16,7 +16,7 @@ use crate::wire::parse_first_line;
 use crate::wire::FirstLine;
 use crate::wire::OK;
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,6 +67,31 @@ fn read_line(sock: &mut TcpStream, deadline: Instant) -> Result<(Cookie, Vec<u8>
     }
 }
 
+/// Answer `line` (a `-ERR`) and close gently: the FIN follows the line, and
+/// what the client still sends is read and dropped for a while (at most
+/// [`REFUSAL_DRAIN`], [`REFUSAL_DRAIN_BYTES`]), so the close is no reset.
+#[inline(never)]
+fn refuse(stream: &mut TcpStream, line: &[u8]) {
+    if stream.write_all(line).is_err() || stream.shutdown(Shutdown::Write).is_err() {
+        return;
+    }
+    let end = Instant::now() + REFUSAL_DRAIN;
+    let mut chunk = [0u8; 512];
+    let mut left = REFUSAL_DRAIN_BYTES;
+    while left > 0 {
+        let wait = end.saturating_duration_since(Instant::now());
+        if wait.is_zero() || stream.set_read_timeout(Some(wait)).is_err() {
+            return;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => left = left.saturating_sub(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
 /// Serve one rendezvous connection.
 pub fn handle(acc: Accepted, handshake_timeout: Duration, pairing: &Pairing) {
     let Accepted {
@@ -78,12 +103,11 @@ pub fn handle(acc: Accepted, handshake_timeout: Duration, pairing: &Pairing) {
     } = acc;
     let deadline = Instant::now() + handshake_timeout;
     let line = read_line(&mut stream, deadline);
-    drop(pre_auth);
     let (cookie, early) = match line {
         Ok(x) => x,
         Err(LineError::Invalid) => {
             log::debug!(target: T, "conn={id} peer={peer} invalid cookie line");
-            let _ = stream.write_all(err_line(None));
+            refuse(&mut stream, err_line(None));
             return;
         }
         Err(LineError::Gone(why)) => {
@@ -91,6 +115,8 @@ pub fn handle(acc: Accepted, handshake_timeout: Duration, pairing: &Pairing) {
             return;
         }
     };
+    // Counted until now, the refusal's wait above included.
+    drop(pre_auth);
     let _ = stream.set_read_timeout(None);
     let _ = stream.set_nodelay(true);
     match cookie.role() {
@@ -127,7 +153,7 @@ fn park(
         Err((why, mut p)) => {
             log::debug!(target: T, "conn={id} peer={peer} refused: {why:?}");
             if let ParkedStream::Tcp(s) = &mut p.stream {
-                let _ = s.write_all(err_line(Some(why)));
+                refuse(s, err_line(Some(why)));
             }
         }
     }
@@ -152,7 +178,7 @@ fn pair(
         match pairing.registry.take(&cookie, Proto::Generic, deadline) {
             Err(why) => {
                 log::debug!(target: T, "conn={id} peer={peer} initiator refused: {why:?}");
-                let _ = stream.write_all(err_line(Some(why)));
+                refuse(&mut stream, err_line(Some(why)));
                 return;
             }
             Ok((uuid, p)) => {
