@@ -105,6 +105,11 @@ pub const REFUSAL_DRAIN: Duration = Duration::from_secs(1);
 pub const REFUSAL_DRAIN_BYTES: usize = 64 * 1024;
 /// Client side: timeout for connecting and for each registrar exchange.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Client side: how long a resolved host name is used before it is looked
+/// up again (a failed connection looks it up at once). A minute: DNS
+/// changes of a moving server are seen within it, and a client making a
+/// connection a second resolves once a minute, not each time.
+pub const RESOLVED_TTL: Duration = Duration::from_secs(60);
 /// `connect --listen`: the oldest a connection to the rendezvous server
 /// made ahead of the next local client may be when used. Well inside the
 /// server's default `--handshake-timeout` (10 s), after which it closes a

@@ -12,7 +12,7 @@ use crate::wire::{Refusal, Triple};
 use rustls::ClientConfig;
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,21 +44,12 @@ fn host_header(url: &ServerUrl) -> String {
 }
 
 pub(super) fn connect_any(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| Error::io("resolve host", e))?
-        .collect();
-    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"));
-    for a in addrs {
-        match TcpStream::connect_timeout(&a, timeout) {
-            Ok(s) => return Ok(s),
-            Err(e) => last = e,
-        }
+    match crate::agent::resolve::connect_host(host, port, timeout) {
+        Ok(s) => Ok(s),
+        Err(Ok(e)) => Err(Error::io("resolve host", e)),
+        Err(Err(e)) if e.kind() == io::ErrorKind::TimedOut => Err(Error::Timeout(Timeout::Connect)),
+        Err(Err(e)) => Err(Error::io("connect", e)),
     }
-    if last.kind() == io::ErrorKind::TimedOut {
-        return Err(Error::Timeout(Timeout::Connect));
-    }
-    Err(Error::io("connect", last))
 }
 
 /// A connection to the registrar: plain (`http://`) or TLS.

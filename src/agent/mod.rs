@@ -7,5 +7,6 @@ pub mod client;
 pub mod dial;
 pub mod expose;
 pub mod rendezvous;
+mod resolve;
 pub mod settings;
 mod spare;

@@ -9,7 +9,7 @@ use crate::limits::CLIENT_TIMEOUT;
 use crate::liveness;
 use crate::relay;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
@@ -228,9 +228,7 @@ impl Agent {
     }
 
     fn dial_local(&self) -> Option<TcpStream> {
-        let local = self.opts.to.to_socket_addrs().ok().and_then(|mut a| {
-            a.find_map(|a| TcpStream::connect_timeout(&a, CLIENT_TIMEOUT).ok())
-        })?;
+        let local = crate::agent::resolve::connect_to(&self.opts.to, CLIENT_TIMEOUT).ok()?;
         let _ = local.set_nodelay(true);
         Some(local)
     }

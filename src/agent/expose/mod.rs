@@ -386,11 +386,7 @@ impl Agent {
     }
 
     fn serve(&self, remote: TcpStream) {
-        let local =
-            self.opts.to.to_socket_addrs().ok().and_then(|mut a| {
-                a.find_map(|a| TcpStream::connect_timeout(&a, CLIENT_TIMEOUT).ok())
-            });
-        let Some(local) = local else {
+        let Ok(local) = crate::agent::resolve::connect_to(&self.opts.to, CLIENT_TIMEOUT) else {
             log::warn!(target: T, "cannot connect to {}: closing the mobile client's connection", self.opts.to);
             let _ = remote.shutdown(Shutdown::Both);
             return;
