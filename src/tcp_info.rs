@@ -38,6 +38,9 @@ pub struct TcpInfo {
     /// `tcpi_bytes_acked`: sequence space the peer acknowledged (the SYN
     /// counts one), kept after a reset (Linux 4.2 and later; `None` before).
     pub bytes_acked: Option<u64>,
+    /// `tcpi_bytes_received`: sequence space received in order after the
+    /// SYN (a FIN counts one), kept after a reset (Linux 4.1 and later).
+    pub bytes_received: Option<u64>,
 }
 
 /// `TCP_ESTABLISHED` in `tcpi_state`.
@@ -68,9 +71,11 @@ pub fn tcp_info(sock: &TcpStream) -> io::Result<TcpInfo> {
         return Err(io::Error::last_os_error());
     }
     let len = len as usize;
-    // tcpi_bytes_acked is the third of `longs`, at byte 120;
-    // tcpi_notsent_bytes the third word of `tail`, at byte 144.
+    // tcpi_bytes_acked and tcpi_bytes_received are the last two of
+    // `longs`, at bytes 120 and 128; tcpi_notsent_bytes the third word of
+    // `tail`, at byte 144.
     let acked_end = 8 + 24 * 4 + 3 * 8;
+    let received_end = 8 + 24 * 4 + 4 * 8;
     let notsent_end = 8 + 24 * 4 + 4 * 8 + 3 * 4;
     if len < 8 + 24 * 4 {
         return Err(io::Error::new(
@@ -84,6 +89,7 @@ pub fn tcp_info(sock: &TcpStream) -> io::Result<TcpInfo> {
         rtt_us: raw.words[15],
         notsent: (len >= notsent_end).then_some(raw.tail[2]),
         bytes_acked: (len >= acked_end).then_some(raw.longs[2]),
+        bytes_received: (len >= received_end).then_some(raw.longs[3]),
     })
 }
 
@@ -101,11 +107,15 @@ mod tests {
         a.write_all(b"ping").expect("write");
         let mut buf = [0u8; 4];
         b.read_exact(&mut buf).expect("read");
+        // The answer carries the acknowledgement, and `a` has read it.
+        b.write_all(b"pong").expect("write");
+        a.read_exact(&mut buf).expect("read");
         let info = tcp_info(&a).expect("tcp_info");
         assert_eq!(info.state, ESTABLISHED);
         assert_eq!(info.notsent, Some(0));
-        // The SYN and the four bytes.
+        // Acknowledged: the SYN and four bytes; received: four bytes.
         assert_eq!(info.bytes_acked, Some(5));
+        assert_eq!(info.bytes_received, Some(4));
         assert!(info.rtt_us > 0 && info.rtt_us < 1_000_000, "{info:?}");
         assert_eq!(std::mem::size_of::<RawTcpInfo>(), 152);
     }

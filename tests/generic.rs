@@ -76,9 +76,11 @@ fn every_err_line() {
 fn a_refusal_ends_with_a_fin_though_bytes_were_unread() {
     let ts = TestServer::start(Opts::default());
     let rv = ts.rendezvous();
+    let unknown = uuid::Uuid::new_v4();
     for line in [
-        "hello\n".to_string(),
-        format!("I{}\n", uuid::Uuid::new_v4()),
+        "hello\n".into(),
+        format!("I{unknown}\n"),
+        format!("R{unknown}\n"),
     ] {
         let mut s = connect(rv);
         s.set_read_timeout(Some(Duration::from_secs(10)))
@@ -96,6 +98,30 @@ fn a_refusal_ends_with_a_fin_though_bytes_were_unread() {
             Err(e) => panic!("after {status:?}: {e}"),
         }
     }
+}
+
+/// A refused client that neither closes nor stops sending is closed after
+/// the drain's second: its writes are taken until then, and fail after.
+#[test]
+fn a_refused_client_that_stays_is_closed_after_a_second() {
+    let ts = TestServer::start(Opts::default());
+    let mut s = connect(ts.rendezvous());
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let line = format!("I{}\n", uuid::Uuid::new_v4());
+    s.write_all(line.as_bytes()).expect("send");
+    assert_eq!(read_line(&mut s), "-ERR not registered");
+    let start = Instant::now();
+    assert_eq!(s.read(&mut [0u8; 1]).expect("the FIN after the line"), 0);
+    while s.write_all(b"x").is_ok() {
+        assert!(start.elapsed() < Duration::from_secs(10), "never closed");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let closed = start.elapsed();
+    assert!(
+        closed > Duration::from_millis(500) && closed < Duration::from_secs(5),
+        "closed after {closed:?}"
+    );
 }
 
 #[test]

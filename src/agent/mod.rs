@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod dial;
+mod early;
 pub mod expose;
 pub mod rendezvous;
 mod resolve;

@@ -57,8 +57,8 @@ struct Spare {
     host: String,
     port: u16,
     made: Instant,
-    /// Its `tcpi_bytes_acked` once made (before any byte went out).
-    acked: Option<u64>,
+    /// Its counts once made (before any byte went out).
+    counts: Option<Counts>,
 }
 
 /// A spare handed to a client.
@@ -66,8 +66,28 @@ pub(super) struct Taken {
     pub(super) sock: TcpStream,
     /// How old it was.
     pub(super) age: Duration,
-    /// Its `tcpi_bytes_acked` before the client's cookie line went out.
-    pub(super) acked: Option<u64>,
+    /// Its counts before the client's cookie line went out.
+    pub(super) counts: Option<Counts>,
+}
+
+/// What a connection's peer acknowledged and sent (`tcpi_bytes_acked`,
+/// where our SYN counts one, and `tcpi_bytes_received`, where its FIN
+/// counts one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Counts {
+    pub(super) acked: u64,
+    pub(super) received: u64,
+}
+
+impl Counts {
+    /// `sock`'s, where the kernel says (Linux 4.2 and later).
+    pub(super) fn of(sock: &TcpStream) -> Option<Counts> {
+        let info = crate::tcp_info::tcp_info(sock).ok()?;
+        Some(Counts {
+            acked: info.bytes_acked?,
+            received: info.bytes_received?,
+        })
+    }
 }
 
 impl Spares {
@@ -132,14 +152,14 @@ impl Spares {
                     break;
                 }
             };
-            let acked = crate::tcp_info::tcp_info(&sock).ok().and_then(|i| i.bytes_acked);
+            let counts = Counts::of(&sock);
             let mut st = self.state();
             st.spare = Some(Spare {
                 sock,
                 host: target.host,
                 port: target.port,
                 made: Instant::now(),
-                acked,
+                counts,
             });
             log::debug!(target: T, "spare connection ready");
             while let Some(spare) = &st.spare {
@@ -173,7 +193,7 @@ impl Spares {
             Err(rustix::io::Errno::AGAIN) => Some(Taken {
                 sock: spare.sock,
                 age,
-                acked: spare.acked,
+                counts: spare.counts,
             }),
             // Closed (or a byte the server should not have sent).
             _ => {

@@ -98,13 +98,21 @@ impl Conns {
     }
 
     fn try_unauth(self: &Arc<Self>, ip: IpAddr) -> Option<PreAuth> {
+        let place = self.unauth_place(ip);
+        if place.is_none() {
+            self.refused_per_addr.fetch_add(1, Ordering::Relaxed);
+        }
+        place
+    }
+
+    /// A place among `ip`'s unauthenticated connections, if it has one left.
+    fn unauth_place(self: &Arc<Self>, ip: IpAddr) -> Option<PreAuth> {
         let mut m = self
             .unauth
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = m.entry(ip).or_insert(0);
         if *n >= MAX_UNAUTH_PER_ADDR {
-            self.refused_per_addr.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         *n += 1;
@@ -186,6 +194,32 @@ impl Drop for ConnSlot {
 pub struct PreAuth {
     conns: Arc<Conns>,
     ip: IpAddr,
+}
+
+impl PreAuth {
+    /// Give the place up (an initiator waiting for a responder holds none),
+    /// keeping what takes one again for the same address.
+    pub fn release(self) -> Unproven {
+        Unproven {
+            conns: self.conns.clone(),
+            ip: self.ip,
+        }
+    }
+}
+
+/// A connection that gave its [`PreAuth`] place up for a while.
+#[derive(Debug)]
+pub struct Unproven {
+    conns: Arc<Conns>,
+    ip: IpAddr,
+}
+
+impl Unproven {
+    /// A place again (a refused initiator, while it is drained), unless
+    /// the address has none left.
+    pub fn again(&self) -> Option<PreAuth> {
+        self.conns.unauth_place(self.ip)
+    }
 }
 
 impl Drop for PreAuth {
@@ -390,7 +424,15 @@ mod tests {
         let from_b = conns.try_unauth(b);
         assert!(from_b.is_some(), "b is not held back by a");
         drop(held.pop());
-        assert!(conns.try_unauth(a).is_some(), "a place freed");
+        let freed = conns.try_unauth(a);
+        assert!(freed.is_some(), "a place freed");
         assert_eq!(conns.refused_by_limit().1, 1, "one refusal counted");
+        // Given up while a pairing waits, taken again for a refusal's
+        // drain only while the address has room.
+        let unproven = freed.expect("freed").release();
+        let again = unproven.again();
+        assert!(again.is_some(), "room for the drain");
+        assert!(unproven.again().is_none(), "at the limit: no drain");
+        assert_eq!(conns.refused_by_limit().1, 1, "a drain refused is no refusal");
     }
 }

@@ -7,7 +7,7 @@
 use crate::limits::{MAX_COOKIE_LINE, REFUSAL_DRAIN, REFUSAL_DRAIN_BYTES};
 use crate::relay::{self, First};
 use crate::secret::{Cookie, Role};
-use crate::server::accept::Accepted;
+use crate::server::accept::{Accepted, PreAuth, Unproven};
 use crate::server::parked::{Parked, ParkedStream};
 use crate::server::registry::Proto;
 use crate::server::pairing::Pairing;
@@ -67,19 +67,29 @@ fn read_line(sock: &mut TcpStream, deadline: Instant) -> Result<(Cookie, Vec<u8>
     }
 }
 
-/// Answer `line` (a `-ERR`) and close gently: the FIN follows the line, and
-/// what the client still sends is read and dropped for a while (at most
-/// [`REFUSAL_DRAIN`], [`REFUSAL_DRAIN_BYTES`]), so the close is no reset.
+/// Answer `line` (a `-ERR`) and close ([`end`]).
+fn refuse(stream: &mut TcpStream, line: &[u8], drain: bool) {
+    if stream.write_all(line).is_ok() {
+        end(stream, drain);
+    }
+}
+
+/// Close a connection whose cookie line was read gently: the FIN goes at
+/// once (it acknowledges the line, so a client knows the line was read),
+/// and, when `drain` (the connection holds a place among its address's
+/// unauthenticated ones), what the client still sends is read and dropped
+/// for a while (at most [`REFUSAL_DRAIN`], [`REFUSAL_DRAIN_BYTES`]), so the
+/// close is no reset, which would kill a `-ERR` line still to be resent.
 #[inline(never)]
-fn refuse(stream: &mut TcpStream, line: &[u8]) {
-    if stream.write_all(line).is_err() || stream.shutdown(Shutdown::Write).is_err() {
+fn end(stream: &mut TcpStream, drain: bool) {
+    if stream.shutdown(Shutdown::Write).is_err() || !drain {
         return;
     }
-    let end = Instant::now() + REFUSAL_DRAIN;
+    let until = Instant::now() + REFUSAL_DRAIN;
     let mut chunk = [0u8; 512];
     let mut left = REFUSAL_DRAIN_BYTES;
     while left > 0 {
-        let wait = end.saturating_duration_since(Instant::now());
+        let wait = until.saturating_duration_since(Instant::now());
         if wait.is_zero() || stream.set_read_timeout(Some(wait)).is_err() {
             return;
         }
@@ -107,7 +117,7 @@ pub fn handle(acc: Accepted, handshake_timeout: Duration, pairing: &Pairing) {
         Ok(x) => x,
         Err(LineError::Invalid) => {
             log::debug!(target: T, "conn={id} peer={peer} invalid cookie line");
-            refuse(&mut stream, err_line(None));
+            refuse(&mut stream, err_line(None), true);
             return;
         }
         Err(LineError::Gone(why)) => {
@@ -115,20 +125,20 @@ pub fn handle(acc: Accepted, handshake_timeout: Duration, pairing: &Pairing) {
             return;
         }
     };
-    // Counted until now, the refusal's wait above included.
-    drop(pre_auth);
     let _ = stream.set_read_timeout(None);
     let _ = stream.set_nodelay(true);
+    // The place among the address's unauthenticated connections is given
+    // up once parked or paired, and held while a refusal drains.
     match cookie.role() {
-        Role::Responder => park(pairing, cookie, stream, early, peer, id, slot),
-        Role::Initiator => pair(pairing, cookie, stream, early, peer, id),
+        Role::Responder => park(pairing, cookie, (stream, pre_auth), early, peer, id, slot),
+        Role::Initiator => pair(pairing, cookie, (stream, pre_auth), early, peer, id),
     }
 }
 
 fn park(
     pairing: &Pairing,
     cookie: Cookie,
-    stream: TcpStream,
+    (stream, pre_auth): (TcpStream, PreAuth),
     early: Vec<u8>,
     peer: std::net::SocketAddr,
     id: u64,
@@ -145,6 +155,7 @@ fn park(
     };
     match pairing.registry.park(&cookie, Proto::Generic, parked) {
         Ok((uuid, evicted)) => {
+            drop(pre_auth);
             log::debug!(target: T, "conn={id} parked uuid={uuid} proto=generic");
             if let Some(old) = evicted {
                 pairing.evicted(uuid, old.conn, T);
@@ -153,33 +164,38 @@ fn park(
         Err((why, mut p)) => {
             log::debug!(target: T, "conn={id} peer={peer} refused: {why:?}");
             if let ParkedStream::Tcp(s) = &mut p.stream {
-                refuse(s, err_line(Some(why)));
+                refuse(s, err_line(Some(why)), true);
             }
         }
     }
 }
 
-fn pair(
+/// The responder for an initiator (`stream`, which sent `early` after its
+/// cookie line), proven alive, with `early` sent to it; `None` once the
+/// initiator was refused or closed.
+///
+/// A parked socket may be dead while the peek says it is open (a NAT
+/// forgot it silently): the initiator gets +OK only once the responder
+/// acknowledged its own +OK. Otherwise take the next one, within the same
+/// deadline. The initiator's early bytes go to the proven one only: sent
+/// before the proof, they could reach a hidden server whose
+/// acknowledgement came late and then go again to the next one.
+fn responder(
     pairing: &Pairing,
-    cookie: Cookie,
-    mut stream: TcpStream,
-    early: Vec<u8>,
-    peer: std::net::SocketAddr,
-    id: u64,
-) {
+    cookie: &Cookie,
+    stream: &mut TcpStream,
+    early: &[u8],
+    unproven: &Unproven,
+    (peer, id): (std::net::SocketAddr, u64),
+) -> Option<(uuid::Uuid, Parked)> {
     let deadline = Instant::now() + pairing.pair_timeout;
-    // A parked socket may be dead while the peek says it is open (a NAT
-    // forgot it silently): the initiator gets +OK only once the responder
-    // acknowledged its own +OK. Otherwise take the next one, within the
-    // same deadline. The initiator's early bytes go to the proven one
-    // only: sent before the proof, they could reach a hidden server whose
-    // acknowledgement came late and then go again to the next one.
-    let (uuid, responder) = loop {
-        match pairing.registry.take(&cookie, Proto::Generic, deadline) {
+    loop {
+        match pairing.registry.take(cookie, Proto::Generic, deadline) {
             Err(why) => {
                 log::debug!(target: T, "conn={id} peer={peer} initiator refused: {why:?}");
-                refuse(&mut stream, err_line(Some(why)));
-                return;
+                let place = unproven.again();
+                refuse(stream, err_line(Some(why)), place.is_some());
+                return None;
             }
             Ok((uuid, p)) => {
                 let ParkedStream::Tcp(mut rs) = p.stream else {
@@ -191,20 +207,34 @@ fn pair(
                 }
                 if pairing.proven(&rs, p.conn) {
                     // Failed, some may have arrived: no status, so the
-                    // initiator does not send them again elsewhere.
-                    if rs.write_all(&early).is_err() {
-                        return;
+                    // initiator does not send them again elsewhere (the
+                    // FIN acknowledges its line: it was read).
+                    if rs.write_all(early).is_err() {
+                        let place = unproven.again();
+                        end(stream, place.is_some());
+                        return None;
                     }
-                    break (
-                        uuid,
-                        Parked {
-                            stream: ParkedStream::Tcp(rs),
-                            ..p
-                        },
-                    );
+                    let stream = ParkedStream::Tcp(rs);
+                    return Some((uuid, Parked { stream, ..p }));
                 }
             }
         }
+    }
+}
+
+fn pair(
+    pairing: &Pairing,
+    cookie: Cookie,
+    (mut stream, pre_auth): (TcpStream, PreAuth),
+    early: Vec<u8>,
+    peer: std::net::SocketAddr,
+    id: u64,
+) {
+    // No place held while waiting for a responder; one again to drain.
+    let unproven = pre_auth.release();
+    let Some((uuid, responder)) = responder(pairing, &cookie, &mut stream, &early, &unproven, (peer, id))
+    else {
+        return;
     };
     let (early_up, early_down) = (early.len() as u64, responder.early.len() as u64);
     let mut hello = OK.to_vec();
