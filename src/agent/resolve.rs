@@ -5,10 +5,12 @@
 //! parked connection: each a DNS round trip, on the path to the answer,
 //! wherever no local cache answers (an embedded gateway has none).
 //!
-//! A name is kept for [`RESOLVED_TTL`]; one none of whose addresses took
-//! a connection is forgotten, and the next connection resolves it again
-//! (a server that moved is found at once, not a minute later). Addresses
-//! written as such are never looked up or kept.
+//! A name is kept for [`RESOLVED_TTL`]. When none of its kept addresses
+//! takes a connection it is looked up again at once and the new ones are
+//! tried (a server that moved is found by that connection, not a minute
+//! later). The address that took the last connection is tried first, also
+//! after a new lookup. Addresses written as such are never looked up or
+//! kept.
 
 use crate::limits::RESOLVED_TTL;
 use std::io;
@@ -47,24 +49,28 @@ impl Names {
         self.kept.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The addresses of `name`: kept ones younger than the TTL, else what
-    /// `resolve` finds (called without the lock: a slow resolver holds up
-    /// no other name).
+    /// The addresses of `name`, and whether they were kept: kept ones
+    /// younger than the TTL, else what `resolve` finds (called without the
+    /// lock: a slow resolver holds up no other name), the address that took
+    /// the last connection still first.
     fn addrs(
         &self,
         name: &str,
-        resolve: impl FnOnce() -> io::Result<Vec<SocketAddr>>,
-    ) -> io::Result<Vec<SocketAddr>> {
-        if let Some(e) = self
-            .kept()
-            .iter()
-            .find(|e| e.name == name && e.at.elapsed() < self.ttl)
-        {
-            return Ok(e.addrs.clone());
+        resolve: impl Fn() -> io::Result<Vec<SocketAddr>>,
+    ) -> io::Result<(Vec<SocketAddr>, bool)> {
+        let mut preferred = None;
+        if let Some(e) = self.kept().iter().find(|e| e.name == name) {
+            if e.at.elapsed() < self.ttl {
+                return Ok((e.addrs.clone(), true));
+            }
+            preferred = e.addrs.first().copied();
         }
-        let addrs = resolve()?;
+        let mut addrs = resolve()?;
         if addrs.is_empty() {
-            return Ok(addrs);
+            return Ok((addrs, false));
+        }
+        if let Some(i) = addrs.iter().position(|&a| Some(a) == preferred) {
+            addrs[..=i].rotate_right(1);
         }
         let mut kept = self.kept();
         kept.retain(|e| e.name != name);
@@ -78,7 +84,7 @@ impl Names {
             addrs: addrs.clone(),
             at: Instant::now(),
         });
-        Ok(addrs)
+        Ok((addrs, false))
     }
 
     /// `addr` of `name` took a connection where those before it did not
@@ -97,29 +103,54 @@ impl Names {
     }
 
     /// Connect to the first of `name`'s addresses that takes a connection
-    /// within `timeout`; when none does, `name` is forgotten. The error is
+    /// within `timeout`. When none of the kept ones does, the name is
+    /// looked up again at once (the server may have moved) and the new
+    /// addresses tried; when none does, `name` is forgotten. The error is
     /// the resolver's (`Err(Ok)`) or the last connect's (`Err(Err)`).
     fn connect(
         &self,
         name: &str,
         timeout: Duration,
-        resolve: impl FnOnce() -> io::Result<Vec<SocketAddr>>,
+        resolve: impl Fn() -> io::Result<Vec<SocketAddr>>,
     ) -> Result<TcpStream, Result<io::Error, io::Error>> {
-        let addrs = self.addrs(name, resolve).map_err(Ok)?;
+        let (addrs, kept) = self.addrs(name, &resolve).map_err(Ok)?;
         let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{name}: no address"));
+        if let Some(s) = self.first_taker(name, &addrs, timeout, &mut last) {
+            return Ok(s);
+        }
+        self.forget(name);
+        if kept {
+            let (fresh, _) = self.addrs(name, &resolve).map_err(Ok)?;
+            let new: Vec<SocketAddr> = fresh.into_iter().filter(|a| !addrs.contains(a)).collect();
+            if let Some(s) = self.first_taker(name, &new, timeout, &mut last) {
+                return Ok(s);
+            }
+            self.forget(name);
+        }
+        Err(Err(last))
+    }
+
+    /// The first of `addrs` to take a connection (put first among `name`'s
+    /// from now on); `last` is the last one's error.
+    fn first_taker(
+        &self,
+        name: &str,
+        addrs: &[SocketAddr],
+        timeout: Duration,
+        last: &mut io::Error,
+    ) -> Option<TcpStream> {
         for (i, a) in addrs.iter().enumerate() {
             match TcpStream::connect_timeout(a, timeout) {
                 Ok(s) => {
                     if i > 0 {
                         self.first(name, *a);
                     }
-                    return Ok(s);
+                    return Some(s);
                 }
-                Err(e) => last = e,
+                Err(e) => *last = e,
             }
         }
-        self.forget(name);
-        Err(Err(last))
+        None
     }
 }
 
@@ -154,69 +185,82 @@ pub(super) fn connect_to(to: &str, timeout: Duration) -> io::Result<TcpStream> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::Cell;
+    use std::cell::{Cell, RefCell};
     use std::net::TcpListener;
 
-    /// A resolver that counts its calls and answers `addrs`.
+    /// A resolver that counts its calls and answers what `addrs` holds.
     fn counting<'a>(
         calls: &'a Cell<u32>,
-        addrs: &'a [SocketAddr],
-    ) -> impl FnOnce() -> io::Result<Vec<SocketAddr>> + 'a {
+        addrs: &'a RefCell<Vec<SocketAddr>>,
+    ) -> impl Fn() -> io::Result<Vec<SocketAddr>> + 'a {
         move || {
             calls.set(calls.get() + 1);
-            Ok(addrs.to_vec())
+            Ok(addrs.borrow().clone())
         }
+    }
+
+    /// An address where nothing listens now.
+    fn refusing() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
     }
 
     #[test]
     fn a_name_is_resolved_once_until_it_ages_or_fails() {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let live = [l.local_addr().expect("addr")];
         let names = Names::new(Duration::from_secs(60));
-        let calls = Cell::new(0);
+        let (calls, answer) = (Cell::new(0), RefCell::new(vec![l.local_addr().expect("addr")]));
         let t = Duration::from_secs(5);
         for _ in 0..3 {
             names
-                .connect("rv.example:1", t, counting(&calls, &live))
+                .connect("rv.example:1", t, counting(&calls, &answer))
                 .expect("connects");
         }
         assert_eq!(calls.get(), 1, "resolved once for three connections");
-        // Its one address refuses now: forgotten, so resolved again.
-        let port = live[0].port();
+        // The server moved: its kept address refuses, and the same
+        // connection looks the name up again and reaches the new one.
+        let moved = TcpListener::bind("127.0.0.1:0").expect("bind");
         drop(l);
+        *answer.borrow_mut() = vec![moved.local_addr().expect("addr")];
+        names
+            .connect("rv.example:1", t, counting(&calls, &answer))
+            .expect("the new address");
+        assert_eq!(calls.get(), 2);
+        // Nothing answers at all: forgotten, so looked up next time.
+        drop(moved);
         assert!(names
-            .connect("rv.example:1", t, counting(&calls, &live))
+            .connect("rv.example:1", t, counting(&calls, &answer))
             .is_err());
-        assert_eq!(calls.get(), 1);
-        let l = TcpListener::bind(("127.0.0.1", port)).expect("bind again");
-        names
-            .connect("rv.example:1", t, counting(&calls, &live))
-            .expect("connects");
-        assert_eq!(calls.get(), 2, "resolved again after the failure");
-        drop(l);
-        // An address that refuses is passed over once, not each time.
+        assert_eq!(calls.get(), 3, "looked up again once, in the same call");
+        assert!(names.kept().iter().all(|e| e.name != "rv.example:1"));
+    }
+
+    #[test]
+    fn the_address_that_took_the_last_connection_stays_first() {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let refusing = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let both = [refusing.local_addr().expect("addr"), l.local_addr().expect("addr")];
-        drop(refusing);
+        let both = vec![refusing(), l.local_addr().expect("addr")];
+        let (calls, answer) = (Cell::new(0), RefCell::new(both.clone()));
+        let t = Duration::from_secs(5);
+        let names = Names::new(Duration::from_secs(60));
         names
-            .connect("two:1", t, counting(&calls, &both))
+            .connect("two:1", t, counting(&calls, &answer))
             .expect("the second address");
-        let kept = names.addrs("two:1", counting(&calls, &both)).expect("addrs");
-        assert_eq!(kept, [both[1], both[0]]);
+        let (kept, from_cache) = names.addrs("two:1", counting(&calls, &answer)).expect("addrs");
+        assert_eq!((kept, from_cache), (vec![both[1], both[0]], true));
+        // Aged out and looked up again: the resolver's order is the old
+        // one, the address that worked still goes first.
+        let aged = Names::new(Duration::ZERO);
+        aged.connect("two:1", t, counting(&calls, &answer))
+            .expect("the second address");
+        let (again, from_cache) = aged.addrs("two:1", counting(&calls, &answer)).expect("addrs");
+        assert_eq!((again, from_cache), (vec![both[1], both[0]], false));
         assert_eq!(calls.get(), 3);
-        // Too old: resolved again.
-        let young = Names::new(Duration::ZERO);
-        young.addrs("a:1", counting(&calls, &live)).expect("addrs");
-        young.addrs("a:1", counting(&calls, &live)).expect("addrs");
-        assert_eq!(calls.get(), 5);
     }
 
     #[test]
     fn at_most_eight_names_are_kept_and_failures_are_not() {
         let names = Names::new(Duration::from_secs(60));
-        let calls = Cell::new(0);
-        let a = ["127.0.0.1:1".parse().expect("addr")];
+        let (calls, a) = (Cell::new(0), RefCell::new(vec![refusing()]));
         for i in 0..10 {
             names
                 .addrs(&format!("n{i}:1"), counting(&calls, &a))
