@@ -59,6 +59,38 @@ fn expose(prov: &Path, server: &str, to: SocketAddr) -> Proc {
     Proc::spawn("expose", c)
 }
 
+/// A user, `serve` on ports of its own, and `expose` to `to`, registered:
+/// the folder (holding `gw.conf`), the two processes and the registrar URL.
+fn served_to(tag: &str, to: SocketAddr) -> (TempDir, Proc, Proc, String) {
+    let dir = TempDir::new(tag);
+    let (state, prov) = (dir.join("state"), dir.join("gw.conf"));
+    user_add(&state, &prov);
+    let srv = serve(&state, "127.0.0.1:0", "127.0.0.1:0");
+    let url = format!("https://127.0.0.1:{}", srv.listening("registrar").port());
+    let agent = expose(&prov, &url, to);
+    agent.wait_line("registered uuid=");
+    (dir, srv, agent, url)
+}
+
+/// `connect --listen` on a port of its own, and the address it listens on.
+fn connect_listen(prov: &Path, url: &str) -> (Proc, SocketAddr) {
+    let mut c = rendezvous();
+    c.args(["connect", "--listen", "127.0.0.1:0", "--config"])
+        .arg(prov)
+        .args(["--server", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let listener = Proc::spawn("connect-listen", c);
+    let line = listener.wait_line("listening on");
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .expect("the --listen address");
+    (listener, addr)
+}
+
 /// `connect` on stdin/stdout: send `data`, close stdin, return what came back.
 fn connect_stdio(prov: &Path, server: &str, data: &[u8]) -> Result<Vec<u8>, String> {
     let mut c = rendezvous();
@@ -117,21 +149,7 @@ fn user_add_serve_expose_connect_over_pinned_tls() {
     assert_eq!(sha256(&back), sha256(&data));
 
     // --listen: two local connections, each its own rendezvous.
-    let mut c = rendezvous();
-    c.args(["connect", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&prov)
-        .args(["--server", &url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    let listener = Proc::spawn("connect-listen", c);
-    let line = listener.wait_line("listening on");
-    let addr: SocketAddr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .expect("addr")
-        .parse()
-        .expect("socket addr");
+    let (_listener, addr) = connect_listen(&prov, &url);
     for n in 0..2 {
         let mut s = TcpStream::connect(addr).expect("connect local");
         s.set_read_timeout(Some(Duration::from_secs(20)))
@@ -280,14 +298,8 @@ fn greeter() -> SocketAddr {
 
 #[test]
 fn connect_exits_when_the_remote_closes_even_with_stdin_open() {
-    let dir = TempDir::new("e2e-stdin");
-    let state = dir.join("state");
+    let (dir, _srv, _agent, url) = served_to("e2e-stdin", greeter());
     let prov = dir.join("gw.conf");
-    user_add(&state, &prov);
-    let srv = serve(&state, "127.0.0.1:0", "127.0.0.1:0");
-    let url = format!("https://127.0.0.1:{}", srv.listening("registrar").port());
-    let agent = expose(&prov, &url, greeter());
-    agent.wait_line("registered uuid=");
     let mut child = rendezvous()
         .args(["connect", "--config"])
         .arg(&prov)
@@ -369,4 +381,60 @@ fn serve_warns_about_a_users_file_or_key_others_can_read_and_stops_on_sigint() {
     srv.signal("INT");
     assert_eq!(srv.wait_exit(Duration::from_secs(20)), Some(0));
     srv.wait_line("shutdown finished");
+}
+
+/// A service that answers `OK\n` to each request once it has seen its end
+/// (`END\n`), whatever pieces it came in; one connection, within 60 s.
+fn answers_whole_requests() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = l.accept() else { return };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
+        let (mut seen, mut buf) = (Vec::new(), [0u8; 512]);
+        while let Ok(n @ 1..) = s.read(&mut buf) {
+            seen.extend_from_slice(&buf[..n]);
+            while let Some(i) = seen.windows(4).position(|w| w == b"END\n") {
+                seen.drain(..i + 4);
+                if s.write_all(b"OK\n").is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    addr
+}
+
+/// A mobile client that writes a request in two parts, the second 5 ms
+/// after the first, as an HTTP client writes a head and then a body, gets
+/// each answer without waiting for the service's delayed ACK of the first
+/// part: `expose` connects to the service with Nagle off. With it on, the
+/// second part waited for that ACK, 40 ms per request on Linux.
+#[test]
+fn a_request_in_two_parts_waits_for_no_delayed_ack() {
+    let (dir, _srv, _agent, url) = served_to("e2e-nagle", answers_whole_requests());
+    let (_listener, addr) = connect_listen(&dir.join("gw.conf"), &url);
+    let mut s = TcpStream::connect(addr).expect("connect local");
+    s.set_nodelay(true).expect("nodelay");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let pause = Duration::from_millis(5);
+    let mut beyond = Vec::new();
+    for _ in 0..20 {
+        let start = Instant::now();
+        s.write_all(b"POST / with a head,\n").expect("first part");
+        std::thread::sleep(pause);
+        s.write_all(b"and then a body END\n").expect("second part");
+        let mut ok = [0u8; 3];
+        s.read_exact(&mut ok).expect("the answer");
+        assert_eq!(&ok, b"OK\n");
+        beyond.push(start.elapsed().saturating_sub(pause));
+    }
+    beyond.sort();
+    let median = beyond[beyond.len() / 2];
+    assert!(
+        median < Duration::from_millis(20),
+        "median {median:?} beyond the pause: {beyond:?}"
+    );
+    eprintln!("a request in two parts: median {median:?} beyond the 5 ms pause");
 }

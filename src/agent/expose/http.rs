@@ -5,11 +5,10 @@
 use super::{backoff, Agent, Client, Waited, T};
 use crate::agent::client::ClientConn;
 use crate::error::{AuthFailure, Error, Result};
-use crate::limits::CLIENT_TIMEOUT;
 use crate::liveness;
 use crate::relay;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
@@ -225,11 +224,5 @@ impl Agent {
         let t = relay::relay(remote.into_leg(), Arc::new(local), None);
         log::info!(target: T, "connection done proto=http to={} up={} down={} secs={:.3}",
             self.opts.to, t.up as usize + first.len(), t.down, t.duration.as_secs_f64());
-    }
-
-    fn dial_local(&self) -> Option<TcpStream> {
-        let local = crate::agent::resolve::connect_to(&self.opts.to, CLIENT_TIMEOUT).ok()?;
-        let _ = local.set_nodelay(true);
-        Some(local)
     }
 }

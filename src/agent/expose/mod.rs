@@ -385,8 +385,17 @@ impl Agent {
         }
     }
 
+    /// A connection to the local service, Nagle off: with it on, a
+    /// message the mobile client wrote in two parts waited for the
+    /// service's delayed ACK of the first, 40 ms (`tests/e2e.rs`).
+    fn dial_local(&self) -> Option<TcpStream> {
+        let local = crate::agent::resolve::connect_to(&self.opts.to, CLIENT_TIMEOUT).ok()?;
+        let _ = local.set_nodelay(true);
+        Some(local)
+    }
+
     fn serve(&self, remote: TcpStream) {
-        let Ok(local) = crate::agent::resolve::connect_to(&self.opts.to, CLIENT_TIMEOUT) else {
+        let Some(local) = self.dial_local() else {
             log::warn!(target: T, "cannot connect to {}: closing the mobile client's connection", self.opts.to);
             let _ = remote.shutdown(Shutdown::Both);
             return;
