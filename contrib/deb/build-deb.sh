@@ -97,6 +97,13 @@ install -m 0644 "$here/rendezvous.tmpfiles" "$stage/usr/lib/tmpfiles.d/rendezvou
 # A native package's changelog is changelog.gz (policy 12.7: changelog.Debian.gz
 # is for a package with a separate upstream).
 install -m 0644 "$here/copyright" "$stage/usr/share/doc/rendezvous/copyright"
+# What the programs bundle (crates, the Rust standard library, musl when
+# static), with its notices: the copyright file's header points there.
+static=no
+elf_static "$bindir/rendezvous" && static=yes
+sh "$here/licenses.sh" "$top" "$static" >"$out/LICENSES-bundled" || die "cannot gather the bundled code's notices"
+gzip -9n <"$out/LICENSES-bundled" >"$stage/usr/share/doc/rendezvous/LICENSES-bundled.gz"
+rm -f "$out/LICENSES-bundled"
 date=$(date -u -R -d "@${SOURCE_DATE_EPOCH:-$(date +%s)}")
 cat >"$stage/usr/share/doc/rendezvous/changelog" <<EOF
 rendezvous ($version) unstable; urgency=medium

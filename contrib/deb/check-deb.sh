@@ -8,6 +8,7 @@
 set -eu
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
+. "$top/contrib/deb/elf.sh"
 deb=${1:?usage: check-deb.sh DEB}
 
 ok() { echo "ok: $*"; }
@@ -41,6 +42,7 @@ drwxr-xr-x ./usr/sbin/
 drwxr-xr-x ./usr/share/
 drwxr-xr-x ./usr/share/doc/
 drwxr-xr-x ./usr/share/doc/rendezvous/
+-rw-r--r-- ./usr/share/doc/rendezvous/LICENSES-bundled.gz
 -rw-r--r-- ./usr/share/doc/rendezvous/changelog.gz
 -rw-r--r-- ./usr/share/doc/rendezvous/copyright
 drwxr-xr-x ./usr/share/man/
@@ -114,7 +116,23 @@ head -n1 "$doc/copyright" |
 	grep -qx 'Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/' ||
 	fail "copyright is not in the machine-readable format"
 grep -qx 'License: Expat' "$doc/copyright" || fail "copyright does not say License: Expat"
-ok "copyright: machine-readable, Expat (MIT)"
+grep -q 'LICENSES-bundled.gz' "$doc/copyright" || fail "copyright does not point to LICENSES-bundled.gz"
+ok "copyright: machine-readable, Expat (MIT), pointing to the bundled code's notices"
+# Every crate the lock file names from the registry that the programs link
+# (rustls, ring, log: the heart of both) is there with its notices, and so
+# is the standard library; a static build's musl too.
+gunzip -c "$doc/LICENSES-bundled.gz" >"$scratch/bundled"
+for crate in rustls ring log uuid rustix; do
+	v=$(awk -v n="\"$crate\"" '$1 == "name" && $3 == n { getline; gsub(/"/, "", $3); print $3; exit }' "$top/Cargo.lock")
+	grep -q "^  $crate $v: " "$scratch/bundled" || fail "LICENSES-bundled.gz does not list $crate $v"
+	grep -q "^  $crate-$v/" "$scratch/bundled" || fail "LICENSES-bundled.gz has no notice of $crate $v"
+done
+grep -q '^  The Rust standard library (/' "$scratch/bundled" && [ "$(wc -l <"$scratch/bundled")" -gt 2000 ] ||
+	fail "LICENSES-bundled.gz lacks the standard library's notices"
+if elf_static "$scratch/root/usr/bin/rendezvous"; then
+	grep -q 'Upstream-Name: musl' "$scratch/bundled" || fail "a static build's LICENSES-bundled.gz lacks musl's notices"
+fi
+ok "LICENSES-bundled.gz: the crates, the standard library$(elf_static "$scratch/root/usr/bin/rendezvous" && echo ', musl')"
 
 # Control fields. The version is Cargo.toml's, as build-deb.sh turns it.
 version=$(sed -n '/^\[package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' "$top/Cargo.toml" | sed 's/-/~/')
@@ -122,7 +140,6 @@ gzip -dc "$doc/changelog.gz" | head -n1 | grep -q "^rendezvous ($version) " ||
 	fail "changelog.gz does not start with version $version"
 ok "changelog.gz: version $version"
 field() { dpkg-deb -f "$deb" "$1"; }
-. "$top/contrib/deb/elf.sh"
 bin="$scratch/root/usr/bin/rendezvous"
 arch=$(elf_arch "$bin") || fail "cannot tell the architecture of usr/bin/rendezvous"
 for f in "Package rendezvous" "Version $version" "Architecture $arch" \
