@@ -384,20 +384,21 @@ fn serve_warns_about_a_users_file_or_key_others_can_read_and_stops_on_sigint() {
 }
 
 /// A service that answers `OK\n` to each request once it has seen its end
-/// (`END\n`), whatever pieces it came in; one connection, within 60 s.
+/// (`END\n`), whatever pieces it came in; its thread ends with the process.
 fn answers_whole_requests() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr");
     std::thread::spawn(move || {
-        let Ok((mut s, _)) = l.accept() else { return };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
-        let (mut seen, mut buf) = (Vec::new(), [0u8; 512]);
-        while let Ok(n @ 1..) = s.read(&mut buf) {
-            seen.extend_from_slice(&buf[..n]);
-            while let Some(i) = seen.windows(4).position(|w| w == b"END\n") {
-                seen.drain(..i + 4);
-                if s.write_all(b"OK\n").is_err() {
-                    return;
+        for mut s in l.incoming().flatten() {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
+            let (mut seen, mut buf) = (Vec::new(), [0u8; 512]);
+            while let Ok(n @ 1..) = s.read(&mut buf) {
+                seen.extend_from_slice(&buf[..n]);
+                while let Some(i) = seen.windows(4).position(|w| w == b"END\n") {
+                    seen.drain(..i + 4);
+                    if s.write_all(b"OK\n").is_err() {
+                        break;
+                    }
                 }
             }
         }
@@ -421,20 +422,22 @@ fn a_request_in_two_parts_waits_for_no_delayed_ack() {
     let pause = Duration::from_millis(5);
     let mut beyond = Vec::new();
     for _ in 0..20 {
-        let start = Instant::now();
         s.write_all(b"POST / with a head,\n").expect("first part");
         std::thread::sleep(pause);
+        // From the second part on: what a held part waits, not how long
+        // the sleep overslept.
+        let start = Instant::now();
         s.write_all(b"and then a body END\n").expect("second part");
         let mut ok = [0u8; 3];
         s.read_exact(&mut ok).expect("the answer");
         assert_eq!(&ok, b"OK\n");
-        beyond.push(start.elapsed().saturating_sub(pause));
+        beyond.push(start.elapsed());
     }
     beyond.sort();
     let median = beyond[beyond.len() / 2];
     assert!(
         median < Duration::from_millis(20),
-        "median {median:?} beyond the pause: {beyond:?}"
+        "median {median:?} from the second part to the answer: {beyond:?}"
     );
-    eprintln!("a request in two parts: median {median:?} beyond the 5 ms pause");
+    eprintln!("a request in two parts: median {median:?} from the second part to the answer");
 }

@@ -124,10 +124,12 @@ ok "copyright: machine-readable, Expat (MIT), pointing to the bundled code's not
 gunzip -c "$doc/LICENSES-bundled.gz" >"$scratch/bundled"
 for crate in rustls ring log uuid rustix; do
 	v=$(awk -v n="\"$crate\"" '$1 == "name" && $3 == n { getline; gsub(/"/, "", $3); print $3; exit }' "$top/Cargo.lock")
+	[ -n "$v" ] || fail "Cargo.lock names no $crate"
 	grep -q "^  $crate $v: " "$scratch/bundled" || fail "LICENSES-bundled.gz does not list $crate $v"
 	grep -q "^  $crate-$v/" "$scratch/bundled" || fail "LICENSES-bundled.gz has no notice of $crate $v"
 done
-grep -q '^  The Rust standard library (/' "$scratch/bundled" && [ "$(wc -l <"$scratch/bundled")" -gt 2000 ] ||
+std_lines=$(sed -n '/^  The Rust standard library (rustc /,$p' "$scratch/bundled" | wc -l)
+[ "$std_lines" -gt 100 ] ||
 	fail "LICENSES-bundled.gz lacks the standard library's notices"
 if elf_static "$scratch/root/usr/bin/rendezvous"; then
 	grep -q 'Upstream-Name: musl' "$scratch/bundled" || fail "a static build's LICENSES-bundled.gz lacks musl's notices"

@@ -51,7 +51,10 @@ echo "Rust crates (name version: licence):"
 : >"$work/hashes"
 while read -r name version; do
 	dir=$(find "$registry" -mindepth 2 -maxdepth 2 -type d -name "$name-$version" | head -n 1)
-	[ -n "$dir" ] || continue
+	if [ -z "$dir" ]; then
+		echo "licenses.sh: $name $version: no sources in $registry (not built here?); not listed" >&2
+		continue
+	fi
 	licence=$(sed -n 's/^license *= *"\(.*\)"/\1/p' "$dir/Cargo.toml" | head -n 1)
 	echo "  $name $version: ${licence:-see its files below}"
 	find "$dir" -maxdepth 1 -type f \( -iname 'licen[cs]e*' -o -iname 'copying*' \
@@ -81,10 +84,16 @@ done
 
 echo
 echo "------------------------------------------------------------------------"
-echo "  The Rust standard library ($std_notes)"
+echo "  The Rust standard library (rustc $(rustc --version | cut -d' ' -f2), $(basename "$std_notes"))"
 echo "------------------------------------------------------------------------"
-sed -e 's/<[^>]*>//g' -e 's/&lt;/</g' -e 's/&gt;/>/g' -e 's/&quot;/"/g' \
-	-e "s/&#39;/'/g" -e 's/&amp;/\&/g' -e 's/^[[:space:]]*//' "$std_notes" | cat -s
+case $std_notes in
+*.html)
+	sed -e 's/<[^>]*>//g' -e 's/&lt;/</g' -e 's/&gt;/>/g' -e 's/&quot;/"/g' \
+		-e 's/&#34;/"/g' -e 's/&#60;/</g' -e 's/&#62;/>/g' -e "s/&#39;/'/g" \
+		-e 's/&amp;/\&/g' -e 's/^[[:space:]]*//' "$std_notes" | cat -s
+	;;
+*) cat "$std_notes" ;;
+esac
 
 if [ "$static" = yes ]; then
 	echo
