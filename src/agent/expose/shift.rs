@@ -23,7 +23,14 @@ impl Drop for Counted {
     fn drop(&mut self) {
         let mut n = self.0.shifts.lock().unwrap_or_else(PoisonError::into_inner);
         *n = n.saturating_sub(1);
-        self.0.shifts_ended.notify_all();
+        // Only the last end is waited for. Notifying on every hand-over
+        // woke `run`'s thread once per client for nothing (strace: a futex
+        // wake of the main thread, which went straight back to waiting):
+        // 10 to 13 µs of the agent's CPU per client, 146-153 before and
+        // 136-140 after, over 3,000 back-to-back clients of the chain.
+        if *n == 0 {
+            self.0.shifts_ended.notify_all();
+        }
     }
 }
 
