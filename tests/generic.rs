@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -121,6 +121,40 @@ fn a_refused_client_that_stays_is_closed_after_a_second() {
     assert!(
         closed > Duration::from_millis(500) && closed < Duration::from_secs(5),
         "closed after {closed:?}"
+    );
+}
+
+/// A refused client that keeps sending is closed once the drain has taken
+/// its 64 KiB (`REFUSAL_DRAIN_BYTES`), not read for the whole second: of
+/// 32 MiB, more than the two ends' socket buffers hold, the writes fail
+/// before all went out (0.8 to 0.9 MiB were taken in three runs). Without
+/// the byte limit a loopback drain takes all 32 MiB well within the second.
+#[test]
+fn a_refused_client_that_floods_is_cut_off() {
+    let ts = TestServer::start(Opts::default());
+    let mut s = connect(ts.rendezvous());
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.set_write_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let line = format!("I{}\n", uuid::Uuid::new_v4());
+    s.write_all(line.as_bytes()).expect("send");
+    assert_eq!(read_line(&mut s), "-ERR not registered");
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut sent = 0usize;
+    let failed = loop {
+        match s.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(e) => break e,
+        }
+        assert!(sent < 32 << 20, "{sent} bytes taken after the refusal");
+    };
+    assert!(
+        matches!(
+            failed.kind(),
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+        ),
+        "after {sent} bytes: {failed}"
     );
 }
 
