@@ -35,12 +35,12 @@ use crate::wire::Triple;
 
 mod http;
 mod shift;
+mod stop;
 mod token;
 use std::collections::HashMap;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -117,7 +117,7 @@ pub struct Agent {
     /// others wait for its result instead of spending tokens. Never held
     /// with `waiting`; `state` is only ever held briefly inside it.
     registering: Mutex<()>,
-    stop: AtomicBool,
+    stop: stop::Stop,
     waiting: Mutex<HashMap<u64, TcpStream>>,
     next: AtomicU64,
     keepalive: Keepalive,
@@ -162,7 +162,7 @@ impl Agent {
             opts,
             state: Mutex::new(State::default()),
             registering: Mutex::new(()),
-            stop: AtomicBool::new(false),
+            stop: stop::Stop::new(),
             waiting: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
             keepalive: settings.keepalive,
@@ -199,7 +199,7 @@ impl Agent {
 
     /// Ask every thread to finish and close the waiting connections.
     pub fn stop(&self) {
-        self.stop.store(true, Ordering::Release);
+        self.stop.set();
         for s in self
             .waiting
             .lock()
@@ -211,19 +211,12 @@ impl Agent {
     }
 
     fn stopped(&self) -> bool {
-        self.stop.load(Ordering::Acquire)
+        self.stop.is_set()
     }
 
     /// Sleep up to `d`, waking early on stop.
     fn nap(&self, d: Duration) {
-        let end = std::time::Instant::now() + d;
-        while !self.stopped() {
-            let left = end.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            thread::sleep(left.min(Duration::from_millis(100)));
-        }
+        self.stop.nap(d)
     }
 
     /// Park, generic protocol, until a client arrives (returned) or the
@@ -453,7 +446,8 @@ mod tests {
     use std::io::BufRead;
     use std::io::Write;
     use std::net::TcpListener;
-    use std::sync::atomic::AtomicI64;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::thread;
 
     /// A registrar whose clock is `offset` seconds off ours. It serves
     /// `conns` connections, then ends: health answers 200, a token 401 while
