@@ -36,12 +36,14 @@ impl Stop {
         self.set.load(Ordering::Acquire)
     }
 
-    /// Sleep up to `d`; at once when the flag is set.
+    /// Sleep up to `d`; at once when the flag is set. A `d` beyond any
+    /// clock (a registrar's absurd TTL, say) naps until the flag is set:
+    /// adding it to `Instant::now()` would panic.
     pub(super) fn nap(&self, d: Duration) {
-        let end = Instant::now() + d;
+        let end = Instant::now().checked_add(d);
         let mut naps = self.naps.lock().unwrap_or_else(PoisonError::into_inner);
         while !self.is_set() {
-            let left = end.saturating_duration_since(Instant::now());
+            let left = end.map_or(Duration::MAX, |end| end.saturating_duration_since(Instant::now()));
             if left.is_zero() {
                 return;
             }
@@ -68,6 +70,13 @@ mod tests {
         stop.set();
         h.join().expect("nap");
         assert!(start.elapsed() < Duration::from_secs(60), "{:?}", start.elapsed());
+        // Longer than any clock: until the flag, and no panic.
+        let stop = Arc::new(Stop::new());
+        let napping = stop.clone();
+        let h = std::thread::spawn(move || napping.nap(Duration::MAX));
+        std::thread::sleep(Duration::from_millis(50));
+        stop.set();
+        h.join().expect("a nap of Duration::MAX");
         // Set already: no nap at all.
         let start = Instant::now();
         stop.nap(Duration::from_secs(600));
