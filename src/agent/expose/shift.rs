@@ -10,7 +10,8 @@
 //! contrib/setup-path.sh).
 //!
 //! [`Agent::run`] waits until every shift has ended (after
-//! [`Agent::stop`]); clients being served are not waited for, as before.
+//! [`Agent::stop`]); clients being served are not waited for, as before,
+//! except by a shift that could not hand its parking on.
 
 use super::{Agent, Client, Protocol, T};
 use std::sync::atomic::Ordering;
@@ -61,10 +62,11 @@ impl Agent {
     /// Park until a client arrives; hand the parking on and serve it here.
     /// A request of the HTTP-specific protocol is served on a thread of
     /// the pool, as before: its parking does a TLS handshake for every
-    /// `CONNECT`, whose stack pages would stay under the relay. With no
-    /// thread for the next shift, serve the client here, uncounted (`run`
-    /// does not wait for clients), and go on parking after it.
-    fn shift(self: Arc<Self>, mut counted: Counted) {
+    /// `CONNECT`, whose stack pages would stay under the relay. Once the
+    /// next shift runs, this thread is no longer counted (`run` does not
+    /// wait for clients). With no thread for the next shift, serve the
+    /// client here, still counted, and go on parking after it.
+    fn shift(self: Arc<Self>, counted: Counted) {
         loop {
             let Some(client) = self.park() else {
                 return;
@@ -77,16 +79,17 @@ impl Agent {
                 }
                 continue;
             }
-            let next = self.start_shift();
             crate::threads::rename("serve");
-            drop(counted);
-            if let Err(e) = next {
+            if let Err(e) = self.start_shift() {
+                // Still counted while it serves: uncounted, the last shift
+                // of `--pool 1` dropped the count to zero and `run`
+                // returned, ending the agent with this client.
                 log::warn!(target: T, "cannot start a thread to wait in this one's place: {e}");
                 self.serve_client(client);
                 crate::threads::rename("worker");
-                counted = self.count_shift();
                 continue;
             }
+            drop(counted);
             self.serve_client(client);
             return;
         }
