@@ -162,6 +162,8 @@ fn user_add_serve_expose_connect_over_pinned_tls() {
         assert_eq!(got, msg);
     }
     srv.wait_line("pair done");
+    // The agent counts the bytes it passed to the service before relaying.
+    agent.wait_line(" up=7 down=7 ");
 
     // lookup prints the I triple as JSON.
     let o = run(rendezvous()

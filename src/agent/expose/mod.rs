@@ -27,7 +27,6 @@ use crate::limits::{
 };
 use crate::liveness::{self, Keepalive};
 use crate::ratelimit::RateLimit;
-use crate::relay;
 use crate::secret::Secret;
 use crate::totp::Params;
 use crate::wire::TakeError;
@@ -385,17 +384,6 @@ impl Agent {
         let local = crate::agent::resolve::connect_to(&self.opts.to, CLIENT_TIMEOUT).ok()?;
         let _ = local.set_nodelay(true);
         Some(local)
-    }
-
-    fn serve(&self, remote: TcpStream) {
-        let Some(local) = self.dial_local() else {
-            log::warn!(target: T, "cannot connect to {}: closing the mobile client's connection", self.opts.to);
-            let _ = remote.shutdown(Shutdown::Both);
-            return;
-        };
-        let t = relay::relay(Arc::new(remote), Arc::new(local), None);
-        log::info!(target: T, "connection done to={} up={} down={} secs={:.3}",
-            self.opts.to, t.up, t.down, t.duration.as_secs_f64());
     }
 
     fn refresher(self: Arc<Self>) {

@@ -14,8 +14,17 @@
 //! except by a shift that could not hand its parking on.
 
 use super::{Agent, Client, Protocol, T};
+use crate::relay;
+use rustix::net::RecvFlags;
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
+
+/// The most of a mobile client's first bytes passed to the service before
+/// the next shift starts: what `connect --listen` sends with its cookie
+/// line (`agent::early`); more is relayed.
+const PASS_MAX: usize = 4096;
 
 /// Counts one shift until dropped (however the shift ends, a panic too).
 struct Counted(Arc<Agent>);
@@ -71,26 +80,31 @@ impl Agent {
             let Some(client) = self.park() else {
                 return;
             };
-            if let Client::Http(..) = client {
-                let me = self.clone();
-                let spawned = crate::threads::spawn("serve".into(), move || me.serve_client(client));
-                if let Err(e) = spawned {
-                    log::warn!(target: T, "cannot start a relay thread: {e}");
+            let remote = match client {
+                Client::Generic(remote) => remote,
+                Client::Http(conn, first) => {
+                    let me = self.clone();
+                    let spawned =
+                        crate::threads::spawn("serve".into(), move || me.serve_http(conn, first));
+                    if let Err(e) = spawned {
+                        log::warn!(target: T, "cannot start a relay thread: {e}");
+                    }
+                    continue;
                 }
-                continue;
-            }
+            };
             crate::threads::rename("serve");
+            let dialed = self.dial_and_pass(&remote);
             if let Err(e) = self.start_shift() {
                 // Still counted while it serves: uncounted, the last shift
                 // of `--pool 1` dropped the count to zero and `run`
                 // returned, ending the agent with this client.
                 log::warn!(target: T, "cannot start a thread to wait in this one's place: {e}");
-                self.serve_client(client);
+                self.serve(remote, dialed);
                 crate::threads::rename("worker");
                 continue;
             }
             drop(counted);
-            self.serve_client(client);
+            self.serve(remote, dialed);
             return;
         }
     }
@@ -135,10 +149,50 @@ impl Agent {
         }
     }
 
-    fn serve_client(&self, client: Client) {
-        match client {
-            Client::Generic(sock) => self.serve(sock),
-            Client::Http(conn, first) => self.serve_http(conn, first),
+    /// Connect to the service and pass it what the mobile client's
+    /// connection already holds (the bytes `connect --listen` sent with its
+    /// cookie line come with the `+OK`), before the next shift starts: the
+    /// thread that starts, its connection and the server's thread for it
+    /// would otherwise take a core while those bytes wait. The connection
+    /// and how many bytes went; `None` when the client is closed here.
+    /// Never inlined, for the stack's sake (see `park`); the buffer is on
+    /// the heap for the same reason.
+    #[inline(never)]
+    fn dial_and_pass(&self, remote: &TcpStream) -> Option<(TcpStream, u64)> {
+        let Some(mut local) = self.dial_local() else {
+            log::warn!(target: T, "cannot connect to {}: closing the mobile client's connection", self.opts.to);
+            let _ = remote.shutdown(Shutdown::Both);
+            return None;
+        };
+        let mut buf = vec![0u8; PASS_MAX];
+        let n = match rustix::net::recv(remote, &mut buf, RecvFlags::DONTWAIT) {
+            Ok((n, _)) => n,
+            Err(rustix::io::Errno::AGAIN) => 0,
+            Err(e) => {
+                log::debug!(target: T, "mobile client's connection failed: {e}");
+                let _ = remote.shutdown(Shutdown::Both);
+                return None;
+            }
+        };
+        // 0 is also an end of file: the relay reads it again.
+        if let Err(e) = local.write_all(&buf[..n]) {
+            log::debug!(target: T, "cannot write to {}: {e}", self.opts.to);
+            let _ = remote.shutdown(Shutdown::Both);
+            let _ = local.shutdown(Shutdown::Both);
+            return None;
         }
+        Some((local, n as u64))
+    }
+
+    /// Relay a mobile client to the service; this thread carries the
+    /// service's answer, which comes first (its first bytes were passed
+    /// on in `dial_and_pass`, or the service speaks first).
+    fn serve(&self, remote: TcpStream, dialed: Option<(TcpStream, u64)>) {
+        let Some((local, passed)) = dialed else {
+            return;
+        };
+        let t = relay::relay_first(Arc::new(remote), Arc::new(local), None, relay::First::Down);
+        log::info!(target: T, "connection done to={} up={} down={} secs={:.3}",
+            self.opts.to, t.up + passed, t.down, t.duration.as_secs_f64());
     }
 }
