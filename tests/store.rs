@@ -674,6 +674,9 @@ impl Monitor {
             if line.contains(" lua] ") || line.contains("\"ECHO\" \"mark-") {
                 continue;
             }
+            // Shown only when the test fails: which client sent what (a
+            // step once counted two EVALSHA under the full suite's load).
+            eprintln!("monitor: {}", line.trim_end());
             // `+TIME [DB ADDR] "COMMAND" ...`: keep the command's name.
             let name = line.split('"').nth(1).unwrap_or("?").to_uppercase();
             sent.push(name);
