@@ -155,35 +155,59 @@ pub(crate) fn expose(srv: &Server, tls: bool, dir: &Path, proto: &str, to: Socke
 /// minute; the p50 and p99 of each, in µs (failures are not counted).
 pub(crate) fn alternate(
     n: usize,
-    mut direct: impl FnMut() -> bool,
+    direct: impl FnMut() -> bool,
     mut chain: impl FnMut() -> bool,
 ) -> [f64; 4] {
+    interleave(n, direct, &mut [&mut chain])[0]
+}
+
+/// [`alternate`] for several chains at once: each round makes one exchange
+/// through each chain, each right after one `direct`, the chains in a
+/// rotating order, so a machine that gets busier or quieter during the run
+/// (shared, noisy) weighs on all of them alike. Within a minute per chain;
+/// for each chain, the p50 and p99 of its own direct exchanges and of its
+/// own, in µs (failures are not counted).
+pub(crate) fn interleave(
+    n: usize,
+    mut direct: impl FnMut() -> bool,
+    chains: &mut [&mut dyn FnMut() -> bool],
+) -> Vec<[f64; 4]> {
+    let k = chains.len();
     for _ in 0..20 {
-        direct();
-        chain();
+        for chain in chains.iter_mut() {
+            direct();
+            chain();
+        }
     }
-    let mut d = Vec::with_capacity(n);
-    let mut c = Vec::with_capacity(n);
-    let end = Instant::now() + Duration::from_secs(60);
+    let mut d = vec![Vec::with_capacity(n); k];
+    let mut c = vec![Vec::with_capacity(n); k];
+    let end = Instant::now() + Duration::from_secs(60 * k as u64);
     let timed = |f: &mut dyn FnMut() -> bool, into: &mut Vec<f64>| {
         let t = Instant::now();
         if f() {
             into.push(t.elapsed().as_secs_f64() * 1e6);
         }
     };
-    for _ in 0..n {
-        timed(&mut direct, &mut d);
-        timed(&mut chain, &mut c);
+    for round in 0..n {
+        for j in 0..k {
+            let i = (round + j) % k;
+            timed(&mut direct, &mut d[i]);
+            timed(&mut *chains[i], &mut c[i]);
+        }
         if Instant::now() > end {
             break;
         }
     }
-    [
-        pct(&mut d, 0.5),
-        pct(&mut d, 0.99),
-        pct(&mut c, 0.5),
-        pct(&mut c, 0.99),
-    ]
+    (0..k)
+        .map(|i| {
+            [
+                pct(&mut d[i], 0.5),
+                pct(&mut d[i], 0.99),
+                pct(&mut c[i], 0.5),
+                pct(&mut c[i], 0.99),
+            ]
+        })
+        .collect()
 }
 
 fn rows(rep: &mut Report, key: &str, what: &str, [d50, d99, c50, c99]: [f64; 4]) {

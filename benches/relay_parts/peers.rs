@@ -15,8 +15,8 @@
 //!
 //! Every row is a ratio to direct, or what a tunnel adds to direct.
 
-use super::chain::{connect_listen, expose, one_line};
-use super::{cpu_secs, pct, spawn, start_server, status_kib, Report, BIN_DIR};
+use super::chain::{connect_listen, expose, interleave, one_line};
+use super::{cpu_secs, spawn, start_server, status_kib, Report, BIN_DIR};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -306,50 +306,6 @@ fn with_cpu(t: &Tunnel, f: impl FnOnce() -> f64) -> (f64, f64) {
     (gbps, cpu / gbps.max(1e-9))
 }
 
-/// Setup through every tunnel, interleaved: each round makes one exchange
-/// through each tunnel, each right after one with the service directly,
-/// the tunnels in a rotating order, so a machine that gets busier or
-/// quieter during the run (shared, noisy) weighs on all of them alike;
-/// measured one tunnel after another, the run-to-run spread of one
-/// tunnel's p50 was larger than the gaps between them. For each tunnel:
-/// p50 and p99 added over its own direct exchanges, in µs.
-fn setup_interleaved(tunnels: &[Tunnel], svc: SocketAddr, n: usize) -> Vec<[f64; 2]> {
-    let k = tunnels.len();
-    let timed = |addr: SocketAddr| {
-        let t = Instant::now();
-        one_line(addr).then(|| t.elapsed().as_secs_f64() * 1e6)
-    };
-    for _ in 0..20 {
-        for t in tunnels {
-            timed(svc);
-            timed(t.entry);
-        }
-    }
-    let mut d = vec![Vec::with_capacity(n); k];
-    let mut c = vec![Vec::with_capacity(n); k];
-    let end = Instant::now() + Duration::from_secs(60 * k as u64);
-    for round in 0..n {
-        for j in 0..k {
-            let i = (round + j) % k;
-            if let (Some(direct), Some(through)) = (timed(svc), timed(tunnels[i].entry)) {
-                d[i].push(direct);
-                c[i].push(through);
-            }
-        }
-        if Instant::now() > end {
-            break;
-        }
-    }
-    (0..k)
-        .map(|i| {
-            [
-                pct(&mut c[i], 0.5) - pct(&mut d[i], 0.5),
-                pct(&mut c[i], 0.99) - pct(&mut d[i], 0.99),
-            ]
-        })
-        .collect()
-}
-
 /// One tunnel's other figures: one way and echoed, the throughput ratio to
 /// direct and CPU % per Gbit/s; KiB per held connection.
 fn measure(t: &Tunnel, (svc, drained): (SocketAddr, &AtomicU64), secs: f64) -> ([f64; 5], String) {
@@ -395,11 +351,33 @@ pub fn peer_rows(
         wait_through(t.entry);
         idle.push(status_kib(t.procs[0].child.id(), "VmRSS:"));
     }
-    let setup = setup_interleaved(&tunnels, svc, n);
+    // Measured one after another, the run-to-run spread of one tunnel's
+    // p50 was larger than the gaps between tunnels.
+    let mut through: Vec<_> = tunnels
+        .iter()
+        .map(|t| {
+            let entry = t.entry;
+            move || one_line(entry)
+        })
+        .collect();
+    let mut chains: Vec<&mut dyn FnMut() -> bool> = through
+        .iter_mut()
+        .map(|f| f as &mut dyn FnMut() -> bool)
+        .collect();
+    let setup = interleave(n, || one_line(svc), &mut chains);
     let mut results = Vec::new();
-    for ((t, [p50, p99]), idle) in tunnels.iter().zip(setup).zip(idle) {
+    for ((t, [d50, d99, c50, c99]), idle) in tunnels.iter().zip(setup).zip(idle) {
         let ([one, cpu_one, echo, cpu_echo, held], split) = measure(t, (svc, &drained), secs);
-        let figures = [p50, p99, one, cpu_one, echo, cpu_echo, held, idle];
+        let figures = [
+            c50 - d50,
+            c99 - d99,
+            one,
+            cpu_one,
+            echo,
+            cpu_echo,
+            held,
+            idle,
+        ];
         results.push((t.name, (figures, split)));
     }
     // The targets of issue 14 are read against rathole's setup.

@@ -8,8 +8,9 @@ use std::net::TcpStream;
 use std::time::Instant;
 
 /// The most a client's first bytes sent with the cookie line may be; what
-/// comes after is relayed after the `+OK`.
-const EARLY_MAX: usize = 4096;
+/// comes after is relayed after the `+OK`. Also what `expose` passes to
+/// its service before the next shift starts.
+pub(super) const EARLY_MAX: usize = 4096;
 
 /// A local client's first bytes: what it had sent when first looked at,
 /// and, for a server that forwards them, what followed before its status.

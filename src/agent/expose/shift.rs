@@ -14,17 +14,13 @@
 //! except by a shift that could not hand its parking on.
 
 use super::{Agent, Client, Protocol, T};
+use crate::agent::early::EARLY_MAX;
 use crate::relay;
 use rustix::net::RecvFlags;
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
-
-/// The most of a mobile client's first bytes passed to the service before
-/// the next shift starts: what `connect --listen` sends with its cookie
-/// line (`agent::early`); more is relayed.
-const PASS_MAX: usize = 4096;
 
 /// Counts one shift until dropped (however the shift ends, a panic too).
 struct Counted(Arc<Agent>);
@@ -164,7 +160,9 @@ impl Agent {
             let _ = remote.shutdown(Shutdown::Both);
             return None;
         };
-        let mut buf = vec![0u8; PASS_MAX];
+        // At most what `connect --listen` sends with its cookie line; more
+        // is relayed.
+        let mut buf = vec![0u8; EARLY_MAX];
         let n = match rustix::net::recv(remote, &mut buf, RecvFlags::DONTWAIT) {
             Ok((n, _)) => n,
             Err(rustix::io::Errno::AGAIN) => 0,
